@@ -1,0 +1,10 @@
+"""distilkit: distillation, attention-head pruning and int8 quantization for transformers models."""
+
+from .config import DistillationConfig
+from .persistence import from_pretrained
+from .student import student_from_teacher
+from .trainer import DistillationTrainer
+
+__version__ = "0.1.0"
+
+__all__ = ["DistillationConfig", "DistillationTrainer", "from_pretrained", "student_from_teacher", "__version__"]

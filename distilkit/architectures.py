@@ -1,0 +1,113 @@
+"""Where each supported model family keeps its layers, attention heads and projections.
+
+This is the one place that knows module names. Everything that walks a model's structure (building a student
+from a teacher, head pruning, ...) looks the family up here instead of testing model types itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """Module paths for one model family.
+
+    `layers` is relative to the base model (`model.base_model`); the attention paths are relative to one layer.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    layers: str
+    query: str
+    key: str
+    value: str
+    output: str
+    # Grouped-query attention: key/value heads are shared by groups of query heads.
+    grouped_kv: bool = False
+    # Attribute of the config that holds the number of attention heads.
+    heads_attr: str = "num_attention_heads"
+
+    @property
+    def attention(self) -> str:
+        """Path of the module that owns the q/k/v projections (and the per-head bookkeeping)."""
+        return self.query.rsplit(".", 1)[0]
+
+
+ARCHITECTURES: dict[str, ArchitectureSpec] = {
+    spec.family: spec
+    for spec in (
+        ArchitectureSpec(
+            family="bert",
+            model_types=("bert", "roberta", "xlm-roberta", "camembert"),
+            layers="encoder.layer",
+            query="attention.self.query",
+            key="attention.self.key",
+            value="attention.self.value",
+            output="attention.output.dense",
+        ),
+        ArchitectureSpec(
+            family="distilbert",
+            model_types=("distilbert",),
+            layers="transformer.layer",
+            query="attention.q_lin",
+            key="attention.k_lin",
+            value="attention.v_lin",
+            output="attention.out_lin",
+            heads_attr="n_heads",
+        ),
+        ArchitectureSpec(
+            family="mpnet",
+            model_types=("mpnet",),
+            layers="encoder.layer",
+            query="attention.attn.q",
+            key="attention.attn.k",
+            value="attention.attn.v",
+            output="attention.attn.o",
+        ),
+        ArchitectureSpec(
+            family="llama",
+            model_types=("llama", "qwen2", "qwen3", "mistral"),
+            layers="layers",
+            query="self_attn.q_proj",
+            key="self_attn.k_proj",
+            value="self_attn.v_proj",
+            output="self_attn.o_proj",
+            grouped_kv=True,
+        ),
+    )
+}
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for spec in ARCHITECTURES.values() for t in spec.model_types)
+
+
+def get_architecture(model_or_config) -> ArchitectureSpec:
+    """The spec for a model (or its config); a clear error names the supported model types otherwise."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    for spec in ARCHITECTURES.values():
+        if model_type in spec.model_types:
+            return spec
+    raise ValueError(
+        f"Model type {model_type!r} is not supported by distilkit's structural operations. "
+        f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
+    )
+
+
+def get_submodule(root: nn.Module, path: str) -> nn.Module:
+    return root.get_submodule(path) if path else root
+
+
+def get_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer layers of a model (any head on top of a supported base model)."""
+    spec = get_architecture(model)
+    return get_submodule(model.base_model, spec.layers)
+
+
+def layers_prefix(model: nn.Module) -> str:
+    """State-dict prefix of the layer list, e.g. 'bert.encoder.layer'."""
+    spec = get_architecture(model)
+    base = next(name for name, module in model.named_modules() if module is model.base_model)
+    return ".".join(p for p in (base, spec.layers) if p)
