@@ -1,0 +1,138 @@
+"""DistillationConfig: `TrainingArguments` plus the knobs of knowledge distillation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+HIDDEN_LOSSES = ("mse", "cosine")
+ATTENTION_LOSSES = ("kl", "mse")
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def parse_layer_map(value) -> str | dict[int, int]:
+    """Normalise a layer map: "uniform", a dict, a JSON object string, or "s:t,s:t" pairs -> "uniform" or dict.
+
+    Keys are student hidden-state indices and values teacher indices; index 0 is the embedding output.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "uniform":
+            return "uniform"
+        try:
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                value = dict(pair.split(":") for pair in text.split(","))
+        except ValueError as err:
+            raise ValueError(
+                f"layer_map={value!r} is not understood. Use 'uniform', a dict such as {{1: 2, 2: 4}}, "
+                f"a JSON object '{{\"1\": 2}}' or pairs '1:2,2:4'."
+            ) from err
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"layer_map must be 'uniform' or a non-empty {{student: teacher}} dict, got {value!r}.")
+    try:
+        mapping = {int(k): int(v) for k, v in value.items()}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"layer_map entries must be integers, got {value!r}.") from err
+    negative = {k: v for k, v in mapping.items() if k < 0 or v < 0}
+    if negative:
+        raise ValueError(f"layer_map indices must be >= 0 (0 is the embedding output), got {negative}.")
+    return dict(sorted(mapping.items()))
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """Student hidden state i <- teacher hidden state round(i * L_t / L_s); 0 (embeddings) <- 0.
+
+    This is the evenly spaced mapping of DistilBERT/TinyBERT: a 6-layer student of a 12-layer teacher matches
+    teacher layers 2, 4, ..., 12.
+    """
+    return {i: round(i * teacher_layers / student_layers) for i in range(student_layers + 1)}
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    """Training arguments for `DistillationTrainer`.
+
+    The total loss is
+    `(1 - alpha) * hard + alpha * T^2 KL(teacher_T || student_T) + hidden_weight * sum(hidden) +
+    attention_weight * sum(attention)`. With `alpha=0` and both weights 0 no teacher is needed and training is
+    exactly `transformers.Trainer`.
+    """
+
+    temperature: float = field(
+        default=2.0,
+        metadata={"help": "Softmax temperature T of the soft-label loss (> 0). The KL term is scaled by T^2."},
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Weight of the soft-label (teacher) loss in [0, 1]; the hard-label loss gets 1 - alpha. "
+            "1.0 trains on teacher outputs alone (labels not needed)."
+        },
+    )
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight (>= 0) of the hidden-state matching loss, summed over the matched layers."},
+    )
+    hidden_loss: str = field(
+        default="mse",
+        metadata={"help": "Hidden-state loss: 'mse' (TinyBERT) or 'cosine' (1 - cosine similarity, DistilBERT)."},
+    )
+    layer_map: dict | str = field(
+        default="uniform",
+        metadata={
+            "help": "Which teacher hidden state each student hidden state matches: 'uniform' (evenly spaced, as "
+            "DistilBERT/TinyBERT) or {student_index: teacher_index} (JSON or '1:2,2:4'); index 0 is the "
+            "embedding output. Attention maps use the same map for indices >= 1."
+        },
+    )
+    attention_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight (>= 0) of the attention-map loss summed over matched layers; needs eager attention."
+        },
+    )
+    attention_loss: str = field(
+        default="kl",
+        metadata={"help": "Attention-map loss: 'kl' (MiniLM, KL of attention distributions) or 'mse' (TinyBERT)."},
+    )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cast the teacher to this dtype for its forward: 'float32', 'bfloat16' or 'float16'. "
+            "Default: keep the teacher's dtype."
+        },
+    )
+
+    def __post_init__(self):
+        # Validate our own fields first: a bad value should fail here, not at step 900.
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (weight of the soft-label loss), got {self.alpha}.")
+        for name in ("hidden_weight", "attention_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.hidden_loss not in HIDDEN_LOSSES:
+            raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES}, got {self.hidden_loss!r}.")
+        if self.attention_loss not in ATTENTION_LOSSES:
+            raise ValueError(f"attention_loss must be one of {ATTENTION_LOSSES}, got {self.attention_loss!r}.")
+        if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}.")
+        self.layer_map = parse_layer_map(self.layer_map)
+        if isinstance(self.layer_map, dict) and self.attention_weight > 0:
+            zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]
+            if zero:
+                raise ValueError(
+                    f"layer_map pairs {[(s, self.layer_map[s]) for s in zero]} match the embedding output (index 0) "
+                    "with a transformer layer; attention maps exist only for layers >= 1. Map 0 to 0."
+                )
+        super().__post_init__()
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any loss term needs the teacher's forward pass."""
+        return self.alpha > 0 or self.hidden_weight > 0 or self.attention_weight > 0

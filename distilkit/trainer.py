@@ -1,0 +1,305 @@
+"""DistillationTrainer: `transformers.Trainer` that also learns from a frozen teacher."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from . import losses
+from .config import DistillationConfig, uniform_layer_map
+from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
+
+logger = logging.getLogger(__name__)
+
+PROJECTIONS_FILE = "distillation_projections.safetensors"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DistillationTrainer(Trainer):
+    """A drop-in replacement for `transformers.Trainer` that distils `teacher_model` into `model`.
+
+    Pass a `DistillationConfig` as `args`; everything else (datasets, collators, callbacks, logging,
+    checkpoints, `accelerate launch`) works as with `Trainer`. The loss is
+
+        (1 - alpha) * hard + alpha * soft_label_loss + hidden_weight * sum(hidden) + attention_weight * sum(attn)
+
+    and each part is logged as loss_ce, loss_kd, loss_hidden, loss_attn. The teacher is frozen, kept in eval
+    mode, run under `torch.inference_mode`, and never saved. Evaluation reports the student's own (hard-label)
+    loss as eval_loss, so it compares directly with a run of plain `Trainer`.
+    """
+
+    def __init__(self, model: PreTrainedModel | nn.Module | None = None, teacher_model: nn.Module | None = None,
+                 args: DistillationConfig | None = None, *trainer_args, **trainer_kwargs):
+        if args is None:
+            args = DistillationConfig(output_dir="trainer_output")
+        if not isinstance(args, DistillationConfig):
+            raise TypeError(
+                f"args must be a distilkit.DistillationConfig (got {type(args).__name__}); it accepts every "
+                "TrainingArguments field plus temperature, alpha, hidden_weight, attention_weight, ..."
+            )
+        if args.uses_teacher and teacher_model is None:
+            raise ValueError(
+                f"alpha={args.alpha}, hidden_weight={args.hidden_weight}, attention_weight={args.attention_weight} "
+                "need a teacher: pass teacher_model=, or set all three to 0 to train without one."
+            )
+        self.teacher = teacher_model if args.uses_teacher else None
+        self.task: Task | None = None
+        self.layer_map: dict[int, int] = {}
+        if self.teacher is not None and model is not None:
+            self.task = task_of(model)
+            self._check_compatible(model, self.teacher, args)
+            self.layer_map = self._resolve_layer_map(model, self.teacher, args)
+        super().__init__(model, args, *trainer_args, **trainer_kwargs)
+
+        self.projections = nn.ModuleDict()
+        self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+        if self.teacher is not None:
+            self._prepare_teacher()
+            if args.hidden_weight > 0 or args.attention_weight > 0:
+                self._probe_outputs(self.model, self.teacher)
+            if args.hidden_weight > 0:
+                self._build_projections()
+
+    # ---- set-up checks: everything that can be wrong fails here, before the first step ----
+
+    @staticmethod
+    def _check_compatible(student: nn.Module, teacher: nn.Module, args: DistillationConfig) -> None:
+        student_task, teacher_task = task_of(student), task_of(teacher)
+        if args.alpha > 0:
+            if student_task is not teacher_task:
+                raise ValueError(
+                    f"Logit distillation needs the same kind of head: student is {type(student).__name__} "
+                    f"({student_task.value}), teacher is {type(teacher).__name__} ({teacher_task.value})."
+                )
+            s_size, t_size = output_size(student, student_task), output_size(teacher, teacher_task)
+            if s_size != t_size:
+                what = "vocabulary size" if student_task.predicts_vocabulary else "num_labels"
+                raise ValueError(
+                    f"Logit distillation needs the same {what}: student has {s_size}, teacher has {t_size}. "
+                    + ("Use models with the same tokenizer/vocabulary." if student_task.predicts_vocabulary
+                       else "Build the student with num_labels equal to the teacher's.")
+                )
+        if args.attention_weight > 0:
+            for role, model in (("student", student), ("teacher", teacher)):
+                implementation = getattr(model.config, "_attn_implementation", None)
+                if implementation != "eager":
+                    raise ValueError(
+                        f"attention_weight={args.attention_weight} needs attention probabilities, which only eager "
+                        f"attention returns; the {role} uses {implementation!r}. Call "
+                        f"model.set_attn_implementation('eager') or load it with attn_implementation='eager'."
+                    )
+
+    @staticmethod
+    def _resolve_layer_map(student: nn.Module, teacher: nn.Module, args: DistillationConfig) -> dict[int, int]:
+        if args.hidden_weight == 0 and args.attention_weight == 0:
+            return {}
+        s_layers, t_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+        if args.layer_map == "uniform":
+            return uniform_layer_map(s_layers, t_layers)
+        bad = {s: t for s, t in args.layer_map.items() if s > s_layers or t > t_layers}
+        if bad:
+            raise ValueError(
+                f"layer_map entries {bad} are out of range: student hidden states are 0..{s_layers}, teacher "
+                f"hidden states 0..{t_layers} (0 is the embedding output)."
+            )
+        return dict(args.layer_map)
+
+    def _probe_outputs(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Run both models once on two tokens to check they return the hidden states / attentions needed."""
+        want_hidden, want_attention = self.args.hidden_weight > 0, self.args.attention_weight > 0
+        for role, model in (("student", student), ("teacher", teacher)):
+            device = next(model.parameters()).device
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                out = model(
+                    input_ids=torch.tensor([[1, 2]], device=device),
+                    output_hidden_states=want_hidden,
+                    output_attentions=want_attention,
+                )
+            model.train(was_training)
+            layers = model.config.num_hidden_layers
+            if want_hidden and (getattr(out, "hidden_states", None) is None or len(out.hidden_states) != layers + 1):
+                raise ValueError(
+                    f"hidden_weight={self.args.hidden_weight} needs hidden states, but the {role} "
+                    f"({type(model).__name__}) does not return one per layer plus the embeddings with "
+                    "output_hidden_states=True. Set hidden_weight=0 for this model."
+                )
+            if want_attention and (getattr(out, "attentions", None) is None or len(out.attentions) != layers
+                                   or any(a is None for a in out.attentions)):
+                raise ValueError(
+                    f"attention_weight={self.args.attention_weight} needs attention maps, but the {role} "
+                    f"({type(model).__name__}) returns none with output_attentions=True. Use eager attention "
+                    "(model.set_attn_implementation('eager')) or set attention_weight=0."
+                )
+
+    def _prepare_teacher(self) -> None:
+        teacher = self.teacher
+        teacher.eval()
+        teacher.requires_grad_(False)
+        dtype = _DTYPES[self.args.teacher_dtype] if self.args.teacher_dtype else None
+        teacher.to(device=self.args.device, dtype=dtype)
+
+    def _build_projections(self) -> None:
+        """A learned linear map per matched layer when the student is narrower than the teacher."""
+        s_width, t_width = self.model.config.hidden_size, self.teacher.config.hidden_size
+        if s_width == t_width:
+            return
+        device = next(self.model.parameters()).device
+        for s_index in self.layer_map:
+            self.projections[str(s_index)] = nn.Linear(s_width, t_width).to(device)
+
+    # ---- optimisation: projections train with the student ----
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and len(self.projections) > 0:
+            optimizer.add_param_group(
+                {"params": list(self.projections.parameters()), "weight_decay": self.args.weight_decay}
+            )
+            # The Trainer syncs and zeroes only the model's gradients; the projections get the same treatment
+            # around every real optimizer step (not every micro-batch, so gradient accumulation still works).
+            optimizer.register_step_pre_hook(lambda *_: self._sync_projection_gradients())
+            optimizer.register_step_post_hook(lambda *_: self.projections.zero_grad(set_to_none=True))
+        return optimizer
+
+    def _sync_projection_gradients(self) -> None:
+        """Average the projections' gradients across processes, as DDP does for the student's."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return
+        for param in self.projections.parameters():
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+                param.grad /= world
+
+    # ---- the loss ----
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.teacher is None or not model.training:
+            # No teacher term (exactly Trainer), or evaluation (eval_loss is the student's own loss).
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        args = self.args
+        labels = inputs.get("labels")
+        if labels is None and args.alpha < 1:
+            raise ValueError(
+                f"The batch has no 'labels', so the hard-label loss (weight 1 - alpha = {1 - args.alpha}) cannot be "
+                "computed. Add labels to the dataset or set alpha=1.0 to learn from the teacher alone."
+            )
+        want_hidden, want_attention = args.hidden_weight > 0, args.attention_weight > 0
+        student_inputs = dict(inputs)
+        if want_hidden:
+            student_inputs["output_hidden_states"] = True
+        if want_attention:
+            student_inputs["output_attentions"] = True
+        # The model's loss is its per-batch mean; it is rescaled below like the distillation terms.
+        outputs = model(**student_inputs)
+        teacher_outputs = self._teacher_forward(inputs, want_hidden, want_attention)
+        parts = self._loss_parts(outputs, teacher_outputs, inputs)
+
+        weights = {"loss_ce": 1 - args.alpha, "loss_kd": args.alpha,
+                   "loss_hidden": args.hidden_weight, "loss_attn": args.attention_weight}
+        loss = sum(weights[name] * value for name, value in parts.items() if weights[name] > 0)
+        for name, value in parts.items():
+            self._metrics[name].append(value.detach())
+
+        # Follow the Trainer's gradient-accumulation convention: when it counted the items of the whole
+        # accumulated batch, every term becomes (this batch's items / all items) * its per-batch mean.
+        if num_items_in_batch is not None and labels is not None:
+            loss = loss * (count_label_items(self.task, labels).to(loss.device) / num_items_in_batch)
+            if args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    def _teacher_forward(self, inputs, want_hidden: bool, want_attention: bool):
+        if self.teacher.training:  # a callback or user code may have switched it
+            self.teacher.eval()
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        with torch.inference_mode():
+            out = self.teacher(**teacher_inputs, output_hidden_states=want_hidden, output_attentions=want_attention)
+        # Inference tensors cannot take part in autograd; a float copy made outside inference mode can.
+        def clone(t):
+            return None if t is None else t.float().clone()
+
+        return {
+            "logits": clone(out.logits),
+            "hidden_states": tuple(clone(h) for h in out.hidden_states) if want_hidden else None,
+            "attentions": tuple(clone(a) for a in out.attentions) if want_attention else None,
+        }
+
+    def _loss_parts(self, outputs, teacher, inputs) -> dict[str, torch.Tensor]:
+        args, task = self.args, self.task
+        labels, attention_mask = inputs.get("labels"), inputs.get("attention_mask")
+        parts: dict[str, torch.Tensor] = {}
+        if labels is not None:
+            parts["loss_ce"] = outputs.loss
+        if args.alpha > 0:
+            student_logits, teacher_logits = outputs.logits, teacher["logits"]
+            if task is Task.CAUSAL_LM:  # position t predicts token t+1: the last position has no target
+                student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
+            mask = distillation_mask(task, labels, attention_mask)
+            parts["loss_kd"] = losses.soft_label_loss(student_logits, teacher_logits, args.temperature, mask)
+        token_mask = attention_mask.bool() if attention_mask is not None else None
+        if args.hidden_weight > 0:
+            total = 0.0
+            for s_index, t_index in self.layer_map.items():
+                student_hidden = outputs.hidden_states[s_index]
+                if str(s_index) in self.projections:
+                    student_hidden = self.projections[str(s_index)](student_hidden)
+                total = total + losses.hidden_state_loss(
+                    student_hidden, teacher["hidden_states"][t_index], token_mask, args.hidden_loss
+                )
+            parts["loss_hidden"] = total
+        if args.attention_weight > 0:
+            total = 0.0
+            for s_index, t_index in self.layer_map.items():
+                if s_index == 0:  # the embedding output has no attention map
+                    continue
+                student_attention = outputs.attentions[s_index - 1]
+                if student_attention.shape[1] == 0:  # every head of this layer was pruned
+                    continue
+                total = total + losses.attention_loss(
+                    student_attention, teacher["attentions"][t_index - 1], token_mask, args.attention_loss
+                )
+            parts["loss_attn"] = total
+        return parts
+
+    # ---- logging: each part under its own name, averaged since the last log ----
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._metrics and "loss" in logs:  # a training log, not an evaluation one
+            for name, values in self._metrics.items():
+                mean = torch.stack([v.float() for v in values]).mean()
+                logs[name] = round(self.accelerator.reduce(mean, reduction="mean").item(), 6)
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    # ---- checkpoints: projections live beside the student, never inside the exported model ----
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if len(self.projections) > 0 and self.args.should_save:
+            checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
+            save_file(state, os.path.join(checkpoint, PROJECTIONS_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, PROJECTIONS_FILE)
+        if len(self.projections) > 0:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{resume_from_checkpoint} has no {PROJECTIONS_FILE}: it was not written by a run with the same "
+                    "hidden-state projections (hidden_weight > 0 and different widths)."
+                )
+            self.projections.load_state_dict(load_file(path, device=str(next(self.projections.parameters()).device)))
