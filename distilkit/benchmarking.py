@@ -1,0 +1,90 @@
+"""Measurements shared by the benchmark scripts: machine description, CPU latency, size on disk, accuracy.
+
+Every figure distilkit reports is written next to the machine it was measured on, because int8 and latency
+results depend on the CPU's instruction set (AVX2 vs AVX-512 VNNI).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+
+def machine_info() -> dict:
+    """CPU model, instruction-set extensions that matter for int8, core count and library versions."""
+    import transformers
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        lscpu = ""
+    for line in lscpu.splitlines():
+        if line.startswith("Model name:"):
+            info["cpu_model"] = line.split(":", 1)[1].strip()
+    flags = lscpu.split()
+    info["avx512_vnni"] = "avx512_vnni" in flags
+    info["avx_vnni"] = "avx_vnni" in flags
+    info["avx2"] = "avx2" in flags
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def folder_size_mb(folder: str | os.PathLike) -> float:
+    """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer is not counted."""
+    total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin"))
+    return total / 1e6
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters plus buffers that hold weights (int8 layers keep their weights as buffers)."""
+    seen = {id(p): p.numel() for p in model.parameters()}
+    for name, buffer in model.named_buffers():
+        if buffer.dtype == torch.int8:
+            seen[id(buffer)] = buffer.numel()
+    return sum(seen.values())
+
+
+@torch.inference_mode()
+def cpu_latency_ms(model: torch.nn.Module, batch_size: int, seq_len: int, threads: int = 2, repeats: int = 10,
+                   warmup: int = 3, vocab_size: int | None = None) -> float:
+    """Median wall-clock milliseconds of one forward pass on random tokens, with `threads` intra-op threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        vocab = vocab_size or model.config.vocab_size
+        generator = torch.Generator().manual_seed(0)
+        inputs = {
+            "input_ids": torch.randint(5, vocab, (batch_size, seq_len), generator=generator),
+            "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
+        }
+        model.eval()
+        for _ in range(warmup):
+            model(**inputs)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(**inputs)
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def accuracy_and_f1(predictions, labels) -> dict:
+    """Accuracy, and binary F1 of the positive class (GLUE reports it for MRPC)."""
+    predictions, labels = list(map(int, predictions)), list(map(int, labels))
+    correct = sum(p == y for p, y in zip(predictions, labels))
+    tp = sum(p == 1 and y == 1 for p, y in zip(predictions, labels))
+    fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
+    fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"accuracy": correct / len(labels), "f1": f1}
