@@ -10,6 +10,7 @@ from transformers import TrainingArguments
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTENTION_LOSSES = ("kl", "mse")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+NONFINITE_POLICIES = ("error", "skip")
 
 
 def parse_layer_map(value) -> str | dict[int, int]:
@@ -107,6 +108,14 @@ class DistillationConfig(TrainingArguments):
         },
     )
 
+    nonfinite_loss: str = field(
+        default="error",
+        metadata={
+            "help": "What to do when a training loss is NaN or inf: 'error' stops with the step number; 'skip' "
+            "drops that batch's gradients and counts it (logged as nonfinite_batches_skipped)."
+        },
+    )
+
     def __post_init__(self):
         # Validate our own fields first: a bad value should fail here, not at step 900.
         if not self.temperature > 0:
@@ -122,6 +131,8 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"attention_loss must be one of {ATTENTION_LOSSES}, got {self.attention_loss!r}.")
         if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}.")
+        if self.nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {self.nonfinite_loss!r}.")
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import defaultdict
 
 import torch
@@ -19,6 +20,8 @@ from .tasks import Task, count_label_items, distillation_mask, output_size, task
 logger = logging.getLogger(__name__)
 
 PROJECTIONS_FILE = "distillation_projections.safetensors"
+# Written last into a checkpoint folder: a folder without it was interrupted while saving and is never resumed.
+COMPLETE_MARKER = "distilkit_checkpoint_complete"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,6 +64,7 @@ class DistillationTrainer(Trainer):
 
         self.projections = nn.ModuleDict()
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.nonfinite_batches_skipped = 0
         if self.teacher is not None:
             self._prepare_teacher()
             if args.hidden_weight > 0 or args.attention_weight > 0:
@@ -185,6 +189,25 @@ class DistillationTrainer(Trainer):
     # ---- the loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training and not torch.isfinite(loss.detach()).all():
+            step = self.state.global_step + 1
+            if self.args.nonfinite_loss == "error":
+                raise FloatingPointError(
+                    f"The training loss is {loss.item()} at step {step} (epoch {self.state.epoch}). Lower the "
+                    "learning rate, check the data of this step, or set nonfinite_loss='skip' to drop such batches."
+                )
+            self.nonfinite_batches_skipped += 1
+            logger.warning("Non-finite loss at step %d: batch skipped (%d so far).", step,
+                           self.nonfinite_batches_skipped)
+            # A zero that reaches every trainable parameter: the backward (and DDP's all-reduce) still runs,
+            # and adds nothing to the gradients.
+            loss = sum(p.reshape(-1)[:1].sum() * 0.0 for p in model.parameters() if p.requires_grad)
+            result = (loss, result[1]) if return_outputs else loss
+        return result
+
+    def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.teacher is None or not model.training:
             # No teacher term (exactly Trainer), or evaluation (eval_loss is the student's own loss).
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -277,6 +300,8 @@ class DistillationTrainer(Trainer):
     # ---- logging: each part under its own name, averaged since the last log ----
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.nonfinite_batches_skipped:
+            logs["nonfinite_batches_skipped"] = self.nonfinite_batches_skipped
         if self._metrics and "loss" in logs:  # a training log, not an evaluation one
             for name, values in self._metrics.items():
                 mean = torch.stack([v.float() for v in values]).mean()
@@ -288,10 +313,20 @@ class DistillationTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if len(self.projections) > 0 and self.args.should_save:
-            checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
-            save_file(state, os.path.join(checkpoint, PROJECTIONS_FILE))
+        checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            if len(self.projections) > 0:
+                state = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
+                save_file(state, os.path.join(checkpoint, PROJECTIONS_FILE))
+            with open(os.path.join(checkpoint, COMPLETE_MARKER), "w") as marker:
+                marker.write(f"{self.state.global_step}\n")
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        elif isinstance(resume_from_checkpoint, str | os.PathLike) and resume_from_checkpoint:
+            _check_complete(str(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -303,3 +338,26 @@ class DistillationTrainer(Trainer):
                     "hidden-state projections (hidden_weight > 0 and different widths)."
                 )
             self.projections.load_state_dict(load_file(path, device=str(next(self.projections.parameters()).device)))
+
+
+def _check_complete(checkpoint: str) -> None:
+    if os.path.isdir(checkpoint) and not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):
+        raise ValueError(
+            f"{checkpoint} is incomplete (no {COMPLETE_MARKER}): the run was stopped while saving it. Resume from "
+            "an earlier checkpoint, or pass resume_from_checkpoint=True to pick the last complete one."
+        )
+
+
+def last_complete_checkpoint(output_dir: str) -> str:
+    """The newest checkpoint folder in `output_dir` whose save finished; interrupted saves are skipped."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    candidates = sorted(
+        (int(m.group(1)), name) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+        if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for step, name in reversed(candidates):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+            return path
+        logger.warning("Skipping %s: its save did not finish (no %s).", path, COMPLETE_MARKER)
+    raise ValueError(f"No complete checkpoint found in {output_dir} to resume from.")

@@ -1,0 +1,109 @@
+"""Crash, resume and bad-loss behaviour of DistillationTrainer."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import pad_collator, tiny_dataset, tiny_model
+
+from distilkit import DistillationConfig, DistillationTrainer
+from distilkit.trainer import COMPLETE_MARKER, last_complete_checkpoint
+
+CHILD = Path(__file__).with_name("resume_child.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_child(out, *flags):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(CHILD), str(out), *flags], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def final_state(out):
+    return torch.load(Path(out) / "final_state.pt")
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    full = run_child(tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed = run_child(tmp_path / "crash", "--kill-at-step", "5")
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "crash" / "final_state.pt").exists()
+    assert last_complete_checkpoint(str(tmp_path / "crash")).endswith("checkpoint-4")
+
+    resumed = run_child(tmp_path / "crash", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, got = final_state(tmp_path / "full"), final_state(tmp_path / "crash")
+    assert set(expected) == set(got) and any(k.startswith("projection.") for k in got)
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-6), key
+
+
+def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume_from(tmp_path):
+    killed = run_child(tmp_path / "run", "--kill-during-save-at-step", "6")
+    assert killed.returncode == -signal.SIGKILL
+    partial = tmp_path / "run" / "checkpoint-6"
+    assert partial.is_dir() and not (partial / COMPLETE_MARKER).exists()
+    assert last_complete_checkpoint(str(tmp_path / "run")).endswith("checkpoint-4")
+    resumed = run_child(tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoint-6" in resumed.stderr and "did not finish" in resumed.stderr
+    full = run_child(tmp_path / "full")
+    expected, got = final_state(tmp_path / "full"), final_state(tmp_path / "run")
+    for key in expected:
+        assert torch.allclose(expected[key], got[key], atol=1e-6), key
+
+
+def test_resuming_an_incomplete_checkpoint_by_path_is_refused(tmp_path):
+    (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)
+    trainer = DistillationTrainer(model=tiny_model("seq"), args=DistillationConfig(
+        output_dir=str(tmp_path / "out"), alpha=0.0, report_to="none", use_cpu=True, max_steps=1),
+        train_dataset=tiny_dataset("seq", 4), data_collator=pad_collator)
+    with pytest.raises(ValueError, match="checkpoint-2 is incomplete"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    with pytest.raises(ValueError, match="No complete checkpoint"):
+        trainer.train(resume_from_checkpoint=True)
+
+
+class PoisonOnce:
+    """Collator that makes one batch's loss infinite by giving it a huge embedding input."""
+
+    def __init__(self, poison_call):
+        self.calls, self.poison_call = 0, poison_call
+
+    def __call__(self, features):
+        batch = pad_collator(features)
+        self.calls += 1
+        if self.calls == self.poison_call:
+            batch["inputs_embeds"] = torch.full((*batch["input_ids"].shape, 32), float("nan"))
+            del batch["input_ids"]
+        return batch
+
+
+def nonfinite_trainer(tmp_path, policy):
+    return DistillationTrainer(
+        model=tiny_model("seq", seed=2), teacher_model=tiny_model("seq", seed=1),
+        args=DistillationConfig(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
+                                report_to="none", use_cpu=True, logging_steps=1, save_strategy="no",
+                                nonfinite_loss=policy, remove_unused_columns=False),
+        train_dataset=tiny_dataset("seq", 16), data_collator=PoisonOnce(poison_call=3))
+
+
+def test_nonfinite_loss_stops_with_the_step_number(tmp_path):
+    trainer = nonfinite_trainer(tmp_path, "error")
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        trainer.train()
+
+
+def test_nonfinite_loss_skip_drops_the_batch_and_counts_it(tmp_path):
+    trainer = nonfinite_trainer(tmp_path, "skip")
+    trainer.train()
+    assert trainer.nonfinite_batches_skipped == 1
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert logs[-1]["nonfinite_batches_skipped"] == 1
