@@ -39,8 +39,10 @@ class DistillationTrainer(Trainer):
     loss as eval_loss, so it compares directly with a run of plain `Trainer`.
     """
 
-    def __init__(self, model: PreTrainedModel | nn.Module | None = None, teacher_model: nn.Module | None = None,
-                 args: DistillationConfig | None = None, *trainer_args, **trainer_kwargs):
+    def __init__(self, model: PreTrainedModel | nn.Module | None = None, args: DistillationConfig | None = None,
+                 *trainer_args, teacher_model: nn.Module | None = None, **trainer_kwargs):
+        # Positional arguments keep Trainer's order (model, args, data_collator, train_dataset, ...);
+        # the teacher is keyword-only.
         if args is None:
             args = DistillationConfig(output_dir="trainer_output")
         if not isinstance(args, DistillationConfig):
@@ -60,6 +62,7 @@ class DistillationTrainer(Trainer):
             self.task = task_of(model)
             self._check_compatible(model, self.teacher, args)
             self.layer_map = self._resolve_layer_map(model, self.teacher, args)
+        _check_labels(model, trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None))
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
 
         self.projections = nn.ModuleDict()
@@ -338,6 +341,33 @@ class DistillationTrainer(Trainer):
                     "hidden-state projections (hidden_weight > 0 and different widths)."
                 )
             self.projections.load_state_dict(load_file(path, device=str(next(self.projections.parameters()).device)))
+
+
+def _check_labels(model, dataset) -> None:
+    """Empty data and labels outside the classifier's range fail here, not as an index error mid-epoch."""
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return
+    if len(dataset) == 0:
+        raise ValueError("train_dataset is empty: check the data files, the split and any filtering.")
+    columns = getattr(dataset, "column_names", None) or []
+    label_column = next((c for c in ("labels", "label") if c in columns), None)
+    if model is None or label_column is None:
+        return
+    try:
+        task = task_of(model)
+    except ValueError:
+        return
+    if task.predicts_vocabulary or model.config.num_labels < 2:  # LM labels are token ids; 1 label = regression
+        return
+    labels = dataset[label_column]
+    flat = [v for row in labels for v in row] if labels and isinstance(labels[0], list) else labels
+    num_labels = model.config.num_labels
+    bad = sorted({int(v) for v in flat if v != -100 and not 0 <= v < num_labels})
+    if bad:
+        raise ValueError(
+            f"train_dataset has labels {bad[:10]} outside 0..{num_labels - 1}, but the model has num_labels="
+            f"{num_labels}. Fix the labels or build the model with the right num_labels."
+        )
 
 
 def _check_complete(checkpoint: str) -> None:

@@ -295,3 +295,38 @@ def test_evaluation_reports_the_students_own_loss(tmp_path):
                                                           use_cpu=True),
                     eval_dataset=tiny_dataset("seq", 8, seed=5), data_collator=pad_collator)
     assert t.evaluate()["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"], abs=1e-6)
+
+
+def test_positional_arguments_keep_trainers_order(tmp_path):
+    student = tiny_model("seq", seed=2)
+    t = DistillationTrainer(student, config(tmp_path, alpha=0.0), pad_collator, tiny_dataset("seq", 8))
+    assert t.data_collator is pad_collator and len(t.train_dataset) == 8 and t.teacher is None
+
+
+def test_error_empty_dataset(tmp_path):
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        DistillationTrainer(model=tiny_model("seq"), args=config(tmp_path, alpha=0.0),
+                            train_dataset=tiny_dataset("seq", 4).select([]), data_collator=pad_collator)
+
+
+@pytest.mark.parametrize("task", ["seq", "token"])
+def test_error_labels_outside_num_labels(tmp_path, task):
+    dataset = tiny_dataset(task, 8, num_labels=5)  # labels up to 4, model has 3 labels
+    with pytest.raises(ValueError, match=r"labels \[3, 4\] outside 0..2, but the model has num_labels=3"):
+        DistillationTrainer(model=tiny_model(task), teacher_model=tiny_model(task), args=config(tmp_path),
+                            train_dataset=dataset, data_collator=pad_collator)
+
+
+def test_same_seed_gives_identical_results(tmp_path):
+    def run(out):
+        student = tiny_model("seq", seed=2)  # dropout on: the seed must fix it too
+        t = DistillationTrainer(model=student, teacher_model=tiny_model("seq", seed=1),
+                                args=config(tmp_path, output_dir=str(tmp_path / out), hidden_weight=1.0,
+                                            attention_weight=1.0),
+                                train_dataset=tiny_dataset("seq", 16), data_collator=pad_collator)
+        t.train()
+        return student.state_dict(), step_losses(t)
+
+    (a, la), (b, lb) = run("a"), run("b")
+    assert la == lb
+    assert all(torch.equal(a[k], b[k]) for k in a)
