@@ -71,10 +71,20 @@ def _model_class(config, model_class):
     )
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
+        raise OSError(
+            f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it may be truncated by an "
+            "interrupted save or a partial download. Save or download the model again."
+        ) from err
+
+
 def _read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     single = model_dir / "model.safetensors"
     if single.is_file():
-        return load_file(single)
+        return _load_safetensors(single)
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         import json
@@ -82,7 +92,7 @@ def _read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            state.update(load_file(model_dir / shard))
+            state.update(_load_safetensors(model_dir / shard))
         return state
     raise FileNotFoundError(f"No safetensors weights (model.safetensors) in {model_dir}.")
 
@@ -96,6 +106,7 @@ def from_pretrained(
     name_or_path: str | os.PathLike,
     model_class: type[PreTrainedModel] | None = None,
     torch_dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
     **hub_kwargs,
 ) -> PreTrainedModel:
     """Load a model saved by distilkit (pruned, int8, or neither) from a folder or a Hub repo id.
@@ -116,13 +127,26 @@ def from_pretrained(
         )
     if not record:
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+        if attn_implementation is not None:
+            kwargs["attn_implementation"] = attn_implementation
         return cls.from_pretrained(model_dir, **kwargs)
 
     model = cls(config)
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
     for key in RESTORERS:
         if key in record:
             model = _restore_function(key)(model, record[key])
     state = _read_weights(model_dir)
+    expected = model.state_dict()
+    wrong_shape = [f"{k}: saved {tuple(v.shape)}, structure {tuple(expected[k].shape)}"
+                   for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong_shape:
+        raise ValueError(
+            f"The weights in {model_dir} do not match the structure recorded in its config.json "
+            f"(distilkit: {sorted(record)}); the folder was probably edited or mixed from two saves. "
+            f"Mismatched tensors: {wrong_shape[:5]}."
+        )
     result = model.load_state_dict(state, strict=False)
     # Tied weights (e.g. an lm_head sharing the embedding) are saved once; anything else missing is an error.
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
