@@ -108,6 +108,21 @@ class DistillationConfig(TrainingArguments):
         },
     )
 
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder for a teacher-output cache: teacher logits are computed once per training example, "
+            "stored keyed by the dataset fingerprint and a hash of the teacher, and reused across epochs and "
+            "runs, removing the teacher forward from the training step. Logit distillation only."
+        },
+    )
+    teacher_cache_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the teacher's top-k logits per position (plus the log-normaliser) in the cache. "
+            "Default: all logits for classifiers, 32 for language models."
+        },
+    )
     nonfinite_loss: str = field(
         default="error",
         metadata={
@@ -133,6 +148,14 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}.")
         if self.nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {self.nonfinite_loss!r}.")
+        if self.teacher_cache_dir and (self.hidden_weight > 0 or self.attention_weight > 0):
+            raise ValueError(
+                f"teacher_cache_dir caches teacher logits only, but hidden_weight={self.hidden_weight} and "
+                f"attention_weight={self.attention_weight} need the teacher's forward at every step. Set both to 0 "
+                "or drop teacher_cache_dir."
+            )
+        if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
+            raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]

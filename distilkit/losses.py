@@ -46,6 +46,29 @@ def soft_label_loss(
     return temperature**2 * _masked_mean(kl, mask)
 
 
+def soft_label_loss_topk(
+    student_logits: torch.Tensor,
+    teacher_topk_values: torch.Tensor,
+    teacher_topk_indices: torch.Tensor,
+    teacher_lse: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`soft_label_loss` when only the teacher's top-k logits (and its log-normaliser at T) were kept.
+
+    With `teacher_lse = logsumexp(z_t / T)` over the full vocabulary, the teacher's probabilities of the kept
+    tokens are exact, and the KL is summed over them: T^2 * sum_k p_t,k (log p_t,k - log p_s,k). The mass outside
+    the top k is dropped; with k = vocabulary size this equals `soft_label_loss`.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    student_at_k = student_log_probs.gather(-1, teacher_topk_indices.long().clamp_min(0))
+    teacher_log_probs = teacher_topk_values.float() / temperature - teacher_lse.float().unsqueeze(-1)
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_at_k)).sum(dim=-1)
+    return temperature**2 * _masked_mean(kl, mask)
+
+
 def hidden_state_loss(
     student_hidden: torch.Tensor,
     teacher_hidden: torch.Tensor,

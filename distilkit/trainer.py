@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import losses
+from . import losses, teacher_cache
 from .config import DistillationConfig, uniform_layer_map
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
@@ -74,6 +74,8 @@ class DistillationTrainer(Trainer):
                 self._probe_outputs(self.model, self.teacher)
             if args.hidden_weight > 0:
                 self._build_projections()
+            if args.teacher_cache_dir and args.alpha > 0:
+                self._attach_teacher_cache()
 
     # ---- set-up checks: everything that can be wrong fails here, before the first step ----
 
@@ -164,6 +166,24 @@ class DistillationTrainer(Trainer):
         for s_index in self.layer_map:
             self.projections[str(s_index)] = nn.Linear(s_width, t_width).to(device)
 
+    def _attach_teacher_cache(self) -> None:
+        """Add cached teacher outputs to the training data (building them once) and collate them with it."""
+        if self.train_dataset is None:
+            raise ValueError("teacher_cache_dir needs a train_dataset to cache teacher outputs for.")
+        top_k = self.args.teacher_cache_top_k
+        if top_k is None and self.task.predicts_vocabulary:
+            top_k = 32
+        self.train_dataset = teacher_cache.load_or_build(
+            self.train_dataset, self.teacher, self.data_collator, self.args.teacher_cache_dir, self.task, top_k,
+            self.args.temperature, self.args.per_device_eval_batch_size, self.args.device, self.args,
+        )
+        self.data_collator = teacher_cache.CachedTeacherCollator(self.data_collator, self.task.token_level)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # Keep the cached teacher columns through `remove_unused_columns`; compute_loss takes them out again.
+        self._signature_columns += [c for c in teacher_cache.CACHE_COLUMNS if c not in self._signature_columns]
+
     # ---- optimisation: projections train with the student ----
 
     def create_optimizer(self, model=None):
@@ -223,14 +243,18 @@ class DistillationTrainer(Trainer):
                 "computed. Add labels to the dataset or set alpha=1.0 to learn from the teacher alone."
             )
         want_hidden, want_attention = args.hidden_weight > 0, args.attention_weight > 0
-        student_inputs = dict(inputs)
+        cached = {k: inputs[k] for k in teacher_cache.CACHE_COLUMNS if k in inputs}
+        student_inputs = {k: v for k, v in inputs.items() if k not in cached}
         if want_hidden:
             student_inputs["output_hidden_states"] = True
         if want_attention:
             student_inputs["output_attentions"] = True
         # The model's loss is its per-batch mean; it is rescaled below like the distillation terms.
         outputs = model(**student_inputs)
-        teacher_outputs = self._teacher_forward(inputs, want_hidden, want_attention)
+        if cached:
+            teacher_outputs = {"logits": cached.get("teacher_logits"), "cached": cached}
+        else:
+            teacher_outputs = self._teacher_forward(student_inputs, want_hidden, want_attention)
         parts = self._loss_parts(outputs, teacher_outputs, inputs)
 
         weights = {"loss_ce": 1 - args.alpha, "loss_kd": args.alpha,
@@ -270,11 +294,17 @@ class DistillationTrainer(Trainer):
         if labels is not None:
             parts["loss_ce"] = outputs.loss
         if args.alpha > 0:
-            student_logits, teacher_logits = outputs.logits, teacher["logits"]
-            if task is Task.CAUSAL_LM:  # position t predicts token t+1: the last position has no target
-                student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
+            # Causal LM: position t predicts token t+1, so the last position has no target.
+            shift = (lambda t: t[:, :-1]) if task is Task.CAUSAL_LM else (lambda t: t)
             mask = distillation_mask(task, labels, attention_mask)
-            parts["loss_kd"] = losses.soft_label_loss(student_logits, teacher_logits, args.temperature, mask)
+            cached = teacher.get("cached", {})
+            if "teacher_topk_values" in cached:
+                parts["loss_kd"] = losses.soft_label_loss_topk(
+                    shift(outputs.logits), shift(cached["teacher_topk_values"]),
+                    shift(cached["teacher_topk_indices"]), shift(cached["teacher_lse"]), args.temperature, mask)
+            else:
+                parts["loss_kd"] = losses.soft_label_loss(
+                    shift(outputs.logits), shift(teacher["logits"]), args.temperature, mask)
         token_mask = attention_mask.bool() if attention_mask is not None else None
         if args.hidden_weight > 0:
             total = 0.0

@@ -1,0 +1,148 @@
+"""Teacher outputs computed once per training example and kept on disk.
+
+The teacher forward is up to half of a distillation step. Its logits do not change during training (the teacher
+is frozen and run without dropout), so distilkit computes them in one pass, stores them under a key made of the
+dataset's fingerprint and a hash of the teacher's weights and config, and feeds them to the loss from the data
+loader. A changed dataset or teacher gives a new key; a folder is published with an atomic rename, so several
+processes (or an interrupted run) never read a half-written cache.
+
+Classifiers store all logits. Language models store the top-k logits per position plus the log-normaliser at the
+training temperature (`teacher_cache_top_k`), which keeps the file small while the soft-label loss stays exact
+on those k tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from datasets import Dataset, load_from_disk
+from torch.utils.data import DataLoader
+
+from .tasks import Task
+
+logger = logging.getLogger(__name__)
+
+CACHE_COLUMNS = ("teacher_logits", "teacher_topk_values", "teacher_topk_indices", "teacher_lse")
+_FORMAT_VERSION = 1
+
+
+def teacher_fingerprint(teacher: torch.nn.Module) -> str:
+    """sha256 of the teacher's config and every tensor of its state dict (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    config = getattr(teacher, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    for name, tensor in teacher.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:32]
+
+
+def cache_key(dataset: Dataset, teacher_hash: str, task: Task, top_k: int | None, temperature: float) -> str:
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint is None:
+        raise ValueError(
+            "teacher_cache_dir needs a datasets.Dataset as train_dataset (its fingerprint keys the cache); got "
+            f"{type(dataset).__name__}."
+        )
+    spec = {"v": _FORMAT_VERSION, "data": fingerprint, "teacher": teacher_hash, "task": task.value, "top_k": top_k,
+            # The log-normaliser of top-k caches depends on the temperature; full logits do not.
+            "temperature": temperature if top_k else None}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _per_example(task: Task, logits: torch.Tensor, attention_mask: torch.Tensor | None, top_k: int | None,
+                 temperature: float) -> list[dict]:
+    """Split a batch of teacher logits into one record per example (real tokens only for token tasks)."""
+    rows = []
+    for i in range(logits.shape[0]):
+        row_logits = logits[i]
+        if task.token_level and attention_mask is not None:
+            row_logits = row_logits[attention_mask[i].bool()]
+        if top_k:
+            values, indices = row_logits.topk(top_k, dim=-1)
+            lse = torch.logsumexp(row_logits / temperature, dim=-1)
+            rows.append({"teacher_topk_values": values.tolist(), "teacher_topk_indices": indices.tolist(),
+                         "teacher_lse": lse.tolist()})
+        else:
+            rows.append({"teacher_logits": row_logits.tolist()})
+    return rows
+
+
+@torch.inference_mode()
+def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator, task: Task, top_k: int | None,
+                            temperature: float, batch_size: int, device) -> Dataset:
+    """One in-order pass of the teacher over `dataset`; returns a Dataset of per-example cached outputs."""
+    from tqdm.auto import tqdm
+
+    teacher.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    rows: list[dict] = []
+    for batch in tqdm(loader, desc="Caching teacher outputs"):
+        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
+        logits = teacher(**inputs).logits.float()
+        rows.extend(_per_example(task, logits.cpu(), inputs.get("attention_mask", None), top_k, temperature))
+    return Dataset.from_list(rows)
+
+
+def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_dir: str | os.PathLike, task: Task,
+                  top_k: int | None, temperature: float, batch_size: int, device, args) -> Dataset:
+    """`dataset` with the cached teacher columns added, building the cache on the main process if needed."""
+    teacher_hash = teacher_fingerprint(teacher)
+    key = cache_key(dataset, teacher_hash, task, top_k, temperature)
+    folder = Path(cache_dir) / key
+    with args.main_process_first(local=False, desc="teacher output cache"):
+        if not folder.is_dir():
+            logger.info("Building the teacher output cache in %s", folder)
+            cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device)
+            staging = Path(cache_dir) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+            cached.save_to_disk(str(staging))
+            try:
+                os.replace(staging, folder)  # atomic: readers see no folder or a complete one
+            except OSError:  # another process published the same key first
+                shutil.rmtree(staging, ignore_errors=True)
+        else:
+            logger.info("Reusing the teacher output cache in %s", folder)
+        cached = load_from_disk(str(folder))
+    if len(cached) != len(dataset):
+        raise ValueError(f"Teacher cache {folder} has {len(cached)} rows for a dataset of {len(dataset)}; delete it.")
+    existing = [c for c in CACHE_COLUMNS if c in dataset.column_names]
+    if existing:
+        dataset = dataset.remove_columns(existing)
+    for column in cached.column_names:
+        dataset = dataset.add_column(column, cached[column])
+    return dataset
+
+
+class CachedTeacherCollator:
+    """Wraps a data collator: cached teacher columns are taken out of the features, the rest is collated as
+    usual, and the cached outputs are padded back to the batch's positions (real tokens where the attention
+    mask is 1, whichever side the padding is on)."""
+
+    def __init__(self, collator, token_level: bool):
+        self.collator = collator
+        self.token_level = token_level
+
+    def __call__(self, features):
+        cached = [{k: f.pop(k) for k in CACHE_COLUMNS if k in f} for f in features]
+        batch = self.collator(features)
+        for key in cached[0]:
+            values = [torch.tensor(c[key]) for c in cached]
+            if not self.token_level:
+                batch[key] = torch.stack(values)
+                continue
+            mask = batch["attention_mask"].bool()
+            fill = -1 if key == "teacher_topk_indices" else 0.0
+            out = torch.full((*mask.shape, *values[0].shape[1:]), fill, dtype=values[0].dtype)
+            for i, v in enumerate(values):
+                out[i][mask[i]] = v
+            batch[key] = out
+        return batch
