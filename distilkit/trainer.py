@@ -244,7 +244,8 @@ class DistillationTrainer(Trainer):
             )
         want_hidden, want_attention = args.hidden_weight > 0, args.attention_weight > 0
         cached = {k: inputs[k] for k in teacher_cache.CACHE_COLUMNS if k in inputs}
-        student_inputs = {k: v for k, v in inputs.items() if k not in cached}
+        model_inputs = {k: v for k, v in inputs.items() if k not in cached}
+        student_inputs = dict(model_inputs)
         if want_hidden:
             student_inputs["output_hidden_states"] = True
         if want_attention:
@@ -254,7 +255,7 @@ class DistillationTrainer(Trainer):
         if cached:
             teacher_outputs = {"logits": cached.get("teacher_logits"), "cached": cached}
         else:
-            teacher_outputs = self._teacher_forward(student_inputs, want_hidden, want_attention)
+            teacher_outputs = self._teacher_forward(model_inputs, want_hidden, want_attention)
         parts = self._loss_parts(outputs, teacher_outputs, inputs)
 
         weights = {"loss_ce": 1 - args.alpha, "loss_kd": args.alpha,
