@@ -1,0 +1,308 @@
+"""The int8 matrix products behind `Int8Linear`, and the one function that picks which to run.
+
+Every kernel computes the same thing, the quantization scheme of `Int8Linear`:
+
+* weights: int8, symmetric, one float scale per output channel (`W ~= weight[n, :] * weight_scale[n]`);
+* activations: quantized at run time, asymmetric uint8 with ONE scale and zero point for the whole input tensor,
+  chosen from its min and max exactly as fbgemm chooses them (`activation_qparams`);
+* the product is accumulated in integers (or in float on exactly representable integers), then rescaled, and
+  the float bias is added.
+
+Per-tensor activations were chosen because fbgemm's dynamic int8 GEMM, the only int8 kernel in stock PyTorch
+that is fast and exact on every x86 CPU, supports nothing finer. Measured on a 2-core AMD EPYC with AVX-512 VNNI
+(torch 2.13, 2 threads, one bert-base FFN layer, M=1024 K=768 N=3072; benchmarks/results/quantization.md): fp32
+27.7 ms, fbgemm with our packed weights 8.7 ms (torch.ao's dynamic Linear, the same op: 7.3 ms), `torch._int_mm`
+with per-token activations 15.7 ms including the quantize and rescale steps, the reference kernel 33.7 ms.
+Per-token activations are more accurate (MiniLM-L6 last hidden state: 22.3 dB SNR vs 16.3 dB), but
+`torch._int_mm` on CPU is only exact with VNNI: forcing fbgemm/oneDNN to AVX2 (`FBGEMM_ENABLE_INSTRUCTIONS`)
+makes it return saturated sums. `scripts/bench_quantization.py --kernels` repeats these measurements.
+
+CPUs without AVX-512 VNNI build the int8 dot product from `vpmaddubsw`, which adds two uint8*int8 products in
+a *saturating* int16. With full-range uint8 activations and int8 weights that can overflow (255*127*2 > 32767),
+so on those CPUs activations use the range 0..127 ("reduce_range", as torch.ao does). The range therefore
+depends on the CPU (`activation_reduce_range`), and every kernel on that CPU uses the same one, so the fast path
+and the fallback agree.
+
+Kernels hold run-time state only (fbgemm's packed copy of the weights, weight row sums): it is built from the
+module's int8 weight and scales on first use, never saved, and rebuilt when those tensors change.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# Forces a kernel for every Int8Linear whose `kernel` is "auto": "reference" (pure PyTorch), "fbgemm" or
+# "cuda_int_mm". Useful to check a result against the reference, or on a PyTorch without the fbgemm ops.
+KERNEL_ENV = "DISTILKIT_INT8_KERNEL"
+AUTO = "auto"
+
+# Largest int8 magnitude used for weights: symmetric [-127, 127], so negating a weight never overflows.
+WEIGHT_QMAX = 127
+# fbgemm's floor on activation scales (quant_utils::ChooseQuantizationParams, SMALL_SCALE_THRESHOLD).
+_MIN_ACTIVATION_SCALE = 6.1e-5
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The scheme, in plain PyTorch
+# --------------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _cpu_has_avx512_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return any(line.startswith("flags") and " avx512_vnni" in line for line in cpuinfo)
+    except OSError:  # not Linux: assume the worst, which is only slightly less accurate
+        return False
+
+
+def activation_reduce_range(device: torch.device | str = "cpu") -> bool:
+    """Whether activations are quantized to 0..127 instead of 0..255 on `device` (see the module docstring).
+
+    True on x86 CPUs without AVX-512 VNNI, and when fbgemm is told to avoid VNNI via FBGEMM_ENABLE_INSTRUCTIONS.
+    """
+    if torch.device(device).type != "cpu":
+        return False
+    if platform.machine().lower() not in {"x86_64", "amd64", "i386", "i686"}:
+        return False
+    forced_isa = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    if forced_isa in {"AVX2", "AVX512", "AVX512_256"}:
+        return True
+    return not _cpu_has_avx512_vnni()
+
+
+def activation_qparams(x: torch.Tensor, reduce_range: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Scale, zero point and largest level for quantizing all of `x` to uint8, as fbgemm's dynamic linear does.
+
+    Mirrors `quant_utils::ChooseQuantizationParams`: the range [min, max] is widened to contain 0, mapped onto
+    0..qmax, and the zero point is the rounded integer that represents 0.0 exactly (so zero padding stays zero).
+    Returns 0-d tensors so no value leaves the device.
+    """
+    qmax = 127 if reduce_range else 255
+    low = x.amin().double().clamp(max=0)
+    high = x.amax().double().clamp(min=0)
+    scale = (high - low) / qmax
+    degenerate = (scale.float() == 0) | torch.isinf(1 / scale.float())
+    scale = torch.where(degenerate, torch.full_like(scale, 0.1), scale)
+    # The zero point comes from the unclamped scale: fbgemm rescales min and max along with a too small scale.
+    zero_from_min = -low / scale
+    zero_from_max = qmax - high / scale
+    use_min = (-(low / scale).abs()) < (qmax - (high / scale).abs())
+    zero_point = torch.where(use_min, zero_from_min, zero_from_max).clamp(0, qmax).round()
+    scale = scale.clamp(min=_MIN_ACTIVATION_SCALE).float()
+    return scale, zero_point.float(), qmax
+
+
+def quantize_activation(x: torch.Tensor, reduce_range: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(levels, scale, zero_point): `x ~= (levels - zero_point) * scale`, levels are integers in 0..qmax (float32)."""
+    x = x.float()
+    scale, zero_point, qmax = activation_qparams(x, reduce_range)
+    levels = torch.round(x * (1 / scale) + zero_point).clamp_(0, qmax)
+    return levels, scale, zero_point
+
+
+def fake_quantize_activation(x: torch.Tensor, reduce_range: bool) -> torch.Tensor:
+    """`x` rounded to the values its uint8 quantization can represent, in float32."""
+    levels, scale, zero_point = quantize_activation(x, reduce_range)
+    return (levels - zero_point) * scale
+
+
+def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Float weights from int8 rows and their per-row scales."""
+    return weight.to(dtype) * scale.to(dtype).unsqueeze(-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Int8Kernel:
+    """One way to run `y = x @ dequant(W).T + b` under the scheme above.
+
+    `prepare(weight, weight_scale, bias, device)` builds run-time state from the module's tensors (called once,
+    then cached by the module); `linear(x, state)` computes the output in `x.dtype`.
+    """
+
+    name: str
+    available: Callable[[torch.device], bool]
+    prepare: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.device], Any]
+    linear: Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+# Reference: dequantize the weights on every call and fake-quantize the activations. Works wherever PyTorch
+# works (on CUDA in the activations' fp16/bf16), and defines what the fast kernels must match.
+
+
+@dataclass(frozen=True)
+class _ReferenceState:
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+    reduce_range: bool
+
+
+def _reference_prepare(weight, weight_scale, bias, device) -> _ReferenceState:
+    return _ReferenceState(weight, weight_scale, bias, activation_reduce_range(device))
+
+
+def reference_linear(x: torch.Tensor, state: _ReferenceState) -> torch.Tensor:
+    # float32 on CPU (no fast half matmul there); the activations' own dtype on accelerators.
+    compute = torch.float32 if x.device.type == "cpu" else x.dtype
+    x_hat = fake_quantize_activation(x, state.reduce_range).to(compute)
+    weight = dequantize_rows(state.weight, state.weight_scale, compute)
+    bias = state.bias.to(compute) if state.bias is not None else None
+    return F.linear(x_hat, weight, bias).to(x.dtype)
+
+
+# fbgemm: PyTorch's dynamic int8 linear (`torch.ops.quantized.linear_dynamic`), fed with a weight packed from OUR
+# int8 values and scales. The ops are deprecated with torch.ao.quantization, hence the availability check.
+
+
+def _fbgemm_available(device: torch.device) -> bool:
+    return (
+        device.type == "cpu"
+        and "fbgemm" in torch.backends.quantized.supported_engines
+        and hasattr(torch.ops.quantized, "linear_dynamic")
+    )
+
+
+@dataclass(frozen=True)
+class _FbgemmState:
+    packed: Any  # torch.classes.quantized.LinearPackedParamsBase: fbgemm's own copy of the weights and bias
+    reduce_range: bool
+
+
+def _fbgemm_prepare(weight, weight_scale, bias, device) -> _FbgemmState:
+    scale = weight_scale.float()
+    # quantize_per_channel of the dequantized values gives back exactly our int8 values (|error| << 0.5).
+    # Its deprecation warning is ours to act on (hence the reference kernel), not the user's.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*deprecated")
+        qweight = torch.quantize_per_channel(
+            dequantize_rows(weight, scale, torch.float32),
+            scale.double(),
+            torch.zeros_like(scale, dtype=torch.long),
+            axis=0,
+            dtype=torch.qint8,
+        )
+    bias = bias.float() if bias is not None else None
+    # The packed format belongs to the engine active at packing time; pin fbgemm (the default "x86" engine may
+    # pick oneDNN, which was not faster here).
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        packed = torch.ops.quantized.linear_prepack(qweight, bias)
+    finally:
+        torch.backends.quantized.engine = previous
+    return _FbgemmState(packed, activation_reduce_range(device))
+
+
+def _fbgemm_linear(x: torch.Tensor, state: _FbgemmState) -> torch.Tensor:
+    return torch.ops.quantized.linear_dynamic(x.float(), state.packed, state.reduce_range).to(x.dtype)
+
+
+# CUDA: torch._int_mm (int8 x int8 -> int32, cuBLASLt). UNVERIFIED ON A GPU: the maths is tested on CPU with an
+# exact integer matmul standing in for torch._int_mm (tests/test_quantization.py), the CUDA run is not.
+# Asymmetric uint8 levels do not fit int8, so they are shifted by 128 and the shift is corrected with the weight
+# row sums:  sum_k (q_k - z) w_nk = sum_k (q_k - 128) w_nk - (z - 128) * sum_k w_nk.
+
+
+def _cuda_int_mm_available(device: torch.device) -> bool:
+    return (
+        device.type == "cuda"
+        and hasattr(torch, "_int_mm")
+        and torch.cuda.is_available()
+        and torch.cuda.get_device_capability(device) >= (8, 0)
+    )
+
+
+@dataclass(frozen=True)
+class _IntMMState:
+    weight_t: torch.Tensor  # [in, out] view of the [out, in] int8 weight: the column-major operand _int_mm wants
+    row_sum: torch.Tensor  # [out] int32, sum of each output channel's int8 weights
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+    reference: _ReferenceState  # for shapes _int_mm does not take
+
+
+def _int_mm_prepare(weight, weight_scale, bias, device) -> _IntMMState:
+    return _IntMMState(
+        weight_t=weight.t(),
+        row_sum=weight.sum(dim=1, dtype=torch.int32),
+        weight_scale=weight_scale.float(),
+        bias=bias,
+        reference=_reference_prepare(weight, weight_scale, bias, device),
+    )
+
+
+def _int_mm_shapes_ok(rows: int, in_features: int, out_features: int) -> bool:
+    # cuBLASLt int8 GEMM via torch._int_mm: more than 16 rows, inner and output sizes multiples of 8.
+    return rows > 16 and in_features % 8 == 0 and out_features % 8 == 0
+
+
+def int_mm_linear(x: torch.Tensor, state: _IntMMState, int_mm: Callable | None = None) -> torch.Tensor:
+    """The `_int_mm` kernel; `int_mm` (default `torch._int_mm`) is replaceable to test the arithmetic on CPU."""
+    int_mm = int_mm or torch._int_mm
+    x2d = x.reshape(-1, x.shape[-1])
+    in_features, out_features = state.weight_t.shape
+    if not _int_mm_shapes_ok(x2d.shape[0], in_features, out_features):
+        return reference_linear(x, state.reference)
+    levels, scale, zero_point = quantize_activation(x2d, reduce_range=False)
+    shifted = (levels - 128).to(torch.int8)
+    accumulator = int_mm(shifted, state.weight_t)
+    corrected = accumulator.float() - (zero_point - 128) * state.row_sum.float()
+    out = corrected.mul_(scale * state.weight_scale)
+    if state.bias is not None:
+        out = out.add_(state.bias.float())
+    return out.to(x.dtype).reshape(*x.shape[:-1], out_features)
+
+
+KERNELS: dict[str, Int8Kernel] = {
+    kernel.name: kernel
+    for kernel in (
+        Int8Kernel("fbgemm", _fbgemm_available, _fbgemm_prepare, _fbgemm_linear),
+        Int8Kernel("cuda_int_mm", _cuda_int_mm_available, _int_mm_prepare, int_mm_linear),
+        Int8Kernel("reference", lambda device: True, _reference_prepare, reference_linear),
+    )
+}
+
+# Preference order per device type when nothing is forced: the first available one wins.
+_PREFERRED: dict[str, tuple[str, ...]] = {"cpu": ("fbgemm", "reference"), "cuda": ("cuda_int_mm", "reference")}
+
+
+def select_kernel(device: torch.device | str, requested: str = AUTO) -> Int8Kernel:
+    """The kernel that runs an Int8Linear on `device`: the ONE place where that choice is made.
+
+    `requested` (an Int8Linear's `kernel` attribute) names a kernel or is "auto"; for "auto" the environment
+    variable DISTILKIT_INT8_KERNEL can name one, otherwise the fastest available for the device type is used.
+    Naming a kernel that cannot run on `device` is an error rather than a silent substitution.
+    """
+    if requested == AUTO:
+        requested = os.environ.get(KERNEL_ENV, AUTO) or AUTO
+    return _select_kernel(torch.device(device), requested)
+
+
+@functools.lru_cache(maxsize=64)  # called on every forward of every Int8Linear
+def _select_kernel(device: torch.device, requested: str) -> Int8Kernel:
+    if requested != AUTO:
+        kernel = KERNELS.get(requested)
+        if kernel is None:
+            raise ValueError(f"Unknown int8 kernel {requested!r}; choose one of {sorted(KERNELS)} or 'auto'.")
+        if not kernel.available(device):
+            raise ValueError(f"The int8 kernel {requested!r} cannot run on {device} with this PyTorch build.")
+        return kernel
+    for name in _PREFERRED.get(device.type, ()):
+        if KERNELS[name].available(device):
+            return KERNELS[name]
+    return KERNELS["reference"]
