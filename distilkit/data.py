@@ -1,13 +1,15 @@
-"""Text-classification data from local files (csv, tsv, json, jsonl, parquet), tokenised for training.
+"""Training data from the Hub or from local files (csv, tsv, json, jsonl, parquet), tokenised for training.
 
 Local files are first-class because many training machines have no Hub access. TSV files are read without quote
 processing: GLUE's MRPC contains unbalanced '"' characters that a quoting reader would use to merge rows.
+Padding is left to the collator (`DataCollatorWithPadding`), so each batch is padded only to its longest example.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from itertools import chain
 from pathlib import Path
 
 from datasets import Dataset
@@ -20,8 +22,11 @@ GLUE_LOCAL = {
 }
 
 
+_DOUBLE_ENCODED_BOM = "\u00ef\u00bb\u00bf"
+
+
 def read_table(path: str | os.PathLike) -> Dataset:
-    """A `datasets.Dataset` from one local file; the format comes from the extension."""
+    """A `datasets.Dataset` from one local file; the format comes from the extension (.txt: one row per line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
@@ -32,6 +37,9 @@ def read_table(path: str | os.PathLike) -> Dataset:
                 reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(handle)
+            if reader.fieldnames:
+                # A byte-order mark that was encoded twice (MRPC's files) survives utf-8-sig as "\u00ef\u00bb\u00bf".
+                reader.fieldnames = [reader.fieldnames[0].removeprefix(_DOUBLE_ENCODED_BOM), *reader.fieldnames[1:]]
             rows = list(reader)
         if not rows:
             raise ValueError(f"{path} has a header but no rows.")
@@ -40,7 +48,13 @@ def read_table(path: str | os.PathLike) -> Dataset:
         return Dataset.from_json(str(path))
     if suffix == ".parquet":
         return Dataset.from_parquet(str(path))
-    raise ValueError(f"Unsupported data file {path.name!r}: use .csv, .tsv, .json, .jsonl or .parquet.")
+    if suffix == ".txt":  # a plain text corpus: one document or paragraph per non-empty line, column "text"
+        lines = [line.rstrip("\n") for line in path.open(encoding="utf-8-sig")]
+        rows = [{"text": line} for line in lines if line.strip()]
+        if not rows:
+            raise ValueError(f"{path} holds no text.")
+        return Dataset.from_list(rows)
+    raise ValueError(f"Unsupported data file {path.name!r}: use .csv, .tsv, .json, .jsonl, .parquet or .txt.")
 
 
 def prepare_classification(
@@ -89,3 +103,133 @@ def load_glue_local(task: str, data_dir: str | os.PathLike, split: str, limit: i
     if limit is not None and limit < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(limit))
     return dataset, spec
+
+
+def _hub_unreachable(err: Exception) -> bool:
+    from huggingface_hub import constants
+
+    text = f"{type(err).__name__} {err}".lower()
+    return (
+        constants.HF_HUB_OFFLINE
+        or isinstance(err, ConnectionError)
+        or any(word in text for word in ("offline", "connect", "resolve", "timed out", "timeout", "network"))
+    )
+
+
+def load_hub_split(name: str, config: str | None, split: str) -> Dataset:
+    """One split of a Hub dataset (or a local dataset folder); a clear error when the Hub cannot be reached.
+
+    Set HF_HUB_OFFLINE=1 on machines without network access: loading then fails at once instead of retrying.
+    """
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as err:
+        described = f"{name!r}" + (f" (config {config!r})" if config else "") + f", split {split!r}"
+        if not _hub_unreachable(err):
+            raise ValueError(f"Could not load dataset {described}: {type(err).__name__}: {err}") from err
+        raise ConnectionError(
+            f"Could not load dataset {described}: the Hugging Face Hub cannot be reached ({type(err).__name__}: "
+            f"{err}).\nWithout Hub access, point the recipe at local files instead (csv, tsv, json, jsonl or "
+            "parquet), and leave `dataset` unset:\n"
+            "  data:\n"
+            "    train_file: path/to/train.csv\n"
+            "    validation_file: path/to/validation.csv\n"
+            "    text_column: sentence        # and text_pair_column: for sentence pairs\n"
+            "    label_column: label\n"
+            "or on the command line: --train_file path/to/train.csv --validation_file path/to/validation.csv. "
+            "Set HF_HUB_OFFLINE=1 to fail at once instead of retrying."
+        ) from err
+
+
+def load_splits(
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    train_file: str | os.PathLike | None = None,
+    validation_file: str | os.PathLike | None = None,
+    train_split: str = "train",
+    validation_split: str | None = "validation",
+) -> dict[str, Dataset]:
+    """{"train": ..., "validation": ...} from a Hub dataset or local files ("validation" may be absent)."""
+    if bool(dataset) == bool(train_file):
+        raise ValueError("Give either a Hub dataset name or a local train_file (exactly one of them).")
+    if train_file:
+        splits = {"train": read_table(train_file)}
+        if validation_file:
+            splits["validation"] = read_table(validation_file)
+        return splits
+    splits = {"train": load_hub_split(dataset, dataset_config, train_split)}
+    if validation_split:
+        splits["validation"] = load_hub_split(dataset, dataset_config, validation_split)
+    return splits
+
+
+def subsample(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset:
+    """At most `limit` rows, a seeded random subset (the dataset itself when it is small enough)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def label_names(splits: dict[str, Dataset], label_column: str) -> list[str] | None:
+    """Names of the classes when the labels are names ("positive") or a `ClassLabel`; None for integer labels.
+
+    Names are sorted, so "negative" -> 0 and "positive" -> 1 whichever appears first in the file.
+    """
+    train = splits["train"]
+    if label_column not in train.column_names:
+        return None  # prepare_classification reports the missing column with the available ones
+    feature = train.features[label_column]
+    if hasattr(feature, "names"):  # datasets.ClassLabel
+        return list(feature.names)
+    values = {str(v).strip() for split in splits.values() if label_column in split.column_names
+              for v in split[label_column]}
+    try:
+        for value in values:
+            int(value)
+        return None
+    except ValueError:
+        return sorted(values)
+
+
+def encode_label_names(dataset: Dataset, label_column: str, names: list[str]) -> Dataset:
+    """Replace label names by their index in `names` (an unknown name is an error that lists the known ones)."""
+    index = {name: i for i, name in enumerate(names)}
+    values = [str(v).strip() for v in dataset[label_column]]
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise ValueError(f"Labels {unknown[:5]} are not among the training labels {names}.")
+    return dataset.remove_columns(label_column).add_column(label_column, [index[v] for v in values])
+
+
+def prepare_causal_lm(dataset: Dataset, tokenizer, text_column: str, block_size: int) -> Dataset:
+    """Tokenise a text corpus and cut the token stream into blocks of `block_size` tokens (as run_clm does).
+
+    Documents are joined with the tokenizer's end-of-sequence token, so a block may span two documents but the
+    model sees where one ends. The labels (the inputs, shifted inside the model) are made by the collator.
+    """
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty; check the file or the split.")
+    if text_column not in dataset.column_names:
+        raise ValueError(f"Column {text_column!r} not found; the data has columns {dataset.column_names}.")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def tokenize(batch):
+        texts = [t for t in batch[text_column] if t and t.strip()]
+        return {"input_ids": [ids + eos for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]}
+
+    def group(batch):
+        stream = list(chain.from_iterable(batch["input_ids"]))
+        usable = (len(stream) // block_size) * block_size
+        blocks = [stream[i:i + block_size] for i in range(0, usable, block_size)]
+        return {"input_ids": blocks, "attention_mask": [[1] * block_size for _ in blocks]}
+
+    tokens = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+    blocks = tokens.map(group, batched=True, batch_size=1000)
+    if len(blocks) == 0:
+        raise ValueError(
+            f"The corpus has fewer than {block_size} tokens (max_length), so it makes no training block; "
+            "use more text or a smaller max_length."
+        )
+    return blocks

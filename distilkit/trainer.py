@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import losses, teacher_cache
+from .hub import write_trainer_model_card
 from .config import DistillationConfig, uniform_layer_map
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
@@ -342,6 +343,20 @@ class DistillationTrainer(Trainer):
                 logs[name] = round(self.accelerator.reduce(mean, reduction="mean").item(), 6)
             self._metrics.clear()
         super().log(logs, start_time)
+
+    # ---- the model card (push_to_hub calls create_model_card too) ----
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **card_kwargs):
+        """distilkit's model card in output_dir/README.md, on the main process only.
+
+        Arguments as `Trainer.create_model_card` (finetuned_from: the teacher's Hub id), plus `rows=`,
+        `latency_setup=` and `limitations=` of `distilkit.hub.trainer_model_card`; `push_to_hub(**kwargs)`
+        passes them through.
+        """
+        write_trainer_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
+                                 finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
+                                 dataset=dataset, dataset_args=dataset_args, **card_kwargs)
 
     # ---- checkpoints: projections live beside the student, never inside the exported model ----
 

@@ -1,0 +1,80 @@
+"""The `distilkit` command line: one subcommand per step, each a small module of this package.
+
+    distilkit train     --config recipe.yaml     fine-tune a teacher on the task
+    distilkit distill   --config recipe.yaml     distil it into a smaller student (then the recipe's prune/int8)
+    distilkit prune     --config recipe.yaml     remove attention heads from a model
+    distilkit quantize  --config recipe.yaml     convert a model's Linear layers to int8
+    distilkit evaluate  --config recipe.yaml     metrics, size and CPU latency of models, as a table
+    distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
+    distilkit quickstart                         the whole pipeline on a built-in data set, offline, in minutes
+
+Each command module has SECTIONS (the recipe sections it reads), run(recipe), and optionally base_recipe() (a
+packaged recipe under the user's; only quickstart has one) and normalize_argv(argv) (a command's own short
+syntax rewritten into recipe flags; only push has one). A command's module is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+
+# name -> (module, one-line help). An explicit table: adding a command is one line here plus its module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("distilkit.cli.train", "Fine-tune a teacher (a pretrained model) on the task."),
+    "distill": ("distilkit.cli.distill", "Distil the teacher into a smaller student, then prune/int8 per the recipe."),
+    "prune": ("distilkit.cli.prune", "Remove the least important attention heads from a model."),
+    "quantize": ("distilkit.cli.quantize", "Convert a model's Linear layers to int8."),
+    "evaluate": ("distilkit.cli.evaluate", "Measure models: task metrics, parameters, size on disk, CPU latency."),
+    "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
+    "quickstart": ("distilkit.cli.quickstart", "Run the whole pipeline offline on a built-in sentiment set."),
+}
+
+
+def _overview() -> str:
+    from .. import __version__
+
+    width = max(map(len, COMMANDS))
+    lines = [f"distilkit {__version__}: distillation, head pruning and int8 quantization for transformers models.",
+             "", "usage: distilkit <command> [--config RECIPE.yaml] [--FIELD VALUE ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`distilkit <command> --help` lists every field of the command, with its help and default.",
+              "Several processes: accelerate launch --config_file recipes/accelerate/<x>.yaml -m distilkit distill ..."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `distilkit` console script and of `python -m distilkit`; returns the exit status."""
+    from .parser import RecipeError, print_error
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from .. import __version__
+
+        print(f"distilkit {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        print(f"distilkit: error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    from .parser import RecipeParser
+
+    try:
+        base = module.base_recipe() if hasattr(module, "base_recipe") else None
+        parser = RecipeParser(name, module.SECTIONS, description=module.__doc__ or "", base=base)
+        args = module.normalize_argv(argv[1:]) if hasattr(module, "normalize_argv") else argv[1:]
+        recipe = parser.parse(args)
+        module.run(recipe)
+    except RecipeError as err:
+        print_error(name, err)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distilkit {name}: interrupted.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,71 @@
+"""Remove the least important attention heads from model.student (structurally: the model gets smaller).
+
+Heads are scored on training batches ('taylor') or by weight norms ('magnitude') and ranked across layers; the
+pruned model is saved to <output_dir>/pruned and compared with the original in <output_dir>/results.md. With
+prune_recovery_epochs > 0 and a model.teacher, the pruned model is then distilled from the teacher again.
+
+Example:
+    distilkit prune --config recipes/prune_quantize.yaml --student runs/sst2/student --prune_fraction 0.3
+"""
+
+from __future__ import annotations
+
+import time
+
+from .distill import finish
+from .parser import RecipeError
+from .recipe import Recipe
+from .report import card_recipe, compute_metrics_function, measure
+from .steps import (
+    check_launch,
+    check_num_labels,
+    is_main_process,
+    load_model,
+    load_task_data,
+    load_tokenizer,
+    prune,
+    save,
+    stage_args,
+    stage_dir,
+    train,
+)
+
+SECTIONS = ("model", "data", "training", "prune", "evaluation")
+
+
+def run(recipe: Recipe) -> None:
+    started = time.perf_counter()
+    m, training, p = recipe.model, recipe.training, recipe.prune
+    check_launch(training)
+    if not m.student:
+        raise RecipeError("prune works on model.student: the folder (or Hub id) of the model to prune.")
+    if p.prune_fraction <= 0:
+        raise RecipeError("prune_fraction is 0: set the share of heads to remove, e.g. --prune_fraction 0.25.")
+    tokenizer = load_tokenizer(m.tokenizer or m.student, m.task)
+    data = load_task_data(recipe.data, tokenizer, m.task, training.seed)
+    model = load_model(m.student, m.task, "model to prune", attn_implementation=m.attn_implementation)
+    check_num_labels(model, data, "model to prune")
+    teacher = None
+    if p.prune_recovery_epochs > 0:
+        if not m.teacher:
+            raise RecipeError("prune_recovery_epochs > 0 distils the pruned model from model.teacher; set it.")
+        teacher = load_model(m.teacher, m.task, "teacher")
+    main = is_main_process(training)
+    measure_args = (data, recipe.evaluation, m.task, training.per_device_eval_batch_size, not training.disable_tqdm)
+    results = [measure("original", model, m.student, *measure_args)] if main else []
+    removed = prune(model, data, p, training.per_device_train_batch_size, training.seed)
+    folder = stage_dir(training, "pruned")
+    pruning = {"Pruning": {"head importance": p.prune_method, "heads removed": sum(map(len, removed.values()))}}
+    groups = {"pruned": pruning}
+    if teacher is not None:
+        args = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1)
+        metrics = compute_metrics_function(recipe.evaluation, m.task) if args.eval_strategy != "no" else None
+        model = train(model, args, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
+        pruning["Pruning"]["recovery"] = f"{p.prune_recovery_epochs:g} epochs of distillation after pruning"
+        groups["pruned"] = card_recipe(args, extra=pruning)
+    elif main:
+        save(model, tokenizer, folder)
+    if not main:
+        return
+    results.append(measure("pruned", model, folder, *measure_args))
+    finish(recipe, results, groups, data=data, teacher_source=m.teacher, started=started)

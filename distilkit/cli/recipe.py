@@ -1,0 +1,364 @@
+"""The recipe schema: one dataclass per recipe section; the training section is `DistillationConfig` itself.
+
+A recipe file is YAML with these sections (all optional):
+
+    model:      ModelArguments       teacher, student, how to build the student
+    data:       DataArguments        a Hub dataset or local files, columns, max_length
+    training:   DistillationConfig   every TrainingArguments field plus temperature, alpha, ...
+    prune:      PruneArguments       optional attention-head pruning step
+    quantize:   QuantizeArguments    optional int8 step
+    evaluation: EvalArguments        metrics and the latency measurement
+    push:       PushArguments        what `distilkit push` uploads
+    quickstart: QuickstartArguments  the teacher fine-tuning of `distilkit quickstart`
+
+Every field is also a command-line flag of the same name (`--temperature 4`), which overrides the file. Field
+names are unique across sections, so a flag never needs its section. The defaults and help texts below are the
+only copy: `--help` and the error messages read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..config import DistillationConfig
+
+TASKS = ("sequence-classification", "causal-lm")
+PRUNE_METHODS = ("taylor", "magnitude")
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+
+
+def parse_layer_list(value) -> int | list[int] | None:
+    """`student_layers` as given (6, "6", [0, 2, 4], "0,2,4") -> an int (how many) or a list of indices."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        text = str(value).strip().strip("[]")
+        items = [part for part in text.replace(" ", ",").split(",") if part]
+        if len(items) == 1:
+            try:
+                return int(items[0])
+            except ValueError:
+                pass
+    try:
+        return [int(item) for item in items]
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"student_layers={value!r} is not understood: give a number of layers (6) or layer indices ('0,2,4')."
+        ) from err
+
+
+@dataclass
+class ModelArguments:
+    """Which models to use. Each is a local folder or a Hub id (a Hub id needs network access)."""
+
+    teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher: a folder or Hub id. `distill` distils from it (it should already be fine-tuned on "
+            "the task); `train` fine-tunes it (a pretrained model) and saves the result to output_dir."
+        },
+    )
+    student: str | None = field(
+        default=None,
+        metadata={
+            "help": "The student: a folder or Hub id. `distill` starts from it (default: a copy of the teacher that "
+            "keeps student_layers layers); `prune`, `quantize` and `evaluate` work on it."
+        },
+    )
+    student_layers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build the student from the teacher by keeping its layers: a number (6 of 12 keeps every 2nd "
+            "layer, 0, 2, ..., 10, as DistilBERT) or comma-separated layer indices ('0,2,4'). Used when student "
+            "is not set."
+        },
+    )
+    task: Literal["sequence-classification", "causal-lm"] = field(
+        default="sequence-classification",
+        metadata={"help": "The model head: sequence-classification (labels) or causal-lm (next-token prediction)."},
+    )
+    num_labels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Number of classes of a classifier. Default: the model's own, or for a model without a task "
+            "head, one more than the largest label in the training data."
+        },
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer folder or Hub id. Default: the student's (the teacher's when the student is built "
+            "from it, or for `train`)."
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention implementation ('eager', 'sdpa'). Default: 'eager' when attention_weight > 0 (only "
+            "eager attention returns attention maps), otherwise the model's default."
+        },
+    )
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")
+        layers = parse_layer_list(self.student_layers)
+        if isinstance(layers, int) and layers < 1:
+            raise ValueError(f"student_layers must keep at least one layer, got {layers}.")
+        # Stored in one canonical text form, so the field has one type whatever the recipe wrote.
+        self.student_layers = None if layers is None else (
+            str(layers) if isinstance(layers, int) else ",".join(map(str, layers))
+        )
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ValueError(f"num_labels must be at least 1, got {self.num_labels}.")
+
+    @property
+    def keep_layers(self) -> int | list[int] | None:
+        """`student_layers` for `distilkit.student_from_teacher`: how many layers, or which."""
+        return parse_layer_list(self.student_layers)
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it is tokenised (with the student's tokenizer, padded per batch)."""
+
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset on the Hugging Face Hub ('glue', 'stanfordnlp/sst2') or a local dataset folder. "
+            "Without Hub access use train_file and validation_file instead."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "The dataset's configuration (subset), e.g. 'sst2' or 'mrpc' for 'glue'."}
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local training data, instead of dataset: a .csv, .tsv, .json, .jsonl or .parquet file, or .txt "
+            "(one text per line, column 'text')."
+        },
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Local validation data, same formats as train_file."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split of `dataset` to train on."})
+    validation_split: str | None = field(
+        default="validation",
+        metadata={"help": "Split of `dataset` to evaluate on (e.g. 'validation_matched' for MNLI); none to skip."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column with the text (the first text of a pair)."})
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "Column with the second text of sentence pairs (MRPC, QQP, NLI)."}
+    )
+    label_column: str = field(
+        default="label",
+        metadata={"help": "Column with the labels: integers 0..n-1, or names (sorted names become 0..n-1)."},
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate tokenised examples to this many tokens."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training examples (a seeded random subset)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many validation examples (a seeded random subset)."}
+    )
+
+    def __post_init__(self):
+        # An empty value unsets a field, so `--dataset ""` switches a recipe from the Hub to local files.
+        for name in ("dataset", "dataset_config", "train_file", "validation_file", "text_pair_column"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
+        if isinstance(self.validation_split, str) and self.validation_split.lower() in ("", "none", "null"):
+            self.validation_split = None
+        if self.dataset and self.train_file:
+            raise ValueError(
+                f"Give either dataset (a Hub dataset, here {self.dataset!r}) or train_file (local files, here "
+                f"{self.train_file!r}), not both."
+            )
+        if self.validation_file and not self.train_file:
+            raise ValueError("validation_file is set but train_file is not; give both local files.")
+        for name in ("train_file", "validation_file"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            # Checked here, so a wrong path fails when the recipe is read, before any model is loaded.
+            if not Path(path).is_file():
+                raise ValueError(
+                    f"{name} {path!r} does not exist (resolved to {Path(path).resolve()}; relative paths are read "
+                    f"from the current directory {Path.cwd()})."
+                )
+            if Path(path).suffix.lower() not in DATA_SUFFIXES:
+                raise ValueError(f"{name} {path!r}: use a {', '.join(DATA_SUFFIXES)} file.")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+    @property
+    def has_source(self) -> bool:
+        return bool(self.dataset or self.train_file)
+
+
+@dataclass
+class PruneArguments:
+    """Structural attention-head pruning (the heads are removed from the weights, so the model gets smaller)."""
+
+    prune_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of all attention heads to remove, ranked by importance across layers (0.25 removes a "
+            "quarter). 0 skips the pruning step of `distill`."
+        },
+    )
+    prune_method: Literal["taylor", "magnitude"] = field(
+        default="taylor",
+        metadata={
+            "help": "Head importance: 'taylor' (gradient of the loss w.r.t. a gate on each head, on training "
+            "batches; Michel et al. 2019) or 'magnitude' (weight norms, needs no data)."
+        },
+    )
+    prune_batches: int = field(
+        default=8, metadata={"help": "Training batches used to score heads with the 'taylor' method."}
+    )
+    prune_min_heads_per_layer: int = field(
+        default=1, metadata={"help": "Never leave a layer with fewer heads than this."}
+    )
+    prune_recovery_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "After pruning, distil from the teacher again for this many epochs so the remaining heads "
+            "recover (needs a teacher; `distill` and `quickstart` only). 0 keeps the one-shot pruned model."
+        },
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.prune_fraction < 1.0:
+            raise ValueError(f"prune_fraction must be in [0, 1) (share of heads to remove), got {self.prune_fraction}.")
+        if self.prune_method not in PRUNE_METHODS:
+            raise ValueError(f"prune_method must be one of {PRUNE_METHODS}, got {self.prune_method!r}.")
+        if self.prune_batches < 1:
+            raise ValueError(f"prune_batches must be at least 1, got {self.prune_batches}.")
+        if self.prune_min_heads_per_layer < 0:
+            raise ValueError(f"prune_min_heads_per_layer must be >= 0, got {self.prune_min_heads_per_layer}.")
+        if self.prune_recovery_epochs < 0:
+            raise ValueError(f"prune_recovery_epochs must be >= 0, got {self.prune_recovery_epochs}.")
+
+
+@dataclass
+class QuantizeArguments:
+    """Dynamic int8 quantization: int8 weights, activations quantized at run time; the task head stays float."""
+
+    quantize: bool = field(
+        default=False,
+        metadata={
+            "help": "Add an int8 step after distillation (and pruning) in `distill`. The `quantize` command always "
+            "quantizes."
+        },
+    )
+    quantize_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Also store the embeddings as int8 (smaller on disk; no speed-up)."},
+    )
+    quantize_skip: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module-name patterns to keep in float, fnmatch style on dotted names, e.g. "
+            "'*.attention.output.dense'."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.quantize_skip, str):  # a recipe may give a single pattern
+            self.quantize_skip = [self.quantize_skip]
+
+
+@dataclass
+class EvalArguments:
+    """What each stage is measured on: task metrics on the validation data, size, and CPU latency."""
+
+    metrics: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Metrics of classifiers: names shipped with distilkit (accuracy, f1, matthews_correlation, "
+            "pearsonr, spearmanr), paths to `evaluate` metric scripts, or Hub metric ids. Default: accuracy, plus "
+            "f1 for two classes. Causal LMs report perplexity."
+        },
+    )
+    eval_models: list[str] | None = field(
+        default=None,
+        metadata={"help": "Folders or Hub ids that `evaluate` compares, in order. Default: the student."},
+    )
+    latency: bool = field(
+        default=True, metadata={"help": "Measure CPU latency (median of 10 forward passes on random tokens)."}
+    )
+    latency_batch_size: int = field(default=8, metadata={"help": "Batch size of the latency measurement."})
+    latency_seq_len: int = field(default=128, metadata={"help": "Sequence length of the latency measurement."})
+    latency_threads: int = field(default=2, metadata={"help": "CPU threads of the latency measurement."})
+
+    def __post_init__(self):
+        for name in ("metrics", "eval_models"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        for name in ("latency_batch_size", "latency_seq_len", "latency_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+@dataclass
+class PushArguments:
+    """Upload a folder to the Hub. The repo id and privacy are the training fields hub_model_id, hub_private_repo."""
+
+    push_folder: str | None = field(
+        default=None, metadata={"help": "Folder to upload. Default: output_dir."}
+    )
+    dry_run: bool = field(
+        default=False, metadata={"help": "Check the folder and show what would be uploaded, without uploading."}
+    )
+
+
+@dataclass
+class QuickstartArguments:
+    """`distilkit quickstart` first fine-tunes the teacher; the training section then drives the distillation."""
+
+    teacher_epochs: float = field(default=3.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
+
+    def __post_init__(self):
+        if self.teacher_epochs <= 0 or self.teacher_learning_rate <= 0:
+            raise ValueError("teacher_epochs and teacher_learning_rate must be > 0.")
+
+
+# Section name in a recipe file -> its dataclass. The order is the order of --help.
+SECTIONS: dict[str, type] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "training": DistillationConfig,
+    "prune": PruneArguments,
+    "quantize": QuantizeArguments,
+    "evaluation": EvalArguments,
+    "push": PushArguments,
+    "quickstart": QuickstartArguments,
+}
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: one instance per section the command uses (None for the others)."""
+
+    command: str
+    config_path: str | None = None
+    model: ModelArguments | None = None
+    data: DataArguments | None = None
+    training: DistillationConfig | None = None
+    prune: PruneArguments | None = None
+    quantize: QuantizeArguments | None = None
+    evaluation: EvalArguments | None = None
+    push: PushArguments | None = None
+    quickstart: QuickstartArguments | None = None
+    # The recipe as given (file values merged with command-line overrides), per section; saved beside outputs.
+    values: dict = field(default_factory=dict)

@@ -1,0 +1,333 @@
+"""The `distilkit` command line: recipe files merged with flags, errors for unknown names, help from the
+dataclasses, data errors before training, and each command end to end on a tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+from test_cli_fixtures import save_tiny_teacher, tiny_recipe, write_data
+
+from distilkit import DistillationConfig
+from distilkit.cli import main
+from distilkit.cli.parser import RecipeError, RecipeParser, read_recipe_file
+from distilkit.cli.recipe import SECTIONS, ModelArguments
+from distilkit.cli.steps import check_launch
+
+DISTILL_SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation")
+
+
+def parse(argv, command="distill", sections=DISTILL_SECTIONS):
+    return RecipeParser(command, sections).parse(argv)
+
+
+def squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---- recipes and flags ----
+
+
+def test_flags_override_the_recipe_file_and_the_file_overrides_defaults(tmp_path):
+    path = tiny_recipe(tmp_path, training={"temperature": 3.0, "warmup_steps": 7})
+    recipe = parse(["--config", str(path), "--temperature", "4", "--learning_rate", "5e-5"])
+    assert recipe.training.temperature == 4.0  # flag beats file
+    assert recipe.training.learning_rate == 5e-5  # flag beats file (1e-3)
+    assert recipe.training.warmup_steps == 7  # file beats default
+    assert recipe.training.alpha == 0.5 and recipe.model.student_layers == "1"
+    assert recipe.prune.prune_fraction == PruneDefault.prune_fraction  # untouched default
+    # What was asked for is recorded: the file's values with the flags applied.
+    assert recipe.values["training"]["temperature"] == 4.0
+    assert recipe.values["training"]["warmup_steps"] == 7
+    assert "prune" not in recipe.values
+
+
+PruneDefault = SECTIONS["prune"]()
+
+
+def test_yaml_values_are_converted_like_flags(tmp_path):
+    # YAML 1.1 reads 5e-5 (no dot) as a string; it must still become a float.
+    path = tmp_path / "r.yaml"
+    path.write_text("training:\n  learning_rate: 5e-5\n  use_cpu: 'true'\nmodel:\n  student_layers: [0, 2]\n")
+    recipe = parse(["--config", str(path)])
+    assert recipe.training.learning_rate == 5e-5 and recipe.training.use_cpu is True
+    assert recipe.model.keep_layers == [0, 2]
+
+
+def test_layer_map_flag_is_parsed_by_the_config():
+    recipe = parse(["--layer_map", "1:2,2:4", "--hidden_weight", "1"])
+    assert recipe.training.layer_map == {1: 2, 2: 4}
+
+
+def test_field_names_are_unique_across_sections():
+    seen: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name not in seen, f"{f.name} is in both {seen[f.name]} and {section}"
+            seen[f.name] = section
+
+
+def test_every_field_has_help():
+    for section, cls in SECTIONS.items():
+        if cls is DistillationConfig:
+            continue
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{section}.{f.name} has no help text"
+
+
+# ---- unknown names ----
+
+
+def test_unknown_flag_is_an_error_with_a_suggestion_and_the_valid_fields(tmp_path, capsys):
+    path = tiny_recipe(tmp_path)
+    assert main(["distill", "--config", str(path), "--temprature", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown field 'temprature'" in err
+    assert "Did you mean 'temperature'?" in err
+    assert "student_layers" in err and "prune_fraction" in err  # the valid fields are listed, by section
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_field_in_the_recipe_file_names_the_section_and_suggests(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("training:\n  learning_rat: 0.1\n")
+    with pytest.raises(RecipeError) as info:
+        read_recipe_file(path)
+    message = str(info.value)
+    assert "unknown field 'learning_rat' in section 'training'" in message
+    assert "Did you mean 'learning_rate'?" in message
+    assert "temperature" in message  # valid fields of the section are listed
+
+
+def test_field_in_the_wrong_section_says_where_it_belongs(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  learning_rate: 0.1\n")
+    with pytest.raises(RecipeError, match="belongs under training:"):
+        read_recipe_file(path)
+    path.write_text("learning_rate: 0.1\n")
+    with pytest.raises(RecipeError, match="is a field, not a section; put it under training:"):
+        read_recipe_file(path)
+
+
+def test_unknown_section_suggests_the_closest(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("trainig:\n  seed: 1\n")
+    with pytest.raises(RecipeError, match="Did you mean 'training'"):
+        read_recipe_file(path)
+
+
+def test_flag_of_a_section_the_command_does_not_read(capsys):
+    assert main(["train", "--prune_fraction", "0.3"]) == 2
+    assert "belongs to the 'prune' section, which this command does not use" in capsys.readouterr().err
+
+
+def test_abbreviated_flags_are_not_accepted(capsys):
+    # argparse would otherwise read --temp as --temperature without a word.
+    assert main(["distill", "--temp", "4"]) == 2
+    assert "Did you mean 'temperature'?" in capsys.readouterr().err
+
+
+def test_unknown_command_suggests(capsys):
+    assert main(["distil"]) == 2
+    assert "Did you mean 'distill'?" in capsys.readouterr().err
+
+
+def test_invalid_value_is_reported_with_the_section(capsys):
+    assert main(["distill", "--alpha", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid training settings" in err and "alpha must be in [0, 1]" in err
+
+
+# ---- help ----
+
+
+def test_help_shows_each_fields_help_from_the_dataclasses(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--help"])
+    assert info.value.code == 0
+    out = squeeze(capsys.readouterr().out)
+    for cls, name in ((DistillationConfig, "temperature"), (ModelArguments, "student_layers"),
+                      (SECTIONS["prune"], "prune_fraction"), (DistillationConfig, "learning_rate")):
+        field = cls.__dataclass_fields__[name]
+        assert f"--{name}" in out
+        assert squeeze(field.metadata["help"]) in out, name
+    assert "(default: 2.0)" in out  # temperature's default, read from the dataclass
+    assert "model: section of the recipe" in out and "training: section of the recipe" in out
+
+
+def test_help_with_a_recipe_shows_the_recipe_values_as_defaults(tmp_path, capsys):
+    path = tiny_recipe(tmp_path, training={"temperature": 3.5})
+    with pytest.raises(SystemExit):
+        main(["distill", "--config", str(path), "--help"])
+    out = squeeze(capsys.readouterr().out)
+    assert "(default: 3.5)" in out
+
+
+def test_overview_lists_the_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "distill", "prune", "quantize", "evaluate", "push", "quickstart"):
+        assert f"  {command}" in out
+
+
+# ---- data errors come before any training ----
+
+
+def test_missing_data_file_fails_before_any_model_is_loaded(tmp_path, capsys):
+    path = tiny_recipe(tmp_path, data={"train_file": str(tmp_path / "nope.csv")})
+    assert main(["distill", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train_file" in err and "nope.csv" in err and "does not exist" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_column_fails_before_training_and_lists_the_columns(tmp_path, capsys):
+    path = tiny_recipe(tmp_path, data={"text_column": "text"})
+    assert main(["distill", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Columns ['text'] not found" in err and "'sentence'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreachable_hub_dataset_says_how_to_use_local_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True, raising=False)
+    path = tiny_recipe(tmp_path)
+    argv = ["distill", "--config", str(path), "--train_file", "", "--validation_file", "",
+            "--dataset", "glue", "--dataset_config", "sst2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err
+    assert "train_file: path/to/train.csv" in err and "HF_HUB_OFFLINE=1" in err
+    assert not (tmp_path / "run").exists()
+
+
+# ---- the launch check ----
+
+
+@dataclasses.dataclass
+class FakeArgs:
+    world_size: int
+
+
+def test_launch_check_catches_processes_that_would_train_alone(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RecipeError, match="use_cpu: true"):
+        check_launch(FakeArgs(world_size=1))
+    check_launch(FakeArgs(world_size=2))
+
+
+def test_launch_check_catches_accelerates_single_process_cpu_launcher(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(RecipeError, match="started only this one"):
+        check_launch(FakeArgs(world_size=1))
+    monkeypatch.delenv("MASTER_PORT")
+    check_launch(FakeArgs(world_size=1))  # accelerate launch with one process: fine
+
+
+# ---- the commands, end to end on tiny models ----
+
+
+def test_distill_with_pruning_and_int8_writes_every_stage(tmp_path):
+    import distilkit
+
+    path = tiny_recipe(tmp_path, prune={"prune_fraction": 0.25}, quantize={"quantize": True})
+    assert main(["distill", "--config", str(path)]) == 0
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert [s["stage"] for s in results["stages"]] == ["teacher", "student", "pruned", "int8"]
+    by_stage = {s["stage"]: s for s in results["stages"]}
+    assert by_stage["student"]["layers"] == 1 and by_stage["teacher"]["layers"] == 2
+    assert by_stage["pruned"]["heads"] == 3  # a quarter of the student's 4 heads
+    assert by_stage["int8"]["size_mb"] < by_stage["pruned"]["size_mb"]
+    assert all("accuracy" in s["metrics"] for s in results["stages"])
+    assert "| Stage | accuracy |" in (run / "results.md").read_text()
+    for stage in ("student", "pruned", "int8"):
+        model = distilkit.from_pretrained(run / stage)
+        assert model.config.num_hidden_layers == 1
+        assert (run / stage / "README.md").is_file()  # model card
+    assert not (tmp_path / "teacher" / "README.md").exists()  # the input teacher folder is left alone
+    # The student's training log is there, written once.
+    state = json.loads((run / "student" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # The saved recipe repeats the run.
+    again = RecipeParser("distill", DISTILL_SECTIONS).parse(["--config", str(run / "distilkit_recipe.yaml")])
+    assert again.values == yaml.safe_load((run / "distilkit_recipe.yaml").read_text())
+
+
+def test_train_then_evaluate_quantize_prune_and_push(tmp_path, capsys):
+    base = save_tiny_teacher(tmp_path / "base", num_labels=5)  # a "pretrained" model whose head will be replaced
+    train_file, validation_file = write_data(tmp_path / "data")
+    common = ["--train_file", str(train_file), "--validation_file", str(validation_file), "--text_column",
+              "sentence", "--max_length", "16", "--report_to", "none", "--disable_tqdm", "true",
+              "--latency_seq_len", "16", "--latency_batch_size", "2", "--latency_threads", "1"]
+    run = tmp_path / "run"
+    assert main(["train", "--teacher", str(base), "--output_dir", str(run), "--max_steps", "3",
+                 "--save_strategy", "no", *common]) == 0
+    teacher = run / "teacher"
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(teacher).num_labels == 2  # from the data; the 5-label head was replaced
+
+    assert main(["evaluate", "--eval_models", str(base.parent / "run" / "teacher"), *common]) == 0
+    assert "| teacher |" in capsys.readouterr().out
+
+    assert main(["quantize", "--student", str(teacher), "--output_dir", str(run), *common]) == 0
+    assert (run / "int8" / "model.safetensors").is_file()
+    assert main(["prune", "--student", str(teacher), "--output_dir", str(run), "--prune_fraction", "0.5",
+                 "--prune_method", "magnitude", *common]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert [s["heads"] for s in results["stages"]] == [8, 4]
+
+    capsys.readouterr()
+    assert main(["push", "--push_folder", str(run / "int8"), "--hub_model_id", "someone/tiny-int8",
+                 "--dry_run", "true"]) == 0
+    out = capsys.readouterr().out
+    assert "Would upload" in out and "model.safetensors" in out and "README.md" in out
+    assert main(["push", "--output_dir", str(run), "--hub_model_id", "someone/tiny"]) == 2
+    assert "push one of them" in capsys.readouterr().err
+
+
+def test_distill_a_causal_lm_on_a_text_corpus(tmp_path):
+    from test_cli_fixtures import sentences, tiny_tokenizer
+
+    from tiny_models import tiny_model
+
+    teacher = tmp_path / "llama"
+    tiny_model("causal", "llama", attn="sdpa").save_pretrained(teacher)
+    tiny_tokenizer().save_pretrained(teacher)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(row["sentence"] for row in sentences(60, 3)) + "\n")
+    argv = ["distill", "--task", "causal-lm", "--teacher", str(teacher), "--student_layers", "1",
+            "--train_file", str(corpus), "--validation_file", str(corpus), "--text_column", "text",
+            "--max_length", "16", "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--report_to", "none",
+            "--save_strategy", "no", "--disable_tqdm", "true", "--latency", "false", "--alpha", "1.0"]
+    assert main(argv) == 0
+    stages = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == ["teacher", "student"]
+    assert all(s["metrics"]["perplexity"] > 1 for s in stages)
+    assert stages[1]["layers"] == 1
+
+
+def test_push_short_syntax_is_rewritten_into_recipe_flags():
+    from distilkit.cli.push import normalize_argv
+
+    assert normalize_argv(["runs/x/int8", "--repo-id", "me/m", "--private", "--dry-run"]) == [
+        "--push_folder", "runs/x/int8", "--hub_model_id", "me/m", "--hub_private_repo", "true", "--dry_run", "true"]
+    assert normalize_argv(["--push_folder", "f", "--hub_model_id", "me/m"]) == [
+        "--push_folder", "f", "--hub_model_id", "me/m"]
+
+
+def test_push_short_syntax_dry_run_end_to_end(tmp_path, capsys):
+    from distilkit.cli import main
+
+    folder = tmp_path / "incomplete"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert main(["push", str(folder), "--repo-id", "someone/tiny", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "safetensors" in err or "README" in err  # refused before anything is sent, naming what is missing
