@@ -29,6 +29,18 @@ class ArchitectureSpec:
     grouped_kv: bool = False
     # Attribute of the config that holds the number of attention heads.
     heads_attr: str = "num_attention_heads"
+    # Attribute of the config that holds the number of key/value heads (read only when `grouped_kv`).
+    kv_heads_attr: str = "num_key_value_heads"
+    # Attribute of the attention module that holds the width of one head.
+    head_dim_attr: str = "attention_head_size"
+    # Attributes of the attention module that count heads, and that hold heads * head_dim. Head pruning keeps
+    # them in step with the weights, because some forwards reshape with them.
+    head_count_attrs: tuple[str, ...] = ()
+    head_width_attrs: tuple[str, ...] = ()
+    # Name of a forward argument of the attention module that carries a per-head bias [batch, heads, q, k]
+    # computed once for all layers with the config's head count (MPNet's relative position bias). A pruned
+    # layer must see only its kept heads' slice of it.
+    per_head_bias_arg: str | None = None
 
     @property
     def attention(self) -> str:
@@ -47,6 +59,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="attention.self.key",
             value="attention.self.value",
             output="attention.output.dense",
+            head_count_attrs=("num_attention_heads",),
+            head_width_attrs=("all_head_size",),
         ),
         ArchitectureSpec(
             family="distilbert",
@@ -57,6 +71,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             value="attention.v_lin",
             output="attention.out_lin",
             heads_attr="n_heads",
+            head_count_attrs=("n_heads",),
         ),
         ArchitectureSpec(
             family="mpnet",
@@ -66,6 +81,9 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="attention.attn.k",
             value="attention.attn.v",
             output="attention.attn.o",
+            head_count_attrs=("num_attention_heads",),
+            head_width_attrs=("all_head_size",),
+            per_head_bias_arg="position_bias",
         ),
         ArchitectureSpec(
             family="llama",
@@ -76,6 +94,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             value="self_attn.v_proj",
             output="self_attn.o_proj",
             grouped_kv=True,
+            head_dim_attr="head_dim",
         ),
     )
 }

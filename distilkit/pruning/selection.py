@@ -1,0 +1,86 @@
+"""Choosing heads to prune: a global ranking by normalised importance, and the one-call `prune_to_fraction`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from transformers import PreTrainedModel
+
+from .importance import LossFn, compute_head_importance
+from .structural import head_layout, kept_heads, prune_heads
+
+
+def least_important_heads(
+    importance: torch.Tensor, num_groups: int, group_size: int = 1, min_heads_per_layer: int = 0
+) -> dict[int, list[int]]:
+    """The `num_groups` least important heads of the whole model, as {layer: [heads]} in original numbering.
+
+    `importance` is [num_layers, num_heads] as returned by `compute_head_importance` (NaN marks pruned heads).
+    With grouped-query attention (`group_size` query heads per key/value head) whole groups are ranked by the
+    sum of their heads' scores, and `num_groups` counts groups; otherwise a group is one head. No layer is left
+    with fewer than `min_heads_per_layer` heads.
+    """
+    num_layers, num_heads = importance.shape
+    if num_heads % group_size:
+        raise ValueError(f"group_size {group_size} does not divide the number of heads per layer ({num_heads}).")
+    group_scores = importance.float().reshape(num_layers, num_heads // group_size, group_size).sum(-1)
+    available = ~group_scores.isnan()
+    remaining_heads = (available.sum(-1) * group_size).tolist()
+    candidates = sorted(
+        (group_scores[layer, group].item(), layer, group) for layer, group in available.nonzero().tolist()
+    )
+    chosen: dict[int, list[int]] = {}
+    picked = 0
+    for _, layer, group in candidates:
+        if picked == num_groups:
+            break
+        if remaining_heads[layer] - group_size < min_heads_per_layer:
+            continue
+        remaining_heads[layer] -= group_size
+        chosen.setdefault(layer, []).extend(range(group * group_size, (group + 1) * group_size))
+        picked += 1
+    if picked < num_groups:
+        unit = "heads" if group_size == 1 else f"groups of {group_size} heads"
+        raise ValueError(
+            f"Cannot choose {num_groups} {unit} to prune: only {picked} can go while keeping at least "
+            f"{min_heads_per_layer} heads per layer. Ask for fewer, or lower min_heads_per_layer."
+        )
+    return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}
+
+
+def groups_to_prune_for_fraction(model: PreTrainedModel, fraction: float) -> int:
+    """How many more heads (or key/value groups) must go so that `fraction` of the original heads are pruned."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be between 0 and 1 (share of the original heads to prune), got {fraction}.")
+    layout = head_layout(model)
+    total = layout.num_layers * layout.num_groups
+    remaining = sum(len(kept) for kept in kept_heads(model)) // layout.group_size
+    return max(0, round(fraction * total) - (total - remaining))
+
+
+def prune_to_fraction(
+    model: PreTrainedModel,
+    dataloader: Iterable[Mapping[str, torch.Tensor]] | None,
+    fraction: float,
+    method: str = "taylor",
+    *,
+    loss_fn: LossFn | None = None,
+    num_batches: int | None = None,
+    min_heads_per_layer: int = 0,
+) -> tuple[PreTrainedModel, dict[int, list[int]]]:
+    """Prune the least important heads until `fraction` of the model's original heads are gone.
+
+    Importance is computed with `compute_head_importance(model, dataloader, method, ...)`, normalised per layer,
+    and heads are ranked across all layers (whole key/value groups for grouped-query attention, so the fraction
+    is rounded to whole groups). Heads pruned earlier count towards the fraction. Returns the model (pruned in
+    place) and the heads this call removed, {layer: [heads]} in the original numbering.
+    """
+    count = groups_to_prune_for_fraction(model, fraction)
+    if count == 0:
+        return model, {}
+    layout = head_layout(model)
+    importance = compute_head_importance(model, dataloader, method, loss_fn=loss_fn, num_batches=num_batches)
+    heads = least_important_heads(importance, count, layout.group_size, min_heads_per_layer)
+    prune_heads(model, heads)
+    return model, heads

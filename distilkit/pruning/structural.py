@@ -1,0 +1,188 @@
+"""Structural attention-head pruning: heads are deleted from the weights, not masked.
+
+Removing head h of a layer deletes its rows of the query/key/value projections and its columns of the output
+projection. The pruned model is smaller and faster, and computes exactly what the unpruned model computes with
+those heads' contributions zeroed. transformers 5 dropped `head_mask` and `model.prune_heads`, so distilkit does
+the surgery itself (`surgery.py`), driven by the module paths in `distilkit.architectures`; this module checks
+requests, keeps the records and carries optimizer state over.
+
+Head indices always refer to the ORIGINAL numbering of the unpruned model. Each attention module remembers the
+heads it still has (`KEPT_HEADS_ATTR`), so pruning can be applied repeatedly, and the same list is mirrored into
+`config.distilkit["pruning"]`, which `save_pretrained` writes to config.json and `distilkit.from_pretrained`
+reads back to rebuild the structure.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..architectures import ArchitectureSpec, get_architecture, get_layers
+from ..persistence import set_compression_record
+from .surgery import KEPT_HEADS_ATTR, ParameterChange, prune_layer_heads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """How many heads a model had before pruning, and how they are grouped.
+
+    `group_size` is the number of query heads sharing one key/value head (grouped-query attention); it is 1
+    for ordinary multi-head attention. Heads are pruned, and ranked for pruning, in whole groups.
+    """
+
+    spec: ArchitectureSpec
+    num_layers: int
+    num_heads: int
+    group_size: int
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_heads // self.group_size
+
+
+def head_layout(model: PreTrainedModel) -> HeadLayout:
+    """The original head layout of `model`, read from its config (which pruning never changes)."""
+    spec = get_architecture(model)
+    num_heads = int(getattr(model.config, spec.heads_attr))
+    group_size = 1
+    if spec.grouped_kv:
+        num_kv_heads = getattr(model.config, spec.kv_heads_attr, None) or num_heads
+        group_size = num_heads // int(num_kv_heads)
+    return HeadLayout(spec, len(get_layers(model)), num_heads, group_size)
+
+
+def attention_modules(model: PreTrainedModel) -> list[nn.Module]:
+    """The module owning the q/k/v projections, one per layer."""
+    spec = get_architecture(model)
+    return [layer.get_submodule(spec.attention) for layer in get_layers(model)]
+
+
+def kept_heads(model: PreTrainedModel) -> list[list[int]]:
+    """Per layer, the heads the model still has, in the original numbering."""
+    num_heads = head_layout(model).num_heads
+    return [list(getattr(module, KEPT_HEADS_ATTR, range(num_heads))) for module in attention_modules(model)]
+
+
+def pruned_heads(model: PreTrainedModel) -> dict[int, list[int]]:
+    """Per layer that lost heads, the heads removed so far, in the original numbering."""
+    num_heads = head_layout(model).num_heads
+    removed = {}
+    for layer, kept in enumerate(kept_heads(model)):
+        gone = sorted(set(range(num_heads)) - set(kept))
+        if gone:
+            removed[layer] = gone
+    return removed
+
+
+def prune_heads(
+    model: PreTrainedModel,
+    heads_to_prune: Mapping[int, Iterable[int]],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> PreTrainedModel:
+    """Remove attention heads from `model` in place and return it.
+
+    `heads_to_prune` maps a layer index to head indices in the ORIGINAL numbering of the unpruned model, e.g.
+    `{0: [1, 5], 3: [0]}`; heads that are already gone are skipped, so the call can be repeated. A layer may lose
+    all its heads: its attention block then adds only the output projection's bias.
+
+    With grouped-query attention (Llama, Qwen2, Mistral) several query heads share one key/value head; only
+    whole groups can be removed, and asking for part of a group is an error.
+
+    If `optimizer` is given, the state it holds for the sliced parameters (e.g. Adam moments) is sliced the same
+    way and its parameter groups point at the new parameters, so training can go on without rebuilding it.
+    """
+    layout = head_layout(model)
+    current = kept_heads(model)
+    request = _validated_request(layout, heads_to_prune, current)
+    changes: list[ParameterChange] = []
+    for layer_index, remove in request.items():
+        layer = get_layers(model)[layer_index]
+        changes += prune_layer_heads(layer, layout.spec, current[layer_index], remove, layout.group_size)
+        logger.debug("Pruned heads %s of layer %d.", sorted(remove), layer_index)
+    if request:
+        set_compression_record(model, "pruning", {"kept_heads": kept_heads(model)})
+    if optimizer is not None and changes:
+        carry_optimizer_state(optimizer, changes)
+    return model
+
+
+def _validated_request(
+    layout: HeadLayout, heads_to_prune: Mapping[int, Iterable[int]], current: list[list[int]]
+) -> dict[int, set[int]]:
+    """The heads still present that `heads_to_prune` asks to remove, per layer, after checking every index."""
+    if not isinstance(heads_to_prune, Mapping):
+        raise TypeError(
+            f"heads_to_prune must map layer index -> head indices, e.g. {{0: [1, 2]}}; got "
+            f"{type(heads_to_prune).__name__}."
+        )
+    request: dict[int, set[int]] = {}
+    for layer_key, heads in heads_to_prune.items():
+        layer = operator.index(layer_key)
+        if not 0 <= layer < layout.num_layers:
+            raise ValueError(f"Layer {layer} does not exist: the model has layers 0..{layout.num_layers - 1}.")
+        heads = {operator.index(h) for h in heads}
+        bad = sorted(h for h in heads if not 0 <= h < layout.num_heads)
+        if bad:
+            raise ValueError(
+                f"Heads {bad} of layer {layer} do not exist: each layer has heads 0..{layout.num_heads - 1} "
+                "(indices refer to the original, unpruned numbering)."
+            )
+        present = set(current[layer])
+        if layout.group_size > 1:
+            _check_whole_groups(layout, layer, heads, present)
+        remove = heads & present
+        if remove:
+            request[layer] = remove
+    return request
+
+
+def _check_whole_groups(layout: HeadLayout, layer: int, heads: set[int], present: set[int]) -> None:
+    size = layout.group_size
+    for group in sorted({h // size for h in heads}):
+        members = set(range(group * size, (group + 1) * size))
+        missing = sorted((members & present) - heads)
+        if missing:
+            raise ValueError(
+                f"{layout.spec.family} models share each key/value head between {size} query heads, so heads are "
+                f"pruned in whole groups. Layer {layer}: heads {sorted(heads & members)} are only part of group "
+                f"{group} (heads {sorted(members)}); add heads {missing} or leave the group alone."
+            )
+
+
+def carry_optimizer_state(optimizer, changes: Iterable[ParameterChange]) -> None:
+    """Point `optimizer` at the new parameters and slice its per-parameter state like the parameters.
+
+    Structural pruning replaces parameters by smaller ones, so an optimizer built before it would keep updating
+    the orphaned old tensors. Slicing its state instead of rebuilding it keeps the momentum of the surviving
+    weights, and keeps the optimizer object (which the lr scheduler and accelerate's wrapper hold) the same.
+    State that is not shaped like its parameter (e.g. factored second moments) cannot be sliced and is reset.
+    """
+    inner = optimizer
+    while not isinstance(inner, torch.optim.Optimizer) and hasattr(inner, "optimizer"):
+        inner = inner.optimizer  # accelerate's AcceleratedOptimizer and similar wrappers
+    by_old = {id(change.old): change for change in changes}
+    for group in inner.param_groups:
+        group["params"] = [by_old[id(p)].new if id(p) in by_old else p for p in group["params"]]
+    for change in by_old.values():
+        state = inner.state.pop(change.old, None)
+        if not state:
+            continue
+        sliced = {}
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == change.old.shape:
+                value = value.index_select(change.dim, change.index.to(value.device))
+            elif torch.is_tensor(value) and value.dim() > 0:
+                logger.warning("Optimizer state %r of a pruned parameter cannot be sliced; it is reset.", key)
+                sliced = None
+                break
+            sliced[key] = value
+        if sliced:
+            inner.state[change.new] = sliced
