@@ -123,6 +123,26 @@ class DistillationConfig(TrainingArguments):
             "Default: all logits for classifiers, 32 for language models."
         },
     )
+    prune_heads_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Prune this share of the student's attention heads while training (0 = off): every "
+            "prune_every_steps steps the heads are scored and the least important removed, until the share is "
+            "reached (by default halfway through training); training goes on to recover."
+        },
+    )
+    prune_every_steps: int = field(
+        default=50, metadata={"help": "Optimizer steps between two pruning steps (with prune_heads_fraction)."}
+    )
+    prune_num_prunes: int | None = field(
+        default=None,
+        metadata={"help": "Number of pruning steps; default: as many as fit in the first half of training."},
+    )
+    prune_method: str = field(
+        default="taylor",
+        metadata={"help": "Head importance while pruning: 'taylor' (|dL/d gate|, Michel et al. 2019) or "
+                  "'magnitude' (weight norms)."},
+    )
     nonfinite_loss: str = field(
         default="error",
         metadata={
@@ -156,6 +176,15 @@ class DistillationConfig(TrainingArguments):
             )
         if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
             raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")
+        if not 0.0 <= self.prune_heads_fraction < 1.0:
+            raise ValueError(
+                f"prune_heads_fraction must be in [0, 1) (share of attention heads to remove), got "
+                f"{self.prune_heads_fraction}."
+            )
+        if self.prune_heads_fraction > 0 and self.prune_every_steps < 1:
+            raise ValueError(f"prune_every_steps must be >= 1, got {self.prune_every_steps}.")
+        if self.prune_method not in ("taylor", "magnitude"):
+            raise ValueError(f"prune_method must be 'taylor' or 'magnitude', got {self.prune_method!r}.")
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]

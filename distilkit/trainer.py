@@ -65,6 +65,13 @@ class DistillationTrainer(Trainer):
             self.layer_map = self._resolve_layer_map(model, self.teacher, args)
         _check_labels(model, trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None))
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        if args.prune_heads_fraction > 0:
+            from .pruning import HeadPruningCallback
+
+            self.add_callback(HeadPruningCallback(
+                target_fraction=args.prune_heads_fraction, prune_every_steps=args.prune_every_steps,
+                num_prunes=args.prune_num_prunes, method=args.prune_method, seed=args.seed,
+            ))
 
         self.projections = nn.ModuleDict()
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)

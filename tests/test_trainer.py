@@ -330,3 +330,28 @@ def test_same_seed_gives_identical_results(tmp_path):
     (a, la), (b, lb) = run("a"), run("b")
     assert la == lb
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pruning_while_distilling_from_config_saves_a_pruned_student(tmp_path):
+    import distilkit
+    from distilkit.pruning import kept_heads
+
+    teacher, student = tiny_model("seq", seed=1), tiny_model("seq", seed=2)
+    t = trainer(tmp_path, student, teacher, max_steps=6, prune_heads_fraction=0.5, prune_every_steps=2,
+                prune_num_prunes=2, attention_weight=1.0, hidden_weight=1.0)
+    t.train()
+    assert sum(len(h) for h in kept_heads(student)) == 4  # 8 heads -> half pruned in two steps
+    events = [e for e in t.state.log_history if "pruning/removed_heads" in e]
+    assert [e["step"] for e in events] == [2, 4]
+    t.save_model(str(tmp_path / "pruned"))
+    reloaded = distilkit.from_pretrained(tmp_path / "pruned", attn_implementation="eager").eval()
+    batch = pad_collator([tiny_dataset("seq", 3)[i] for i in range(3)])
+    batch.pop("labels")
+    student.eval()
+    with torch.no_grad():
+        assert torch.equal(student(**batch).logits, reloaded(**batch).logits)
+
+
+def test_pruning_fraction_is_validated():
+    with pytest.raises(ValueError, match=r"prune_heads_fraction must be in \[0, 1\).*1.5"):
+        DistillationConfig(output_dir="x", report_to="none", prune_heads_fraction=1.5)
