@@ -16,6 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from . import losses, teacher_cache
 from .hub import write_trainer_model_card
 from .config import DistillationConfig, uniform_layer_map
+from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,12 @@ class DistillationTrainer(Trainer):
         teacher.eval()
         teacher.requires_grad_(False)
         dtype = _DTYPES[self.args.teacher_dtype] if self.args.teacher_dtype else None
+        if self.is_deepspeed_enabled:
+            self.teacher = prepare_teacher_deepspeed(teacher.to(dtype=dtype), self.accelerator)
+            return
         teacher.to(device=self.args.device, dtype=dtype)
+        if self.is_fsdp_enabled:  # shard it like the student instead of a full copy per process
+            self.teacher = shard_teacher_fsdp(teacher, device_type=self.args.device.type)
 
     def _build_projections(self) -> None:
         """A learned linear map per matched layer when the student is narrower than the teacher."""
@@ -178,6 +184,11 @@ class DistillationTrainer(Trainer):
         """Add cached teacher outputs to the training data (building them once) and collate them with it."""
         if self.train_dataset is None:
             raise ValueError("teacher_cache_dir needs a train_dataset to cache teacher outputs for.")
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "teacher_cache_dir is built by the main process alone, which a teacher sharded by FSDP/DeepSpeed "
+                "cannot do. Build the cache once in a single process (same data and teacher), then launch."
+            )
         top_k = self.args.teacher_cache_top_k
         if top_k is None and self.task.predicts_vocabulary:
             top_k = 32
