@@ -138,7 +138,7 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={"help": "Number of pruning steps; default: as many as fit in the first half of training."},
     )
-    prune_method: str = field(
+    prune_heads_method: str = field(
         default="taylor",
         metadata={"help": "Head importance while pruning: 'taylor' (|dL/d gate|, Michel et al. 2019) or "
                   "'magnitude' (weight norms)."},
@@ -183,8 +183,10 @@ class DistillationConfig(TrainingArguments):
             )
         if self.prune_heads_fraction > 0 and self.prune_every_steps < 1:
             raise ValueError(f"prune_every_steps must be >= 1, got {self.prune_every_steps}.")
-        if self.prune_method not in ("taylor", "magnitude"):
-            raise ValueError(f"prune_method must be 'taylor' or 'magnitude', got {self.prune_method!r}.")
+        if self.prune_heads_method not in ("taylor", "magnitude"):
+            raise ValueError(
+                f"prune_heads_method must be 'taylor' or 'magnitude', got {self.prune_heads_method!r}."
+            )
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]
