@@ -65,11 +65,14 @@ def prepare_classification(
     text_pair_column: str | None = None,
     max_length: int = 128,
     num_labels: int | None = None,
+    teacher_tokenizer=None,
 ) -> Dataset:
     """Tokenise one or two text columns and turn the label column into integer `labels`.
 
     Checks the columns and labels before tokenising anything, so a typo fails in a second, not after a pass
-    over the data. Padding is left to the collator (dynamic padding).
+    over the data. Padding is left to the collator (dynamic padding). With `teacher_tokenizer` (a teacher whose
+    tokenizer differs from the student's) the text is tokenised a second time for the teacher, into columns
+    prefixed `teacher_`; collate with `TeacherInputsCollator`.
     """
     if len(dataset) == 0:
         raise ValueError("The dataset is empty; check the file or the split.")
@@ -88,10 +91,42 @@ def prepare_classification(
 
     def tokenize(batch):
         pair = batch[text_pair_column] if text_pair_column else None
-        return tokenizer(batch[text_column], pair, truncation=True, max_length=max_length)
+        encoded = tokenizer(batch[text_column], pair, truncation=True, max_length=max_length)
+        if teacher_tokenizer is not None:
+            for key, value in teacher_tokenizer(batch[text_column], pair, truncation=True,
+                                                max_length=max_length).items():
+                encoded[TEACHER_PREFIX + key] = value
+        return encoded
 
     encoded = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
     return encoded.add_column("labels", labels)
+
+
+TEACHER_PREFIX = "teacher_"
+
+
+class TeacherInputsCollator:
+    """Collates the student's features with `collator` and the `teacher_` ones with the teacher's tokenizer.
+
+    Each model reads the raw text through its own tokenizer, so logit distillation works between models with
+    different vocabularies (sequence-level tasks: the logits do not depend on how the text was split).
+    """
+
+    def __init__(self, collator, teacher_tokenizer):
+        self.collator = collator
+        self.teacher_tokenizer = teacher_tokenizer
+
+    def __call__(self, features):
+        teacher = [{k[len(TEACHER_PREFIX):]: f.pop(k) for k in list(f) if k.startswith(TEACHER_PREFIX)
+                    and k[len(TEACHER_PREFIX):] in ("input_ids", "attention_mask", "token_type_ids")}
+                   for f in features]
+        batch = self.collator(features)
+        if not any(teacher):  # evaluation data carries the student's inputs only
+            return batch
+        padded = self.teacher_tokenizer.pad(teacher, return_tensors="pt")
+        for key, value in padded.items():
+            batch[TEACHER_PREFIX + key] = value
+        return batch
 
 
 def load_glue_local(task: str, data_dir: str | os.PathLike, split: str, limit: int | None = None) -> tuple[Dataset, dict]:

@@ -16,6 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from . import losses, teacher_cache
 from .hub import write_trainer_model_card
 from .config import DistillationConfig, uniform_layer_map
+from .data import TEACHER_PREFIX
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
@@ -201,7 +202,9 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # Keep the cached teacher columns through `remove_unused_columns`; compute_loss takes them out again.
-        self._signature_columns += [c for c in teacher_cache.CACHE_COLUMNS if c not in self._signature_columns]
+        extra = [*teacher_cache.CACHE_COLUMNS, *(TEACHER_PREFIX + k for k in ("input_ids", "attention_mask",
+                                                                           "token_type_ids"))]
+        self._signature_columns += [c for c in extra if c not in self._signature_columns]
 
     # ---- optimisation: projections train with the student ----
 
@@ -250,9 +253,17 @@ class DistillationTrainer(Trainer):
         return result
 
     def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Inputs tokenised for the teacher (a teacher with its own tokenizer) are the teacher's alone.
+        teacher_inputs = {k[len(TEACHER_PREFIX):]: inputs.pop(k) for k in list(inputs)
+                          if k.startswith(TEACHER_PREFIX) and k not in teacher_cache.CACHE_COLUMNS}
         if self.teacher is None or not model.training:
             # No teacher term (exactly Trainer), or evaluation (eval_loss is the student's own loss).
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if teacher_inputs and self.task.token_level:
+            raise ValueError(
+                "The batch has separate teacher inputs (teacher_input_ids): a teacher with its own tokenizer only "
+                f"works for sequence-level tasks, not {self.task.value}, where positions must line up."
+            )
 
         args = self.args
         labels = inputs.get("labels")
@@ -274,7 +285,7 @@ class DistillationTrainer(Trainer):
         if cached:
             teacher_outputs = {"logits": cached.get("teacher_logits"), "cached": cached}
         else:
-            teacher_outputs = self._teacher_forward(model_inputs, want_hidden, want_attention)
+            teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs, want_hidden, want_attention)
         parts = self._loss_parts(outputs, teacher_outputs, inputs)
 
         weights = {"loss_ce": 1 - args.alpha, "loss_kd": args.alpha,

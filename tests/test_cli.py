@@ -331,3 +331,25 @@ def test_push_short_syntax_dry_run_end_to_end(tmp_path, capsys):
     assert main(["push", str(folder), "--repo-id", "someone/tiny", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "safetensors" in err or "README" in err  # refused before anything is sent, naming what is missing
+
+
+def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
+    """A separate student whose vocabulary differs: each model reads the text with its own tokenizer."""
+    from test_cli_fixtures import NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, save_tiny_teacher, tiny_recipe
+    from transformers import BertTokenizer
+
+    from distilkit.cli import main
+    from distilkit.cli.steps import teacher_tokenizer_if_different
+    from distilkit.cli.recipe import ModelArguments
+
+    student = save_tiny_teacher(tmp_path / "student", seed=3)
+    words = SPECIAL + list(reversed(POSITIVE + NEGATIVE + NEUTRAL))  # same words, other ids
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(student)
+    path = tiny_recipe(tmp_path, model={"student": str(student)})
+    teacher_tok = BertTokenizer.from_pretrained(tmp_path / "teacher")
+    student_tok = BertTokenizer.from_pretrained(student)
+    args = ModelArguments(teacher=str(tmp_path / "teacher"), student=str(student))
+    assert teacher_tokenizer_if_different(args, student_tok, "sequence-classification") is not None
+    assert teacher_tokenizer_if_different(args, teacher_tok, "sequence-classification") is None
+    assert main(["distill", "--config", str(path), "--quantize", "false", "--prune_fraction", "0"]) == 0
+    assert (tmp_path / "run" / "student" / "model.safetensors").is_file()

@@ -74,11 +74,11 @@ def tiny_dataset(task: str = "seq", n: int = 16, seed: int = 0, num_labels: int 
 
 def pad_collator(features):
     """Right-pad to the longest sequence; labels of token tasks are padded with -100."""
-    length = max(len(f["input_ids"]) for f in features)
     batch = {}
     for key in features[0]:
         values = [f[key] for f in features]
-        if isinstance(values[0], list):
+        if isinstance(values[0], list):  # each column to its own longest row (teacher_ inputs may be longer)
+            length = max(len(v) for v in values)
             fill = -100 if key == "labels" else 0
             values = [v + [fill] * (length - len(v)) for v in values]
         batch[key] = torch.tensor(values)

@@ -43,6 +43,7 @@ from .steps import (
     save,
     stage_args,
     stage_dir,
+    teacher_tokenizer_if_different,
     train,
 )
 
@@ -58,7 +59,8 @@ def run(recipe: Recipe) -> None:
                           "`distilkit train` makes one.")
     check_sharding(recipe)
     tokenizer = load_tokenizer(m.tokenizer or m.student or m.teacher, m.task)
-    data = load_task_data(recipe.data, tokenizer, m.task, training.seed)
+    teacher_tokenizer = teacher_tokenizer_if_different(m, tokenizer, m.task)
+    data = load_task_data(recipe.data, tokenizer, m.task, training.seed, teacher_tokenizer=teacher_tokenizer)
     teacher = load_model(m.teacher, m.task, "teacher", attn_implementation=attention_for(m, training))
     check_num_labels(teacher, data, "teacher")
     outcome = distill_and_compress(recipe, teacher, m.teacher, tokenizer, data)

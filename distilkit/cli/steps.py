@@ -15,6 +15,7 @@ import torch
 
 from ..config import DistillationConfig
 from ..data import (
+    TeacherInputsCollator,
     encode_label_names,
     label_names,
     load_splits,
@@ -102,8 +103,12 @@ def describe_data(data: DataArguments, split: str = "train") -> str:
     return Path(path).name if path else "(no data)"
 
 
-def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42) -> TaskData:
-    """Read, check and tokenise the data; every mistake is reported before a model is loaded or trained."""
+def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42, teacher_tokenizer=None) -> TaskData:
+    """Read, check and tokenise the data; every mistake is reported before a model is loaded or trained.
+
+    `teacher_tokenizer`: a teacher whose tokenizer differs from the student's also gets the text tokenised its
+    own way (sequence classification only; see distilkit.data.TeacherInputsCollator).
+    """
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if not data.has_source:
@@ -134,12 +139,16 @@ def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42) ->
             num_labels = max(labels) + 1 if labels else None
         prepared = {
             name: prepare_classification(split, tokenizer, data.text_column, data.label_column,
-                                         data.text_pair_column, data.max_length, num_labels)
+                                         data.text_pair_column, data.max_length, num_labels,
+                                         teacher_tokenizer=teacher_tokenizer if name == "train" else None)
             for name, split in splits.items()
         }
     except (ValueError, OSError, KeyError) as err:  # ConnectionError is an OSError
         raise RecipeError(f"data ({describe_data(data)}): {err}") from err
-    return TaskData(prepared["train"], prepared.get("validation"), DataCollatorWithPadding(tokenizer),
+    collator = DataCollatorWithPadding(tokenizer)
+    if teacher_tokenizer is not None:
+        collator = TeacherInputsCollator(collator, teacher_tokenizer)
+    return TaskData(prepared["train"], prepared.get("validation"), collator,
                     num_labels=num_labels, label_names=names, description=describe_data(data, "validation"))
 
 
@@ -151,6 +160,25 @@ def _auto_class(task: str):
 
     return (transformers.AutoModelForCausalLM if task == "causal-lm"
             else transformers.AutoModelForSequenceClassification)
+
+
+def teacher_tokenizer_if_different(model_args: ModelArguments, student_tokenizer, task: str):
+    """The teacher's own tokenizer when the student (a separate model) tokenises differently, else None."""
+    if not model_args.student or model_args.tokenizer:
+        return None  # a student built from the teacher, or one tokenizer named for both
+    try:
+        teacher_tokenizer = load_tokenizer(model_args.teacher, task)
+    except RecipeError:
+        return None  # the teacher folder ships no tokenizer: it is read with the student's
+    if teacher_tokenizer.get_vocab() == student_tokenizer.get_vocab():
+        return None
+    if task != "sequence-classification":
+        raise RecipeError(
+            f"The teacher ({model_args.teacher}) and the student ({model_args.student}) tokenise differently; "
+            f"distilling them needs aligned positions, which {task} does not have. Use a student with the "
+            "teacher's tokenizer."
+        )
+    return teacher_tokenizer
 
 
 def load_tokenizer(source: str, task: str):
