@@ -66,10 +66,9 @@ def test_quickstart_pipeline_end_to_end_on_a_tiny_model(tmp_path, capsys):
         folder = out / stage
         assert (folder / "config.json").is_file() and (folder / "README.md").is_file(), stage
         assert (folder / "tokenizer_config.json").is_file(), stage
-    assert "distilkit push --push_folder" in printed
-    # The int8 folder is complete for `distilkit push` (checked without uploading).
-    assert main(["push", "--push_folder", str(out / "int8"), "--hub_model_id", "someone/qs", "--dry_run",
-                 "true"]) == 0
+    assert f"distilkit push {out / 'int8'} --repo-id" in printed
+    # The int8 folder is complete for `distilkit push` (checked without uploading), with the command as printed.
+    assert main(["push", str(out / "int8"), "--repo-id", "someone/qs", "--dry-run"]) == 0
 
 
 def test_wheel_contains_the_data_recipe_metrics_and_console_script(tmp_path):

@@ -7,7 +7,7 @@ access, --teacher and --dataset switch to real models and data, e.g.
     distilkit quickstart --teacher bert-base-uncased --dataset glue --dataset_config sst2 --output_dir qs-sst2
 
 Each stage is saved in its own folder under output_dir (teacher/, student/, pruned/, int8/), each with a model
-card, ready for `distilkit push --push_folder <output_dir>/int8 --hub_model_id you/name`.
+card, ready for `distilkit push <output_dir>/int8 --repo-id you/name`.
 """
 
 from __future__ import annotations
@@ -99,4 +99,4 @@ def run(recipe: Recipe) -> None:
            started=started, limitations=limitations)
     elapsed = time.perf_counter() - started
     print(f"Quickstart finished in {elapsed / 60:.1f} min. Push a stage with:\n"
-          f"  distilkit push --push_folder {stage_dir(training, results[-1].stage)} --hub_model_id <you>/<name>")
+          f"  distilkit push {stage_dir(training, results[-1].stage)} --repo-id <you>/<name>")
