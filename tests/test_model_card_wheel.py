@@ -101,7 +101,9 @@ def test_card_renders_from_an_installed_wheel(tmp_path):
     purelib = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip())
     parent = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (purelib / "zz_test_parent_env.pth").write_text("\n".join(parent) + "\n")
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)])
+    # --ignore-installed: the parent env may hold distilkit itself (CI installs it), which pip would call "satisfied".
+    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--ignore-installed",
+         "-q", str(wheel)])
 
     work = tmp_path / "elsewhere"  # outside the source tree; -I keeps cwd and PYTHONPATH off sys.path
     work.mkdir()
