@@ -116,3 +116,17 @@ def test_two_processes_without_use_cpu_stop_with_the_fix(tmp_path):
     assert done.returncode != 0
     assert "WORLD_SIZE=2" in done.stderr and "use_cpu: true" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "run").exists()  # stopped before training or writing anything
+
+
+def test_two_process_runs_with_the_same_seed_are_identical(tmp_path):
+    """Reproducibility across repeated two-process runs: same seed -> same losses and bit-identical weights."""
+    recipe = tiny_recipe(tmp_path, training={"max_steps": 3, "per_device_train_batch_size": 4, "seed": 11,
+                                             "ddp_find_unused_parameters": False, "dataloader_pin_memory": False},
+                         evaluation={"latency": False})
+    for name in ("a", "b"):
+        done = launch(tmp_path, ["distill", "--config", str(recipe), "--output_dir", str(tmp_path / name)])
+        assert done.returncode == 0, done.stderr[-4000:]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b") and len(losses(tmp_path / "a")) == 3
+    wa = load_file(tmp_path / "a" / "student" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "student" / "model.safetensors")
+    assert set(wa) == set(wb) and all(wa[k].equal(wb[k]) for k in wa)
