@@ -64,10 +64,12 @@ def folder_size_mb(folder: str | os.PathLike) -> float:
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters plus buffers that hold weights (int8 layers keep their weights as buffers)."""
+    """Parameters, counting an int8 layer like its float original: its int8 weight and float bias (kept as
+    buffers) count, its quantization scales do not. An int8 model has as many parameters as its float twin."""
     seen = {id(p): p.numel() for p in model.parameters()}
     for name, buffer in model.named_buffers():
-        if buffer.dtype == torch.int8:
+        leaf = name.rsplit(".", 1)[-1]
+        if buffer.dtype == torch.int8 or (leaf == "bias" and buffer is not None):
             seen[id(buffer)] = buffer.numel()
     return sum(seen.values())
 

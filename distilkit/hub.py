@@ -128,15 +128,14 @@ def _weights_mb(model) -> float:
 
 def _stored_parameter_count(folder: Path, record: Mapping) -> int | None:
     """`benchmarking.count_parameters` of the saved model, read from the safetensors headers (nothing loaded):
-    every stored tensor except the float buffers of int8 layers (their scales and biases)."""
+    every stored tensor except the scales of int8 layers (their int8 weights and float biases count)."""
     from safetensors import safe_open
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
     quantized = record.get("quantization") or {}
-    buffers = {f"{name}.{suffix}" for name in quantized.get("linear", []) for suffix in ("weight_scale", "bias")}
-    buffers |= {f"{name}.weight_scale" for name in quantized.get("embedding", [])}
+    buffers = {f"{name}.weight_scale" for kind in ("linear", "embedding") for name in quantized.get(kind, [])}
     total = 0
     for path in files:
         with safe_open(path, framework="pt") as weights:
