@@ -353,3 +353,25 @@ def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
     assert teacher_tokenizer_if_different(args, teacher_tok, "sequence-classification") is None
     assert main(["distill", "--config", str(path), "--quantize", "false", "--prune_fraction", "0"]) == 0
     assert (tmp_path / "run" / "student" / "model.safetensors").is_file()
+
+
+def test_train_is_reproducible_even_when_a_new_head_is_drawn(tmp_path):
+    """The replaced classifier head is initialised after the command seeds: two runs give identical weights."""
+    from safetensors.torch import load_file
+    from test_cli_fixtures import save_tiny_teacher, write_data
+
+    from distilkit.cli import main
+
+    base = save_tiny_teacher(tmp_path / "base", num_labels=5)
+    train_file, validation_file = write_data(tmp_path / "data")
+    import torch
+
+    for name in ("a", "b"):
+        torch.manual_seed(hash(name) % 1000)  # different global RNG state before each run
+        assert main(["train", "--teacher", str(base), "--output_dir", str(tmp_path / name), "--max_steps", "2",
+                     "--save_strategy", "no", "--train_file", str(train_file), "--validation_file",
+                     str(validation_file), "--text_column", "sentence", "--max_length", "16", "--report_to", "none",
+                     "--disable_tqdm", "true", "--latency", "false", "--seed", "5"]) == 0
+    wa = load_file(tmp_path / "a" / "teacher" / "model.safetensors")
+    wb = load_file(tmp_path / "b" / "teacher" / "model.safetensors")
+    assert all(wa[k].equal(wb[k]) for k in wa)

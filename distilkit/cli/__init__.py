@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         parser = RecipeParser(name, module.SECTIONS, description=module.__doc__ or "", base=base)
         args = module.normalize_argv(argv[1:]) if hasattr(module, "normalize_argv") else argv[1:]
         recipe = parser.parse(args)
+        training = getattr(recipe, "training", None)
+        if training is not None:
+            # Seed before any model is built: a freshly initialised head (a teacher's classifier, a new
+            # student) is drawn before the Trainer seeds, and would differ from run to run otherwise.
+            from transformers import set_seed
+
+            set_seed(training.seed)
         module.run(recipe)
     except RecipeError as err:
         print_error(name, err)
