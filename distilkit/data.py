@@ -103,6 +103,13 @@ def prepare_classification(
 
 
 TEACHER_PREFIX = "teacher_"
+# The inputs a teacher with its own tokenizer receives, as columns of the training data.
+TEACHER_INPUT_COLUMNS = tuple(TEACHER_PREFIX + name for name in ("input_ids", "attention_mask", "token_type_ids"))
+
+
+def pop_teacher_inputs(inputs: dict) -> dict:
+    """Remove the teacher's own inputs from `inputs` (a feature or a batch) and return them unprefixed."""
+    return {key[len(TEACHER_PREFIX):]: inputs.pop(key) for key in TEACHER_INPUT_COLUMNS if key in inputs}
 
 
 class TeacherInputsCollator:
@@ -117,9 +124,7 @@ class TeacherInputsCollator:
         self.teacher_tokenizer = teacher_tokenizer
 
     def __call__(self, features):
-        teacher = [{k[len(TEACHER_PREFIX):]: f.pop(k) for k in list(f) if k.startswith(TEACHER_PREFIX)
-                    and k[len(TEACHER_PREFIX):] in ("input_ids", "attention_mask", "token_type_ids")}
-                   for f in features]
+        teacher = [pop_teacher_inputs(f) for f in features]
         batch = self.collator(features)
         if not any(teacher):  # evaluation data carries the student's inputs only
             return batch

@@ -25,6 +25,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
+from .data import pop_teacher_inputs
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,7 @@ def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator
     for batch in tqdm(loader, desc="Caching teacher outputs"):
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
         # A teacher with its own tokenizer reads its own `teacher_` inputs (see data.TeacherInputsCollator).
-        own = {k[len("teacher_"):]: v for k, v in inputs.items() if k.startswith("teacher_")}
-        inputs = own or inputs
+        inputs = pop_teacher_inputs(inputs) or inputs
         logits = teacher(**inputs).logits.float()
         rows.extend(_per_example(task, logits.cpu(), inputs.get("attention_mask", None), top_k, temperature))
     return Dataset.from_list(rows)

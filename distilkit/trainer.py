@@ -16,7 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from . import losses, teacher_cache
 from .hub import write_trainer_model_card
 from .config import DistillationConfig, uniform_layer_map
-from .data import TEACHER_PREFIX
+from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
@@ -202,8 +202,7 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # Keep the cached teacher columns through `remove_unused_columns`; compute_loss takes them out again.
-        extra = [*teacher_cache.CACHE_COLUMNS, *(TEACHER_PREFIX + k for k in ("input_ids", "attention_mask",
-                                                                           "token_type_ids"))]
+        extra = [*teacher_cache.CACHE_COLUMNS, *TEACHER_INPUT_COLUMNS]
         self._signature_columns += [c for c in extra if c not in self._signature_columns]
 
     # ---- optimisation: projections train with the student ----
@@ -254,8 +253,7 @@ class DistillationTrainer(Trainer):
 
     def _compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Inputs tokenised for the teacher (a teacher with its own tokenizer) are the teacher's alone.
-        teacher_inputs = {k[len(TEACHER_PREFIX):]: inputs.pop(k) for k in list(inputs)
-                          if k.startswith(TEACHER_PREFIX) and k not in teacher_cache.CACHE_COLUMNS}
+        teacher_inputs = pop_teacher_inputs(inputs)
         if self.teacher is None or not model.training:
             # No teacher term (exactly Trainer), or evaluation (eval_loss is the student's own loss).
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
