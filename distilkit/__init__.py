@@ -2,9 +2,10 @@
 
 from .config import DistillationConfig
 from .persistence import from_pretrained
+from .saving import save_pretrained
 from .student import student_from_teacher
 from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
 
-__all__ = ["DistillationConfig", "DistillationTrainer", "from_pretrained", "student_from_teacher", "__version__"]
+__all__ = ["DistillationConfig", "DistillationTrainer", "from_pretrained", "save_pretrained", "student_from_teacher", "__version__"]

@@ -24,12 +24,12 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 from transformers.models.auto import modeling_auto
 
 from .benchmarking import count_parameters, cpu_latency_ms, folder_size_mb
 from .config import DistillationConfig
-from .persistence import compression_record
+from .persistence import compression_record, load_config
 
 TEMPLATE_NAME = "distilled_model.md"
 DISTILKIT_URL = "https://pypi.org/project/distilkit/"
@@ -280,7 +280,7 @@ def render_model_card(
         limitations: added to the limitations distilkit derives (teacher, data, int8 hardware dependence).
     """
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
+    config = load_config(folder)
     return _render(
         config, folder, teacher=teacher, rows=rows, recipe=recipe, datasets=datasets,
         eval_dataset_name=eval_dataset_name, eval_config=eval_config, eval_split=eval_split, repo_id=repo_id,

@@ -4,11 +4,20 @@ A compressed model records how its structure differs from the plain architecture
 saved in config.json by `save_pretrained`. Each compression owns one key of that dict and one restore function
 that re-applies the structure to a freshly built model; `from_pretrained` applies them in the order below,
 then loads the saved weights strictly.
+
+Plain transformers must not load such a folder as if it were the plain architecture (a pruned model would fail
+with a size mismatch, an int8 one would load its int8 values as floats, silently wrong). So a compressed model's
+config is written with `model_type: "distilkit"`, a type transformers does not know, and the real one under
+`distilkit_base_model_type`: the Auto classes and pipelines refuse the folder instead of misreading it, and
+`distilkit.saving.save_pretrained` adds loading code (`auto_map`) that, with `trust_remote_code=True`, builds a
+pruned model with transformers alone or says to use `distilkit.from_pretrained` for int8.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +36,42 @@ RESTORERS: dict[str, str] = {
 }
 
 
+# The model_type written for compressed models, and the key that keeps the real one.
+COMPRESSED_MODEL_TYPE = "distilkit"
+BASE_MODEL_TYPE_KEY = "distilkit_base_model_type"
+
+
+def _rebuild_compressed_config(base_class: type, state: dict):
+    config = base_class.__new__(compressed_config_class(base_class))
+    config.__dict__.update(state)
+    return config
+
+
+@functools.cache
+def compressed_config_class(base_class: type) -> type:
+    """A subclass of `base_class` (e.g. BertConfig) that behaves the same in memory (same class model_type, so
+    transformers' code paths are unchanged) but serialises with model_type "distilkit" and the real type under
+    `distilkit_base_model_type`."""
+
+    def to_dict(self):
+        output = base_class.to_dict(self)
+        output[BASE_MODEL_TYPE_KEY] = base_class.model_type
+        output["model_type"] = COMPRESSED_MODEL_TYPE
+        return output
+
+    def __reduce__(self):  # pickle by rebuilding from the base class (this class is made at run time)
+        return _rebuild_compressed_config, (base_class, dict(self.__dict__))
+
+    return type(f"Distilkit{base_class.__name__}", (base_class,),
+                {"to_dict": to_dict, "__reduce__": __reduce__, "__module__": base_class.__module__,
+                 "_distilkit_base_class": base_class})
+
+
+def base_config_class(config_class: type) -> type:
+    """The transformers config class behind a compressed one (itself for a plain config class)."""
+    return getattr(config_class, "_distilkit_base_class", config_class)
+
+
 def compression_record(config) -> dict:
     """The `config.distilkit` dict of a model or config (empty for an uncompressed model)."""
     config = getattr(config, "config", config)
@@ -38,6 +83,43 @@ def set_compression_record(model: PreTrainedModel, key: str, value) -> None:
     record = compression_record(model.config)
     record[key] = value
     setattr(model.config, CONFIG_KEY, record)
+    model.config.__class__ = compressed_config_class(base_config_class(type(model.config)))
+
+
+def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
+    """The config of a saved model (folder or Hub id), plain or compressed (model_type "distilkit" is mapped back
+    to the real one)."""
+    model_dir = Path(name_or_path)
+    path = model_dir / "config.json"
+    if not model_dir.is_dir():  # a Hub id: fetch config.json alone
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(str(name_or_path), "config.json", **hub_kwargs))
+        except Exception as err:
+            raise OSError(f"Could not read config.json of {str(name_or_path)!r}: it is not a local folder and the "
+                          f"Hub download failed ({type(err).__name__}: {err}).") from err
+        model_dir = path.parent
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_dir} has no config.json; save the model with save_pretrained.") from None
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated. Save the model again.") from err
+    if raw.get("model_type") != COMPRESSED_MODEL_TYPE:
+        return AutoConfig.from_pretrained(model_dir)
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    base = raw.pop(BASE_MODEL_TYPE_KEY, None)
+    if base not in CONFIG_MAPPING:
+        raise ValueError(f"{path} has model_type {COMPRESSED_MODEL_TYPE!r} but names no known base model type "
+                         f"({BASE_MODEL_TYPE_KEY}={base!r}); it was not written by distilkit or was edited.")
+    for key in ("auto_map", "model_type"):
+        raw.pop(key, None)
+    config = CONFIG_MAPPING[base].from_dict(raw)
+    if compression_record(config):
+        config.__class__ = compressed_config_class(type(config))
+    return config
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
@@ -56,6 +138,19 @@ def resolve_model_dir(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
             f"Could not load {str(name_or_path)!r}: it is not a local folder and downloading it from the Hub "
             f"failed ({type(err).__name__}: {err}). Pass a local folder, or check the repo id and network."
         ) from err
+
+
+# Present in a folder while distilkit.saving moves a finished save into it (a few renames): a folder that still
+# holds it was interrupted at that moment and may mix files of two saves.
+SAVING_MARKER = ".distilkit-save-in-progress"
+
+
+def check_save_complete(model_dir: Path) -> None:
+    if (model_dir / SAVING_MARKER).exists():
+        raise OSError(
+            f"{model_dir} holds an interrupted save ({SAVING_MARKER} is present): its files may come from two "
+            "different saves. Save the model again, or load an earlier checkpoint."
+        )
 
 
 def _model_class(config, model_class):
@@ -116,7 +211,8 @@ def from_pretrained(
     missing or unexpected tensor is an error rather than a silently random layer.
     """
     model_dir = resolve_model_dir(name_or_path, **hub_kwargs)
-    config = AutoConfig.from_pretrained(model_dir)
+    check_save_complete(model_dir)
+    config = load_config(model_dir)
     cls = _model_class(config, model_class)
     record = compression_record(config)
     unknown = set(record) - set(RESTORERS)

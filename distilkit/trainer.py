@@ -14,10 +14,11 @@ from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import losses, teacher_cache
-from .hub import write_trainer_model_card
 from .config import DistillationConfig, uniform_layer_map
 from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
+from .hub import write_trainer_model_card
+from .saving import save_staged
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
 logger = logging.getLogger(__name__)
@@ -387,6 +388,15 @@ class DistillationTrainer(Trainer):
 
     # ---- checkpoints: projections live beside the student, never inside the exported model ----
 
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        # Every save the Trainer makes (final model and checkpoints) is written aside and moved in when complete;
+        # a compressed student gets the loading code that keeps plain transformers from misreading it.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:  # ranks that only join the gathers of a sharded model write nothing
+            return super()._save(output_dir, state_dict)
+        parent_save = super()._save
+        save_staged(output_dir, lambda staging: parent_save(str(staging), state_dict))
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -405,6 +415,7 @@ class DistillationTrainer(Trainer):
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        _match_checkpoint_pruning(model if model is not None else self.model, resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, PROJECTIONS_FILE)
         if len(self.projections) > 0:
@@ -414,6 +425,30 @@ class DistillationTrainer(Trainer):
                     "hidden-state projections (hidden_weight > 0 and different widths)."
                 )
             self.projections.load_state_dict(load_file(path, device=str(next(self.projections.parameters()).device)))
+
+
+def _match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
+    """Remove the heads a checkpoint's student had lost (pruning while distilling) before its weights are loaded,
+    so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the pruned model."""
+    import json
+
+    config_path = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(config_path):
+        return
+    with open(config_path) as handle:
+        kept = ((json.load(handle).get("distilkit") or {}).get("pruning") or {}).get("kept_heads")
+    if kept is None:
+        return
+    from .pruning import kept_heads, prune_heads
+
+    current = kept_heads(model)
+    extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
+    if len(kept) != len(current) or any(extra):
+        raise ValueError(
+            f"{checkpoint} was saved with heads {kept}, which this model (heads {current}) no longer has; "
+            "resume with the student the run started with."
+        )
+    prune_heads(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
 
 
 def _check_labels(model, dataset) -> None:

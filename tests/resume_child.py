@@ -1,6 +1,8 @@
 """Child process for the crash-and-resume test: trains a tiny distillation run, optionally killing itself.
 
-    python resume_child.py OUT_DIR [--resume] [--kill-at-step N] [--kill-during-save-at-step N]
+    python resume_child.py OUT_DIR [--resume] [--kill-at-step N] [--kill-during-save-at-step N] [--prune] [--cache]
+
+--prune: prune heads while distilling (steps 2 and 4); --cache: teacher logits from the on-disk cache.
 """
 
 import argparse
@@ -34,13 +36,20 @@ def main():
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill-at-step", type=int)
     parser.add_argument("--kill-during-save-at-step", type=int)
+    parser.add_argument("--prune", action="store_true")
+    parser.add_argument("--cache", action="store_true")
     a = parser.parse_args()
+    extra = {"hidden_weight": 1.0}
+    if a.prune:
+        extra.update(prune_heads_fraction=0.5, prune_every_steps=2, prune_num_prunes=2)
+    if a.cache:
+        extra.update(teacher_cache_dir=os.path.join(a.out, "teacher-cache"), hidden_weight=0.0)
     torch.set_num_threads(1)
     teacher = tiny_model("seq", seed=1, hidden=48, **NO_DROPOUT)
     student = tiny_model("seq", seed=2, **NO_DROPOUT)
     args = DistillationConfig(output_dir=a.out, per_device_train_batch_size=4, max_steps=8, learning_rate=1e-3,
-                              hidden_weight=1.0, save_strategy="steps", save_steps=2, report_to="none",
-                              use_cpu=True, seed=5, logging_steps=1, disable_tqdm=True)
+                              save_strategy="steps", save_steps=2, report_to="none",
+                              use_cpu=True, seed=5, logging_steps=1, disable_tqdm=True, **extra)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args,
                                   train_dataset=tiny_dataset("seq", 40), data_collator=pad_collator,
                                   callbacks=[KillAt(a.kill_at_step)] if a.kill_at_step else None)
@@ -57,6 +66,10 @@ def main():
     trainer.train(resume_from_checkpoint=True if a.resume else None)
     state = {f"student.{k}": v for k, v in student.state_dict().items()}
     state.update({f"projection.{k}": v for k, v in trainer.projections.state_dict().items()})
+    if a.prune:
+        from distilkit.pruning import kept_heads
+
+        state["kept_heads"] = torch.tensor([[int(h in layer) for h in range(4)] for layer in kept_heads(student)])
     torch.save(state, os.path.join(a.out, "final_state.pt"))
 
 

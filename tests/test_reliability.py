@@ -44,6 +44,29 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
 
 
+@pytest.mark.parametrize("feature", ["--prune", "--cache"])
+def test_resume_keeps_the_pruning_schedule_and_the_teacher_cache(tmp_path, feature):
+    """Killed at step 3 (after the first pruning step, before the second), resumed from checkpoint-2: the same
+    heads are removed and the same weights come out as in an uninterrupted run; with the cache, the resumed
+    run reuses the cache built before the crash."""
+    full = run_child(tmp_path / "full", feature)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = run_child(tmp_path / "crash", feature, "--kill-at-step", "3")
+    assert killed.returncode == -signal.SIGKILL
+    assert last_complete_checkpoint(str(tmp_path / "crash")).endswith("checkpoint-2")
+    resumed = run_child(tmp_path / "crash", feature, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, got = final_state(tmp_path / "full"), final_state(tmp_path / "crash")
+    assert set(expected) == set(got)
+    for key in expected:
+        assert expected[key].shape == got[key].shape, key
+        assert torch.allclose(expected[key].float(), got[key].float(), atol=1e-6), key
+    if feature == "--prune":
+        assert int(got["kept_heads"].sum()) == 4  # half of 2 layers x 4 heads
+    else:
+        assert len(list((tmp_path / "crash" / "teacher-cache").iterdir())) == 1  # built once, reused
+
+
 def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume_from(tmp_path):
     killed = run_child(tmp_path / "run", "--kill-during-save-at-step", "6")
     assert killed.returncode == -signal.SIGKILL

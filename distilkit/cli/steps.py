@@ -209,12 +209,10 @@ def load_model(source: str, task: str, role: str, num_labels: int | None = None,
     `new_head`: the classifier is to be trained (`train`), so a saved head of another size is replaced by a fresh
     one instead of being an error.
     """
-    from transformers import AutoConfig
-
-    from ..persistence import from_pretrained
+    from ..persistence import from_pretrained, load_config
 
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = load_config(source)
         if compression_record(config):
             model = from_pretrained(source)
         else:
@@ -328,11 +326,9 @@ def quantize(model, quantize_args: QuantizeArguments):
 
 
 def save(model, tokenizer, folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    return folder
+    from ..saving import save_pretrained
+
+    return save_pretrained(model, folder, tokenizer)
 
 
 def head_count(model) -> int | None:

@@ -41,8 +41,9 @@ class HeadPruningCallback(TrainerCallback):
     saves it pruned and `distilkit.from_pretrained` reloads it.
 
     Pruning step k only tops the model up to its share, so steps that find enough heads already gone do nothing.
-    To resume from a checkpoint, load the model with `distilkit.from_pretrained(checkpoint)` (the Trainer's own
-    resume expects the unpruned shapes otherwise) and train on with the same callback.
+    Resuming works like any run: `DistillationTrainer.train(resume_from_checkpoint=...)` removes the heads the
+    checkpoint had lost before loading its weights and optimizer state; later pruning steps score heads on the
+    same (step-seeded) batches, so the resumed run ends as an uninterrupted one would.
 
     Only single-process training is supported: each process would rank heads on different data and prune
     different heads.
