@@ -1,0 +1,113 @@
+"""The benchmark command's bookkeeping and reports (the real run needs MPNet-base weights and hours of CPU)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from distilkit.cli import main
+from distilkit.cli import bench
+from distilkit.cli.bench_report import goals, markdown, write_reports
+
+
+def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc=0.888, stacked_mb=60.0,
+                 stacked_ms=200.0, cached=0.95):
+    rows = {
+        "teacher": {"accuracy": teacher_acc, "f1": 0.9, "parameters": 109_000_000, "size_mb": 438.0},
+        "mpnet6_plain": {"accuracy": plain_acc, "f1": 0.8, "parameters": 67_000_000, "size_mb": 268.0},
+        "mpnet6_logits": {"accuracy": logits_acc, "f1": 0.8, "parameters": 67_000_000, "size_mb": 268.0},
+        "mpnet6_stacked": {"accuracy": stacked_acc, "f1": 0.8, "parameters": 61_000_000, "size_mb": stacked_mb},
+    }
+    return {"task": "mrpc", "settings": {"train_rows": 10}, "rows": rows,
+            "latency": {"teacher": {"batch1_ms": 100.0, "batch8_ms": 700.0},
+                        "mpnet6_stacked": {"batch1_ms": 20.0, "batch8_ms": stacked_ms}},
+            "step_timing": {"plain": {"seconds_per_step": 2.0},
+                            "distilled_cached": {"ratio_to_plain": cached},
+                            "distilled_uncached": {"ratio_to_plain": 1.5}}}
+
+
+def test_goals_are_computed_from_the_measured_figures():
+    lines = goals(results_with())
+    logits = next(line for line in lines if line.startswith("- mpnet6_logits"))
+    assert "keeps 99.4%" in logits and "+5.50 points" in logits and logits.endswith("met.")
+    stacked = next(line for line in lines if line.startswith("- stacked"))
+    assert "7.30x smaller" in stacked and "3.50x faster" in stacked and "1.20 points below" in stacked
+    assert stacked.endswith("met.")
+    assert "0.95x a plain step (goal <= 1.1x: met)" in lines[-1]
+
+    missed = goals(results_with(logits_acc=0.85, stacked_ms=300.0, cached=1.2))
+    assert all("missed" in line for line in missed), missed
+
+
+def test_markdown_table_has_a_row_per_measured_model_and_f1_for_mrpc(tmp_path):
+    text = markdown(results_with(), bench.ROWS, "distilkit bench --tasks mrpc")
+    assert "| model | accuracy | F1 |" in text and "`distilkit bench --tasks mrpc`" in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_rows) == 1 + 4  # header + the four measured rows
+    assert "| 7.30x |" in text  # size ratio of the stacked row
+    write_reports(results_with(), tmp_path / "mrpc.md", tmp_path / "mrpc.png", bench.ROWS, "cmd")
+    assert (tmp_path / "mrpc.md").read_text() == markdown(results_with(), bench.ROWS, "cmd")
+    if importlib.util.find_spec("matplotlib"):  # the plot needs distilkit[bench]; the table does not
+        assert (tmp_path / "mrpc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FakeRows:
+    """Replaces each row's work by a record of the call and a saved config.json, as a finished row leaves."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for row in bench.ROWS:
+            monkeypatch.setattr(bench.Benchmark, f"row_{row.name}", self._row(row.name))
+        monkeypatch.setattr(bench.Benchmark, "step_timing", lambda b: self.calls.append("timing"))
+        monkeypatch.setattr(bench.Benchmark, "latency", lambda b: self.calls.append("latency"))
+        monkeypatch.setattr(bench.Benchmark, "save", lambda b: b.json_path.write_text(json.dumps(b.results)))
+
+    def _row(self, name):
+        def run(benchmark):
+            self.calls.append(name)
+            (benchmark.work / name).mkdir(parents=True, exist_ok=True)
+            (benchmark.work / name / "config.json").write_text("{}")
+            benchmark.results["rows"][name] = {"accuracy": 0.5}
+            benchmark.results["step_timing"] = {}
+            benchmark.save()
+        return run
+
+
+def run_bench(tmp_path, *flags):
+    argv = ["bench", "--tasks", "sst2", "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path),
+            "--data-dir", str(tmp_path), *flags]
+    assert main(argv) == 0
+
+
+def test_finished_rows_are_not_recomputed(tmp_path, monkeypatch):
+    fake = FakeRows(monkeypatch)
+    run_bench(tmp_path)
+    assert fake.calls[:len(bench.ROWS)] == bench.ROW_NAMES and fake.calls[-1] == "latency"
+
+    fake.calls.clear()
+    run_bench(tmp_path)
+    assert fake.calls == ["latency"]  # every row finished: only the (incremental) latency pass runs
+
+    fake.calls.clear()
+    run_bench(tmp_path, "--redo", "mpnet6_int8")
+    assert fake.calls == ["mpnet6_int8", "latency"]
+
+    fake.calls.clear()  # a row whose model folder is gone is computed again
+    (tmp_path / "work" / "sst2" / "minilm_plain" / "config.json").unlink()
+    run_bench(tmp_path)
+    assert fake.calls == ["minilm_plain", "latency"]
+
+    fake.calls.clear()  # other settings: the earlier figures are not mixed in
+    run_bench(tmp_path, "--train-rows", "7")
+    assert fake.calls[:len(bench.ROWS)] == bench.ROW_NAMES
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prune-fraction", "1.5"], "--prune-fraction must be in (0, 1), got 1.5"),
+    (["--train-rows", "0"], "--train-rows must be positive"),
+    (["--data-dir", "/nonexistent/data"], "--data-dir /nonexistent/data is not a folder"),
+])
+def test_bad_arguments_fail_before_any_work(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *flags])
+    assert message in str(exit_info.value)
