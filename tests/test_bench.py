@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from distilkit.cli import main
-from distilkit.cli import bench
+from distilkit.cli import bench, main
 from distilkit.cli.bench_report import goals, markdown, write_reports
 
 
