@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +38,8 @@ from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.benchmarking import (
     accuracy_and_f1,
     count_parameters,
-    cpu_latency_ms,
     folder_size_mb,
+    interleaved_latency_ms,
     machine_info,
     minilm_dir,
 )
@@ -63,18 +62,11 @@ def size_and_latency(args) -> list[dict]:
         models.append(model)
         rows.append({"pruned_fraction": fraction, "heads_kept": sum(heads), "heads_per_layer": heads,
                      "parameters": count_parameters(model), "size_mb": round(size, 2)})
-    # Rounds over all models rather than one model after the other, so a change in machine load (another
-    # process starting) affects every variant alike; the median per model is reported.
-    measure = dict(batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads)
-    for model in models:
-        cpu_latency_ms(model, repeats=1, warmup=2, **measure)
-    times = [[] for _ in models]
-    for _ in range(args.repeats):
-        for model, samples in zip(models, times):
-            samples.append(cpu_latency_ms(model, repeats=1, warmup=0, **measure))
-    for row, samples in zip(rows, times):
-        row["latency_ms"] = round(statistics.median(samples), 1)
-        row["latency_ms_min"] = round(min(samples), 1)
+    latency = interleaved_latency_ms(dict(enumerate(models)), args.batch_size, args.seq_len, args.threads,
+                                     rounds=args.repeats)
+    for index, row in enumerate(rows):
+        row["latency_ms"] = round(latency[index]["median"], 1)
+        row["latency_ms_min"] = round(latency[index]["min"], 1)
         row["speedup"] = round(rows[0]["latency_ms"] / row["latency_ms"], 2)
         print(row, flush=True)
     return rows

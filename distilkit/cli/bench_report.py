@@ -25,7 +25,7 @@ def table(results: dict, rows) -> str:
     teacher_latency = latency.get("teacher", {})
     with_f1 = results.get("task") == "mrpc"
     head = ["model", "accuracy"] + (["F1"] if with_f1 else []) + [
-        "parameters", "size (MB)", "smaller", "latency b1 (ms)", "latency b8 (ms)", "faster b8", "train s/step"]
+        "parameters", "size (MB)", "smaller", "latency b1 (ms)", "latency b8 (ms)", "faster b8"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         r = measured.get(row.name)
@@ -37,9 +37,23 @@ def table(results: dict, rows) -> str:
                   if lat.get("batch8_ms") and teacher_latency.get("batch8_ms") else None)
         cells = [row.label, _fmt(r.get("accuracy"), ".4f")] + ([_fmt(r.get("f1"), ".4f")] if with_f1 else []) + [
             f"{r['parameters'] / 1e6:.1f}M", f"{r['size_mb']:.1f}", _fmt(smaller, ".2f") + "x",
-            _fmt(lat.get("batch1_ms"), ".1f"), _fmt(lat.get("batch8_ms"), ".1f"), _fmt(faster, ".2f") + "x",
-            _fmt(r.get("seconds_per_step"), ".2f")]
+            _fmt(lat.get("batch1_ms"), ".1f"), _fmt(lat.get("batch8_ms"), ".1f"), _fmt(faster, ".2f") + "x"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def step_table(results: dict) -> str:
+    """Seconds per training step of the 6-layer student, plain and distilled, from the timing pass."""
+    timing = results.get("step_timing")
+    if not timing:
+        return "(step timing not measured yet)"
+    lines = ["| 6-layer MPNet student, training step | seconds / step | ratio to plain |", "|---|---|---|"]
+    for label, name in (("plain fine-tuning (no teacher)", "plain"),
+                        ("distilled on logits, cached teacher outputs", "distilled_cached"),
+                        ("distilled on logits, live teacher forward", "distilled_uncached")):
+        entry = timing.get(name, {})
+        ratio = entry.get("ratio_to_plain", 1.0 if name == "plain" else None)
+        lines.append(f"| {label} | {_fmt(entry.get('seconds_per_step'), '.3f')} | {_fmt(ratio, '.2f')}x |")
     return "\n".join(lines)
 
 
@@ -89,13 +103,17 @@ def markdown(results: dict, rows, command: str) -> str:
         f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, "
         f"torch {machine.get('torch', '?')}, transformers {machine.get('transformers', '?')}"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "") + ".",
-        f"Latency: median of {lat.get('repeats', '?')} forward passes, sequence length {lat.get('seq_len', '?')}, "
-        f"{lat.get('threads', '?')} threads, all rows measured back to back. 'smaller' and 'faster' are ratios "
-        "to the teacher in this run.",
+        f"Latency: median of {lat.get('rounds', '?')} forward passes on random tokens, sequence length "
+        f"{lat.get('seq_len', '?')}, {lat.get('threads', '?')} threads; the rows are timed in turn, round after "
+        "round, so load changes hit all alike. 'smaller' and 'faster' are ratios to the teacher in this run.",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".",
         f"Command: `{command}`",
         "",
         table(results, rows),
+        "",
+        "Training step (same batches, first 2 steps not counted):",
+        "",
+        step_table(results),
         "",
         "Goals:",
         *(goals(results) or ["- (not measured yet)"]),
