@@ -58,7 +58,7 @@ ROWS = [
 ]
 ROW_NAMES = [r.name for r in ROWS]
 # The settings that change a row's figures: results made with other values are discarded, not mixed.
-SETTINGS_KEYS = ("train_rows", "epochs", "batch_size", "max_length", "seed", "teacher_learning_rate",
+SETTINGS_KEYS = ("train_rows", "epochs", "student_epochs", "batch_size", "max_length", "seed", "teacher_learning_rate",
                  "student_learning_rate", "alpha", "temperature", "hidden_weight", "attention_weight",
                  "prune_fraction", "recovery_steps")
 
@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "datasets nyu-mll/glue).")
     parser.add_argument("--train-rows", type=int, default=4000,
                         help="Seeded random subset of the training split (all rows if larger than the split).")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=1.0, help="Epochs of the teacher's fine-tuning.")
+    parser.add_argument("--student-epochs", type=float, default=None,
+                        help="Epochs of every student (default: --epochs); all students get the same number.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
@@ -104,7 +106,7 @@ def check_args(args) -> None:
     """Refuse bad values before any model is loaded."""
     positive = {"--train-rows": args.train_rows, "--batch-size": args.batch_size, "--max-length": args.max_length,
                 "--timing-steps": args.timing_steps - 2, "--latency-repeats": args.latency_repeats,
-                "--threads": args.threads, "--epochs": args.epochs}
+                "--threads": args.threads, "--epochs": args.epochs, "--student-epochs": args.student_epochs}
     for flag, value in positive.items():
         if value <= 0:
             raise SystemExit(f"distilkit bench: {flag} must be positive (timing-steps > 2), got {value}.")
@@ -178,12 +180,13 @@ class StepTimer:
 
 
 def train(model, args, out: Path, train_set, collator, tokenizer, *, teacher=None, learning_rate: float,
-          max_steps: int = -1, cache: bool = False, **distill) -> dict:
+          max_steps: int = -1, cache: bool = False, teacher_run: bool = False, **distill) -> dict:
     """Train `model` in place with DistillationTrainer (no teacher and alpha 0 = plain fine-tuning)."""
     from .. import DistillationConfig, DistillationTrainer
 
     config = DistillationConfig(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
+        output_dir=str(out), per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs if teacher_run else args.student_epochs,
         max_steps=max_steps, learning_rate=learning_rate, warmup_steps=0.06, weight_decay=0.01, logging_steps=25,
         save_strategy="no", report_to="none", seed=args.seed, use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0, train_sampling_strategy="group_by_length",
@@ -240,7 +243,9 @@ class Benchmark:
     def _load_previous(self) -> dict:
         if self.json_path.is_file():
             previous = json.loads(self.json_path.read_text())
-            if previous.get("settings") == self.settings:
+            settings = previous.get("settings", {})
+            settings.setdefault("student_epochs", settings.get("epochs"))  # results older than that setting
+            if settings == self.settings:
                 return previous
             print(f"[{self.task}] settings differ from {self.json_path}: starting the rows again.", flush=True)
         return {"task": self.task, "settings": self.settings, "rows": {}}
@@ -365,7 +370,7 @@ class Benchmark:
             model = AutoModelForSequenceClassification.from_pretrained(mpnet_dir(self.args.cache_dir), num_labels=2)
             info.update(train(model, self.args, self.work / "teacher-run", self.split("mpnet", "train"),
                               self.collator("mpnet"), self.tokenizer("mpnet"),
-                              learning_rate=self.args.teacher_learning_rate))
+                              learning_rate=self.args.teacher_learning_rate, teacher_run=True))
             tmp = folder.with_name(folder.name + ".tmp")
             model.save_pretrained(tmp)
             self.tokenizer("mpnet").save_pretrained(tmp)
@@ -521,6 +526,8 @@ def main_argv(argv: list[str] | None = None) -> int:
         program = "distilkit bench"
     args = build_parser().parse_args(argv)
     args.command = " ".join([program, *argv])
+    if args.student_epochs is None:
+        args.student_epochs = args.epochs
     if args.data_dir is None:
         args.data_dir = default_data_dir()
     check_args(args)
