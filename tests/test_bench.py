@@ -28,14 +28,16 @@ def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc
 def test_goals_are_computed_from_the_measured_figures():
     lines = goals(results_with())
     logits = next(line for line in lines if line.startswith("- mpnet6_logits"))
-    assert "keeps 99.4%" in logits and "+5.50 points" in logits and logits.endswith("met.")
+    assert "keeps 99.4% of the teacher's accuracy (goal >= 99%: met)" in logits
+    assert "+5.50 points over the same student without a teacher (goal >= +1: met)" in logits
     stacked = next(line for line in lines if line.startswith("- stacked"))
-    assert "7.30x smaller" in stacked and "3.50x faster" in stacked and "1.20 points below" in stacked
-    assert stacked.endswith("met.")
-    assert "0.95x a plain step (goal <= 1.1x: met)" in lines[-1]
+    assert "7.30x smaller (goal >= 4x: met)" in stacked and "3.50x faster at batch 8 (goal >= 3x: met)" in stacked
+    assert "1.20 points below the teacher (goal <= 1.5: met)" in stacked
+    assert "0.950x a plain step (goal <= 1.1x: met)" in lines[-1]
 
     missed = goals(results_with(logits_acc=0.85, stacked_ms=300.0, cached=1.2))
-    assert all("missed" in line for line in missed), missed
+    assert "(goal >= 99%: missed); +1.00 points over the same student without a teacher (goal >= +1: met)" in missed[0]
+    assert "(goal >= 3x: missed)" in missed[1] and "1.200x a plain step (goal <= 1.1x: missed)" in missed[2]
 
 
 def test_markdown_table_has_a_row_per_measured_model_and_f1_for_mrpc(tmp_path):

@@ -57,6 +57,10 @@ def step_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
 def goals(results: dict) -> list[str]:
     """One line per goal: the measured figure, the target, met or missed (or not measured yet)."""
     rows, latency = results.get("rows", {}), results.get("latency", {})
@@ -67,26 +71,24 @@ def goals(results: dict) -> list[str]:
         if teacher and plain and student:
             keep = student["accuracy"] / teacher["accuracy"]
             gain = 100 * (student["accuracy"] - plain["accuracy"])
-            ok = keep >= GOAL_KEEP and gain >= GOAL_GAIN_POINTS
-            out.append(f"- {name}: keeps {100 * keep:.1f}% of the teacher's accuracy (goal >= {100 * GOAL_KEEP:.0f}%), "
-                       f"{gain:+.2f} points over the same student without a teacher (goal >= +{GOAL_GAIN_POINTS:g}): "
-                       f"{'met' if ok else 'missed'}.")
+            out.append(f"- {name}: keeps {100 * keep:.1f}% of the teacher's accuracy (goal >= {100 * GOAL_KEEP:.0f}%: "
+                       f"{_verdict(keep >= GOAL_KEEP)}); {gain:+.2f} points over the same student without a teacher "
+                       f"(goal >= +{GOAL_GAIN_POINTS:g}: {_verdict(gain >= GOAL_GAIN_POINTS)}).")
     stacked = rows.get("mpnet6_stacked")
     if teacher and stacked:
         smaller = teacher["size_mb"] / stacked["size_mb"]
         drop = 100 * (teacher["accuracy"] - stacked["accuracy"])
         lat_t, lat_s = latency.get("teacher", {}).get("batch8_ms"), latency.get("mpnet6_stacked", {}).get("batch8_ms")
         faster = lat_t / lat_s if lat_t and lat_s else None
-        ok = (smaller >= GOAL_SMALLER and drop <= GOAL_MAX_DROP_POINTS
-              and faster is not None and faster >= GOAL_FASTER_B8)
-        out.append(f"- stacked: {smaller:.2f}x smaller (goal >= {GOAL_SMALLER:g}x), "
-                   f"{_fmt(faster, '.2f')}x faster at batch 8 (goal >= {GOAL_FASTER_B8:g}x), {drop:.2f} points below "
-                   f"the teacher (goal <= {GOAL_MAX_DROP_POINTS:g}): {'met' if ok else 'missed'}.")
+        out.append(f"- stacked: {smaller:.2f}x smaller (goal >= {GOAL_SMALLER:g}x: {_verdict(smaller >= GOAL_SMALLER)}); "
+                   f"{_fmt(faster, '.2f')}x faster at batch 8 (goal >= {GOAL_FASTER_B8:g}x: "
+                   f"{_verdict(faster is not None and faster >= GOAL_FASTER_B8)}); {drop:.2f} points below the teacher "
+                   f"(goal <= {GOAL_MAX_DROP_POINTS:g}: {_verdict(drop <= GOAL_MAX_DROP_POINTS)}).")
     timing = results.get("step_timing")
     if timing:
         cached, live = timing["distilled_cached"]["ratio_to_plain"], timing["distilled_uncached"]["ratio_to_plain"]
-        out.append(f"- step time: distilled with the cache {cached:.2f}x a plain step (goal <= {GOAL_CACHED_STEP:g}x: "
-                   f"{'met' if cached <= GOAL_CACHED_STEP else 'missed'}); with a live teacher {live:.2f}x "
+        out.append(f"- step time: distilled with the cache {cached:.3f}x a plain step (goal <= {GOAL_CACHED_STEP:g}x: "
+                   f"{_verdict(cached <= GOAL_CACHED_STEP)}); with a live teacher {live:.2f}x "
                    f"(plain {timing['plain']['seconds_per_step']:.2f} s/step).")
     return out
 
