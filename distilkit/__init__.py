@@ -8,4 +8,5 @@ from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
 
-__all__ = ["DistillationConfig", "DistillationTrainer", "from_pretrained", "save_pretrained", "student_from_teacher", "__version__"]
+__all__ = ["DistillationConfig", "DistillationTrainer", "from_pretrained", "save_pretrained", "student_from_teacher",
+           "__version__"]

@@ -8,7 +8,8 @@ then loads the saved weights strictly.
 Plain transformers must not load such a folder as if it were the plain architecture (a pruned model would fail
 with a size mismatch, an int8 one would load its int8 values as floats, silently wrong). So a compressed model's
 config is written with `model_type: "distilkit"`, a type transformers does not know, and the real one under
-`distilkit_base_model_type`: the Auto classes and pipelines refuse the folder instead of misreading it, and
+`distilkit_base_model_type`: the Auto classes and pipelines refuse the folder instead of misreading it (a concrete
+class such as BertForSequenceClassification only warns about the model type, see the README's limits), and
 `distilkit.saving.save_pretrained` adds loading code (`auto_map`) that, with `trust_remote_code=True`, builds a
 pruned model with transformers alone or says to use `distilkit.from_pretrained` for int8.
 """
@@ -91,7 +92,9 @@ def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
     to the real one)."""
     model_dir = Path(name_or_path)
     path = model_dir / "config.json"
-    if not model_dir.is_dir():  # a Hub id: fetch config.json alone
+    if model_dir.is_dir():
+        check_save_complete(model_dir)
+    else:  # a Hub id: fetch config.json alone
         from huggingface_hub import hf_hub_download
 
         try:
@@ -211,8 +214,7 @@ def from_pretrained(
     missing or unexpected tensor is an error rather than a silently random layer.
     """
     model_dir = resolve_model_dir(name_or_path, **hub_kwargs)
-    check_save_complete(model_dir)
-    config = load_config(model_dir)
+    config = load_config(model_dir)  # also refuses a folder whose save was interrupted
     cls = _model_class(config, model_class)
     record = compression_record(config)
     unknown = set(record) - set(RESTORERS)

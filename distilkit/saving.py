@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -28,6 +29,8 @@ CONFIGURATION_FILE = "configuration_distilkit.py"
 PRUNED_MODELING_FILE = "modeling_distilkit_pruned.py"
 # Files of distilkit's own loading code; removed from a folder when a new save does not bring them.
 LOADING_CODE_FILES = (CONFIGURATION_FILE, PRUNED_MODELING_FILE)
+# Weight files transformers writes (single file, shards, index); a newer save replaces all of them.
+WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
 
 REFUSAL_MESSAGE = (
     "This folder holds a model compressed by distilkit with int8 layers ({compressions}), which transformers cannot "
@@ -49,6 +52,10 @@ def save_pretrained(model, folder: str | os.PathLike, tokenizer=None, **save_kwa
     Returns the folder. Other files already in `folder` (checkpoints, logs) are kept; weight files of an older
     save that this one does not write (other shards) are removed so the two cannot mix.
     """
+    if save_kwargs.get("push_to_hub"):
+        raise ValueError("distilkit.save_pretrained does not push; save, then push the folder with `distilkit push "
+                         "FOLDER --repo-id ...` or distilkit.hub.push_folder.")
+
     def write(staging: Path) -> None:
         model.save_pretrained(staging, **save_kwargs)
         if tokenizer is not None:
@@ -84,8 +91,7 @@ def publish(staging: Path, folder: Path) -> None:
     entries = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
     new_names = {p.name for p in entries}
     for old in folder.iterdir():
-        is_weights = old.name.startswith("model") and ".safetensors" in old.name
-        if (is_weights or old.name in LOADING_CODE_FILES) and old.name not in new_names:
+        if (WEIGHT_FILE.match(old.name) or old.name in LOADING_CODE_FILES) and old.name not in new_names:
             old.unlink()
     for entry in entries:
         target = folder / entry.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections import defaultdict
 
 import torch
@@ -18,7 +19,7 @@ from .config import DistillationConfig, uniform_layer_map
 from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .hub import write_trainer_model_card
-from .saving import save_staged
+from .saving import LOADING_CODE_FILES, save_staged
 from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
 
 logger = logging.getLogger(__name__)
@@ -394,8 +395,25 @@ class DistillationTrainer(Trainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:  # ranks that only join the gathers of a sharded model write nothing
             return super()._save(output_dir, state_dict)
+        if self.args.push_to_hub and getattr(self, "push_in_progress", None) is not None:
+            self._finish_current_push()  # an upload of output_dir must not see files being replaced
         parent_save = super()._save
         save_staged(output_dir, lambda staging: parent_save(str(staging), state_dict))
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # transformers copies config and weights from the checkpoint into output_dir before uploading it; the
+        # loading code of a compressed student (which config.json's auto_map names) has to go along. transformers
+        # skips the push (and the copy) while an earlier upload is still running; so does this.
+        push = getattr(self, "push_in_progress", None)
+        busy = not self.args.hub_always_push and push is not None and not push.is_done()
+        if self.is_world_process_zero() and not busy:
+            for name in LOADING_CODE_FILES:
+                source, target = os.path.join(checkpoint_folder, name), os.path.join(self.args.output_dir, name)
+                if os.path.isfile(source):
+                    shutil.copy(source, target)
+                elif os.path.isfile(target):
+                    os.remove(target)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)

@@ -171,3 +171,12 @@ def test_interleaved_latency_times_every_model_each_round(monkeypatch):
     assert calls == [("small", 1, 1), ("large", 1, 1)] + [("small", 1, 0), ("large", 1, 0)] * 3
     assert set(measured) == {"small", "large"}
     assert all(0 < m["min"] <= m["median"] for m in measured.values())
+
+
+def test_redo_recomputes_the_rows_built_on_a_row_once_each(tmp_path, monkeypatch):
+    fake = FakeRows(monkeypatch)
+    run_bench(tmp_path)
+    fake.calls.clear()
+    run_bench(tmp_path, "--redo", "mpnet6_hidden_attn", "mpnet6_pruned")
+    assert fake.calls == ["mpnet6_hidden_attn", "mpnet6_pruned", "mpnet6_int8", "mpnet6_stacked", "latency"]
+    assert bench.expand_redo(["teacher"]) == set(bench.ROW_NAMES) | {"timing"}

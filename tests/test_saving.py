@@ -179,3 +179,40 @@ def test_trainer_saves_a_student_pruned_while_distilling_atomically_with_its_loa
     assert raw["model_type"] == "distilkit" and "AutoConfig" in raw["auto_map"]
     reloaded = distilkit.from_pretrained(tmp_path, attn_implementation="eager")
     assert torch.equal(logits(reloaded), logits(student.eval()))
+
+
+def test_push_from_a_checkpoint_carries_the_loading_code(tmp_path, monkeypatch):
+    pushed = []
+    monkeypatch.setattr(transformers.Trainer, "_push_from_checkpoint", lambda self, folder: pushed.append(folder))
+    args = DistillationConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, alpha=0.0)
+    trainer = DistillationTrainer(model=compressed("pruned"), args=args, train_dataset=tiny_dataset("seq", 4),
+                                  data_collator=pad_collator)
+    distilkit.save_pretrained(compressed("pruned"), tmp_path / "checkpoint")
+    (tmp_path / "out").mkdir(exist_ok=True)
+    trainer._push_from_checkpoint(str(tmp_path / "checkpoint"))
+    assert pushed == [str(tmp_path / "checkpoint")]
+    assert (tmp_path / "out" / "modeling_distilkit_pruned.py").is_file()
+    assert (tmp_path / "out" / "configuration_distilkit.py").is_file()
+
+
+def test_a_pruned_model_loaded_through_its_remote_code_can_be_compressed_further(tmp_path):
+    distilkit.save_pretrained(compressed("pruned"), tmp_path / "pruned")
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH=str(ROOT))
+    script = textwrap.dedent(f"""
+        import torch, transformers, distilkit
+        from distilkit.quantization import quantize_dynamic
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            {str(tmp_path / "pruned")!r}, trust_remote_code=True).eval()
+        assert model.config.model_type == "bert", model.config.model_type  # the base type in memory
+        quantize_dynamic(model)
+        distilkit.save_pretrained(model, {str(tmp_path / "int8")!r})
+        batch = {{"input_ids": torch.tensor([[5, 6, 7, 8]])}}
+        with torch.no_grad():
+            same = torch.equal(distilkit.from_pretrained({str(tmp_path / "int8")!r})(**batch).logits,
+                               model(**batch).logits)
+        print("equal", same)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "equal True" in result.stdout

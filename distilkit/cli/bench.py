@@ -25,8 +25,10 @@ the json and its model folder in --work-dir) is not recomputed; `--redo ROW` rec
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +59,23 @@ ROWS = [
     Row("minilm_logits", "MiniLM-L6, distilled (logits, own tokenizer)", "minilm"),
 ]
 ROW_NAMES = [r.name for r in ROWS]
+# What a recomputed row invalidates ("timing" is the step-timing pass; the latency pass follows any change).
+DEPENDENTS = {
+    "teacher": [name for name in ROW_NAMES if name != "teacher"] + ["timing"],
+    "mpnet6_hidden_attn": ["mpnet6_pruned", "mpnet6_int8", "mpnet6_stacked"],
+    "mpnet6_pruned": ["mpnet6_stacked"],
+}
+
+
+def expand_redo(names) -> set[str]:
+    """`--redo` names plus every row (or pass) built on them."""
+    todo, redo = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in redo:
+            redo.add(name)
+            todo += DEPENDENTS.get(name, [])
+    return redo
 # The settings that change a row's figures: results made with other values are discarded, not mixed.
 SETTINGS_KEYS = ("train_rows", "epochs", "student_epochs", "batch_size", "max_length", "seed", "teacher_learning_rate",
                  "student_learning_rate", "alpha", "temperature", "hidden_weight", "attention_weight",
@@ -106,7 +125,8 @@ def check_args(args) -> None:
     """Refuse bad values before any model is loaded."""
     positive = {"--train-rows": args.train_rows, "--batch-size": args.batch_size, "--max-length": args.max_length,
                 "--timing-steps": args.timing_steps - 2, "--latency-repeats": args.latency_repeats,
-                "--threads": args.threads, "--epochs": args.epochs, "--student-epochs": args.student_epochs}
+                "--threads": args.threads, "--epochs": args.epochs, "--student-epochs": args.student_epochs,
+                "--recovery-steps": args.recovery_steps}
     for flag, value in positive.items():
         if value <= 0:
             raise SystemExit(f"distilkit bench: {flag} must be positive (timing-steps > 2), got {value}.")
@@ -235,6 +255,9 @@ class Benchmark:
         self.json_path = self.results_dir / f"{task}.json"
         self.work = Path(args.work_dir) / task
         self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
+        self.data_source = args.data_dir or "hub:nyu-mll/glue"
+        self.redo = expand_redo(args.redo)
+        self.finished_now: set[str] = set()  # rows computed by this run: never recomputed within it
         self.results = self._load_previous()
         self._data = None
         self._models: dict = {}
@@ -245,14 +268,16 @@ class Benchmark:
             previous = json.loads(self.json_path.read_text())
             settings = previous.get("settings", {})
             settings.setdefault("student_epochs", settings.get("epochs"))  # results older than that setting
-            if settings == self.settings:
+            if settings == self.settings and previous.get("data_source", self.data_source) == self.data_source:
                 return previous
-            print(f"[{self.task}] settings differ from {self.json_path}: starting the rows again.", flush=True)
-        return {"task": self.task, "settings": self.settings, "rows": {}}
+            print(f"[{self.task}] settings or data differ from {self.json_path}: starting the rows again.", flush=True)
+        return {"task": self.task, "settings": self.settings, "data_source": self.data_source, "rows": {}}
 
     def done(self, name: str) -> bool:
+        if name in self.finished_now:
+            return True
         row = self.results["rows"].get(name)
-        return (row is not None and name not in self.args.redo
+        return (row is not None and name not in self.redo
                 and (name == "teacher" or (self.work / name / "config.json").is_file()))
 
     def save(self) -> None:
@@ -304,11 +329,16 @@ class Benchmark:
         return self._models[key]
 
     def teacher_folder(self) -> Path:
+        """Where the fine-tuned teacher is kept; the name holds everything its training depends on."""
         a = self.args
+        data = hashlib.sha256(self.data_source.encode()).hexdigest()[:6]
         return (Path(a.cache_dir) / "teachers" /
-                f"{self.task}-mpnet-base-rows{a.train_rows}-ep{a.epochs:g}-lr{a.teacher_learning_rate:g}-seed{a.seed}")
+                f"{self.task}-mpnet-base-rows{a.train_rows}-ep{a.epochs:g}-lr{a.teacher_learning_rate:g}"
+                f"-bs{a.batch_size}-len{a.max_length}-data{data}-seed{a.seed}")
 
     def teacher(self):
+        if not (self.teacher_folder() / "model.safetensors").is_file():
+            self.row_teacher()
         if "teacher" not in self._models:
             from transformers import AutoModelForSequenceClassification
 
@@ -334,6 +364,8 @@ class Benchmark:
         row = {**info, **metrics, "parameters": count_parameters(model), "size_mb": round(folder_size_mb(folder), 2),
                "folder": str(folder)}
         self.results["rows"][name] = row
+        self.results["data_source"] = self.data_source
+        self.finished_now.add(name)
         self.results.get("latency", {}).pop(name, None)  # a recomputed row is measured again
         self.save()
         print(f"[{self.task}] {name}: {metrics}  params {row['parameters'] / 1e6:.2f}M  size {row['size_mb']} MB",
@@ -349,7 +381,7 @@ class Benchmark:
             if self.done(row.name):
                 continue
             getattr(self, f"row_{row.name}")()
-        if "timing" in self.args.redo or "step_timing" not in self.results:
+        if "timing" in self.redo or "step_timing" not in self.results:
             self.step_timing()
         self.latency()
 
@@ -365,7 +397,8 @@ class Benchmark:
 
         folder = self.teacher_folder()
         info = {"learning_rate": self.args.teacher_learning_rate}
-        if not (folder / "model.safetensors").is_file():
+        retrain = "teacher" in self.redo and "teacher" not in self.finished_now
+        if retrain or not (folder / "model.safetensors").is_file():
             set_seed(self.args.seed)
             model = AutoModelForSequenceClassification.from_pretrained(mpnet_dir(self.args.cache_dir), num_labels=2)
             info.update(train(model, self.args, self.work / "teacher-run", self.split("mpnet", "train"),
@@ -375,6 +408,8 @@ class Benchmark:
             model.save_pretrained(tmp)
             self.tokenizer("mpnet").save_pretrained(tmp)
             (tmp / "train_info.json").write_text(json.dumps(info))
+            if folder.exists():
+                shutil.rmtree(folder)
             os.replace(tmp, folder)
         else:
             info = json.loads((folder / "train_info.json").read_text())
@@ -501,7 +536,7 @@ class Benchmark:
         a = self.args
         latency = self.results.setdefault("latency", {})
         names = [r.name for r in ROWS if r.name in self.results["rows"]]
-        if "latency" not in a.redo and all(name in latency for name in names):
+        if "latency" not in self.redo and all(name in latency for name in names):
             return
         models = {name: from_pretrained(self.results["rows"][name]["folder"]).eval() for name in names}
         latency.clear()

@@ -80,7 +80,8 @@ def goals(results: dict) -> list[str]:
         drop = 100 * (teacher["accuracy"] - stacked["accuracy"])
         lat_t, lat_s = latency.get("teacher", {}).get("batch8_ms"), latency.get("mpnet6_stacked", {}).get("batch8_ms")
         faster = lat_t / lat_s if lat_t and lat_s else None
-        out.append(f"- stacked: {smaller:.2f}x smaller (goal >= {GOAL_SMALLER:g}x: {_verdict(smaller >= GOAL_SMALLER)}); "
+        out.append(f"- stacked: {smaller:.2f}x smaller (goal >= {GOAL_SMALLER:g}x: "
+                   f"{_verdict(smaller >= GOAL_SMALLER)}); "
                    f"{_fmt(faster, '.2f')}x faster at batch 8 (goal >= {GOAL_FASTER_B8:g}x: "
                    f"{_verdict(faster is not None and faster >= GOAL_FASTER_B8)}); {drop:.2f} points below the teacher "
                    f"(goal <= {GOAL_MAX_DROP_POINTS:g}: {_verdict(drop <= GOAL_MAX_DROP_POINTS)}).")
