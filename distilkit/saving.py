@@ -109,15 +109,14 @@ def add_loading_code(folder: str | os.PathLike) -> None:
     record = raw.get("distilkit") or {}
     if not record:
         return
-    if raw.get("model_type") != COMPRESSED_MODEL_TYPE:  # saved by an older distilkit, or edited
-        raw[BASE_MODEL_TYPE_KEY] = raw["model_type"]
-        raw["model_type"] = COMPRESSED_MODEL_TYPE
-        config_path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     if set(record) == {"pruning"}:
         from .pruning.remote_code import add_remote_code
 
-        add_remote_code(folder)
+        add_remote_code(folder)  # also sets model_type "distilkit" and the base type
         return
+    if raw.get("model_type") != COMPRESSED_MODEL_TYPE:  # a config that was not serialised by distilkit
+        raw[BASE_MODEL_TYPE_KEY] = raw["model_type"]
+        raw["model_type"] = COMPRESSED_MODEL_TYPE
     message = REFUSAL_MESSAGE.format(compressions=", ".join(sorted(record)))
     (folder / CONFIGURATION_FILE).write_text(_REFUSAL_TEMPLATE.format(message=message))
     raw["auto_map"] = {"AutoConfig": f"{CONFIGURATION_FILE[:-3]}.DistilkitConfig"}

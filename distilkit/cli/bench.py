@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_CACHE = Path.home() / ".cache" / "distilkit"
@@ -179,24 +180,18 @@ def default_data_dir() -> str | None:
 
 # ------------------------------------------------------------------------------------------------- training
 
-class StepTimer:
-    """A TrainerCallback that records the wall-clock duration of every optimizer step."""
+class StepTimer(TrainerCallback):
+    """Records the wall-clock duration of every optimizer step."""
 
-    def __new__(cls):
-        from transformers import TrainerCallback
+    def __init__(self):
+        self.durations: list[float] = []
+        self._start = None
 
-        class _Timer(TrainerCallback):
-            def __init__(self):
-                self.durations: list[float] = []
-                self._start = None
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
 
-            def on_step_begin(self, args, state, control, **kwargs):
-                self._start = time.perf_counter()
-
-            def on_step_end(self, args, state, control, **kwargs):
-                self.durations.append(time.perf_counter() - self._start)
-
-        return _Timer()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.durations.append(time.perf_counter() - self._start)
 
 
 def train(model, args, out: Path, train_set, collator, tokenizer, *, teacher=None, learning_rate: float,
