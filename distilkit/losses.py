@@ -2,6 +2,9 @@
 
 Each returns the mean over the items that count: examples for sequence-level logits, positions where `mask` is
 true for token-level tensors. The trainer only weights and sums them.
+
+The teacher's tensors are targets: every function detaches them, so a teacher forward run outside `no_grad` in a
+user's own loop receives no gradient (and is never trained by these losses).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def soft_label_loss(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(dim=-1)
     return temperature**2 * _masked_mean(kl, mask)
 
@@ -64,7 +67,7 @@ def soft_label_loss_topk(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     student_at_k = student_log_probs.gather(-1, teacher_topk_indices.long().clamp_min(0))
-    teacher_log_probs = teacher_topk_values.float() / temperature - teacher_lse.float().unsqueeze(-1)
+    teacher_log_probs = teacher_topk_values.detach().float() / temperature - teacher_lse.detach().float().unsqueeze(-1)
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_at_k)).sum(dim=-1)
     return temperature**2 * _masked_mean(kl, mask)
 
@@ -86,7 +89,7 @@ def hidden_state_loss(
             f"hidden states differ in shape: student {tuple(student_hidden.shape)} vs teacher "
             f"{tuple(teacher_hidden.shape)}; project the student's to the teacher's width first."
         )
-    student_hidden, teacher_hidden = student_hidden.float(), teacher_hidden.float()
+    student_hidden, teacher_hidden = student_hidden.float(), teacher_hidden.detach().float()
     if loss == "mse":
         per_token = (student_hidden - teacher_hidden).pow(2).mean(dim=-1)
     elif loss == "cosine":
@@ -116,7 +119,7 @@ def attention_loss(
             f"attention maps differ in batch or sequence shape: student {tuple(student_attention.shape)} vs "
             f"teacher {tuple(teacher_attention.shape)}."
         )
-    student_attention, teacher_attention = student_attention.float(), teacher_attention.float()
+    student_attention, teacher_attention = student_attention.float(), teacher_attention.detach().float()
     if student_attention.shape[1] != teacher_attention.shape[1]:
         student_attention = student_attention.mean(dim=1, keepdim=True)
         teacher_attention = teacher_attention.mean(dim=1, keepdim=True)

@@ -117,3 +117,40 @@ def test_attention_kl_handles_zero_probabilities():
     value = losses.attention_loss(s, t, None, "kl")
     expected = (0.5 * torch.log(torch.tensor(0.5 / 0.25)) + 0.5 * torch.log(torch.tensor(0.5 / 0.75))) / 2
     assert torch.isfinite(value) and torch.allclose(value, expected, atol=1e-6)
+
+
+def _teacher_gets_no_gradient(call, shape):
+    """Both sides require grad (a teacher forward outside no_grad); after backward only the student has a gradient."""
+    torch.manual_seed(7)
+    student, teacher = torch.randn(*shape, requires_grad=True), torch.randn(*shape, requires_grad=True)
+    call(student, teacher).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None
+
+
+def test_soft_label_loss_does_not_train_the_teacher():
+    _teacher_gets_no_gradient(lambda s, t: losses.soft_label_loss(s, t, 2.0), (4, 5))
+
+
+def test_soft_label_loss_topk_does_not_train_the_teacher():
+    torch.manual_seed(3)
+    student = torch.randn(2, 3, 10, requires_grad=True)
+    full = torch.randn(2, 3, 10, requires_grad=True)  # a teacher forward outside no_grad
+    values, indices = full.topk(4, dim=-1)
+    lse = torch.logsumexp(full / 2.0, dim=-1)
+    losses.soft_label_loss_topk(student, values, indices, lse, 2.0).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert full.grad is None
+
+
+def test_hidden_state_loss_does_not_train_the_teacher():
+    for kind in ("mse", "cosine"):
+        _teacher_gets_no_gradient(lambda s, t: losses.hidden_state_loss(s, t, loss=kind), (2, 3, 8))
+
+
+def test_attention_loss_does_not_train_the_teacher():
+    for kind in ("kl", "mse"):
+        def call(s, t):
+            return losses.attention_loss(s.softmax(-1), t.softmax(-1), loss=kind)
+
+        _teacher_gets_no_gradient(call, (2, 4, 5, 5))
