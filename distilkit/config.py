@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from . import loss_terms
+
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTENTION_LOSSES = ("kl", "mse")
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
@@ -157,7 +159,7 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the soft-label loss), got {self.alpha}.")
-        for name in ("hidden_weight", "attention_weight"):
+        for name in loss_terms.WEIGHT_FIELDS:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.hidden_loss not in HIDDEN_LOSSES:
@@ -168,11 +170,12 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}.")
         if self.nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {self.nonfinite_loss!r}.")
-        if self.teacher_cache_dir and (self.hidden_weight > 0 or self.attention_weight > 0):
+        uncached = [t.weight_field for t in loss_terms.teacher_terms(self) if not t.cacheable]
+        if self.teacher_cache_dir and uncached:
+            weights = " and ".join(f"{name}={getattr(self, name)}" for name in uncached)
             raise ValueError(
-                f"teacher_cache_dir caches teacher logits only, but hidden_weight={self.hidden_weight} and "
-                f"attention_weight={self.attention_weight} need the teacher's forward at every step. Set both to 0 "
-                "or drop teacher_cache_dir."
+                f"teacher_cache_dir caches teacher logits only, but {weights} need the teacher's forward at every "
+                f"step. Set {' and '.join(uncached)} to 0 or drop teacher_cache_dir."
             )
         if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
             raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")
@@ -200,4 +203,4 @@ class DistillationConfig(TrainingArguments):
     @property
     def uses_teacher(self) -> bool:
         """Whether any loss term needs the teacher's forward pass."""
-        return self.alpha > 0 or self.hidden_weight > 0 or self.attention_weight > 0
+        return bool(loss_terms.teacher_terms(self))

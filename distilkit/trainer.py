@@ -14,13 +14,14 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import losses, teacher_cache
+from . import loss_terms, teacher_cache
 from .config import DistillationConfig, uniform_layer_map
 from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .hub import write_trainer_model_card
+from .loss_terms import ATTENTIONS, HIDDEN_STATES, TeacherOutputs
 from .saving import LOADING_CODE_FILES, save_staged
-from .tasks import Task, count_label_items, distillation_mask, output_size, task_of
+from .tasks import Task, count_label_items, output_size, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class DistillationTrainer(Trainer):
 
         (1 - alpha) * hard + alpha * soft_label_loss + hidden_weight * sum(hidden) + attention_weight * sum(attn)
 
-    and each part is logged as loss_ce, loss_kd, loss_hidden, loss_attn. The teacher is frozen, kept in eval
+    and each part is logged as loss_ce, loss_kd, loss_hidden, loss_attn (the terms are the table
+    `distilkit.loss_terms.LOSS_TERMS`). The teacher is frozen, kept in eval
     mode, run under `torch.inference_mode`, and never saved. Evaluation reports the student's own (hard-label)
     loss as eval_loss, so it compares directly with a run of plain `Trainer`.
     """
@@ -57,8 +59,8 @@ class DistillationTrainer(Trainer):
             )
         if args.uses_teacher and teacher_model is None:
             raise ValueError(
-                f"alpha={args.alpha}, hidden_weight={args.hidden_weight}, attention_weight={args.attention_weight} "
-                "need a teacher: pass teacher_model=, or set all three to 0 to train without one."
+                f"{loss_terms.weight_summary(args)} need a teacher: pass teacher_model=, or set all of them to 0 to "
+                "train without one."
             )
         self.teacher = teacher_model if args.uses_teacher else None
         self.task: Task | None = None
@@ -82,11 +84,11 @@ class DistillationTrainer(Trainer):
         self.nonfinite_batches_skipped = 0
         if self.teacher is not None:
             self._prepare_teacher()
-            if args.hidden_weight > 0 or args.attention_weight > 0:
+            if loss_terms.layer_terms(args):
                 self._probe_outputs(self.model, self.teacher)
-            if args.hidden_weight > 0:
+            if HIDDEN_STATES in loss_terms.outputs_needed(args, "student"):
                 self._build_projections()
-            if args.teacher_cache_dir and args.alpha > 0:
+            if args.teacher_cache_dir and any(t.cacheable for t in loss_terms.teacher_terms(args)):
                 self._attach_teacher_cache()
 
     # ---- set-up checks: everything that can be wrong fails here, before the first step ----
@@ -120,7 +122,7 @@ class DistillationTrainer(Trainer):
 
     @staticmethod
     def _resolve_layer_map(student: nn.Module, teacher: nn.Module, args: DistillationConfig) -> dict[int, int]:
-        if args.hidden_weight == 0 and args.attention_weight == 0:
+        if not loss_terms.layer_terms(args):
             return {}
         s_layers, t_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
         if args.layer_map == "uniform":
@@ -135,8 +137,9 @@ class DistillationTrainer(Trainer):
 
     def _probe_outputs(self, student: nn.Module, teacher: nn.Module) -> None:
         """Run both models once on two tokens to check they return the hidden states / attentions needed."""
-        want_hidden, want_attention = self.args.hidden_weight > 0, self.args.attention_weight > 0
         for role, model in (("student", student), ("teacher", teacher)):
+            needed = loss_terms.outputs_needed(self.args, role)
+            want_hidden, want_attention = HIDDEN_STATES in needed, ATTENTIONS in needed
             device = next(model.parameters()).device
             was_training = model.training
             model.eval()
@@ -272,25 +275,22 @@ class DistillationTrainer(Trainer):
                 f"The batch has no 'labels', so the hard-label loss (weight 1 - alpha = {1 - args.alpha}) cannot be "
                 "computed. Add labels to the dataset or set alpha=1.0 to learn from the teacher alone."
             )
-        want_hidden, want_attention = args.hidden_weight > 0, args.attention_weight > 0
         cached = {k: inputs[k] for k in teacher_cache.CACHE_COLUMNS if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k not in cached}
         student_inputs = dict(model_inputs)
-        if want_hidden:
-            student_inputs["output_hidden_states"] = True
-        if want_attention:
-            student_inputs["output_attentions"] = True
+        for name in loss_terms.outputs_needed(args, "student"):
+            student_inputs[f"output_{name}"] = True
         # The model's loss is its per-batch mean; it is rescaled below like the distillation terms.
         outputs = model(**student_inputs)
         if cached:
-            teacher_outputs = {"logits": cached.get("teacher_logits"), "cached": cached}
+            teacher_outputs = TeacherOutputs.from_cache(cached)
         else:
-            teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs, want_hidden, want_attention)
-        parts = self._loss_parts(outputs, teacher_outputs, inputs)
-
-        weights = {"loss_ce": 1 - args.alpha, "loss_kd": args.alpha,
-                   "loss_hidden": args.hidden_weight, "loss_attn": args.attention_weight}
-        loss = sum(weights[name] * value for name, value in parts.items() if weights[name] > 0)
+            teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs)
+        batch = loss_terms.Batch(args=args, task=self.task, student=outputs, teacher=teacher_outputs, labels=labels,
+                                 attention_mask=inputs.get("attention_mask"), layer_map=self.layer_map,
+                                 projections=self.projections)
+        parts = loss_terms.compute_terms(batch)
+        loss = loss_terms.weighted_total(args, parts)
         for name, value in parts.items():
             self._metrics[name].append(value.detach())
 
@@ -302,9 +302,11 @@ class DistillationTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    def _teacher_forward(self, inputs, want_hidden: bool, want_attention: bool):
+    def _teacher_forward(self, inputs) -> TeacherOutputs:
         if self.teacher.training:  # a callback or user code may have switched it
             self.teacher.eval()
+        needed = loss_terms.outputs_needed(self.args, "teacher")
+        want_hidden, want_attention = HIDDEN_STATES in needed, ATTENTIONS in needed
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.inference_mode():
             out = self.teacher(**teacher_inputs, output_hidden_states=want_hidden, output_attentions=want_attention)
@@ -312,54 +314,11 @@ class DistillationTrainer(Trainer):
         def clone(t):
             return None if t is None else t.float().clone()
 
-        return {
-            "logits": clone(out.logits),
-            "hidden_states": tuple(clone(h) for h in out.hidden_states) if want_hidden else None,
-            "attentions": tuple(clone(a) for a in out.attentions) if want_attention else None,
-        }
-
-    def _loss_parts(self, outputs, teacher, inputs) -> dict[str, torch.Tensor]:
-        args, task = self.args, self.task
-        labels, attention_mask = inputs.get("labels"), inputs.get("attention_mask")
-        parts: dict[str, torch.Tensor] = {}
-        if labels is not None:
-            parts["loss_ce"] = outputs.loss
-        if args.alpha > 0:
-            # Causal LM: position t predicts token t+1, so the last position has no target.
-            shift = (lambda t: t[:, :-1]) if task is Task.CAUSAL_LM else (lambda t: t)
-            mask = distillation_mask(task, labels, attention_mask)
-            cached = teacher.get("cached", {})
-            if "teacher_topk_values" in cached:
-                parts["loss_kd"] = losses.soft_label_loss_topk(
-                    shift(outputs.logits), shift(cached["teacher_topk_values"]),
-                    shift(cached["teacher_topk_indices"]), shift(cached["teacher_lse"]), args.temperature, mask)
-            else:
-                parts["loss_kd"] = losses.soft_label_loss(
-                    shift(outputs.logits), shift(teacher["logits"]), args.temperature, mask)
-        token_mask = attention_mask.bool() if attention_mask is not None else None
-        if args.hidden_weight > 0:
-            total = 0.0
-            for s_index, t_index in self.layer_map.items():
-                student_hidden = outputs.hidden_states[s_index]
-                if str(s_index) in self.projections:
-                    student_hidden = self.projections[str(s_index)](student_hidden)
-                total = total + losses.hidden_state_loss(
-                    student_hidden, teacher["hidden_states"][t_index], token_mask, args.hidden_loss
-                )
-            parts["loss_hidden"] = total
-        if args.attention_weight > 0:
-            total = 0.0
-            for s_index, t_index in self.layer_map.items():
-                if s_index == 0:  # the embedding output has no attention map
-                    continue
-                student_attention = outputs.attentions[s_index - 1]
-                if student_attention.shape[1] == 0:  # every head of this layer was pruned
-                    continue
-                total = total + losses.attention_loss(
-                    student_attention, teacher["attentions"][t_index - 1], token_mask, args.attention_loss
-                )
-            parts["loss_attn"] = total
-        return parts
+        return TeacherOutputs(
+            logits=clone(out.logits),
+            hidden_states=tuple(clone(h) for h in out.hidden_states) if want_hidden else None,
+            attentions=tuple(clone(a) for a in out.attentions) if want_attention else None,
+        )
 
     # ---- logging: each part under its own name, averaged since the last log ----
 
