@@ -50,8 +50,9 @@ class DistillationTrainer(Trainer):
                  *trainer_args, teacher_model: nn.Module | None = None, **trainer_kwargs):
         # Positional arguments keep Trainer's order (model, args, data_collator, train_dataset, ...);
         # the teacher is keyword-only.
-        if args is None:
-            args = DistillationConfig(output_dir="trainer_output")
+        if args is None:  # as Trainer(model): default arguments; without a teacher, no teacher terms
+            args = DistillationConfig(output_dir="trainer_output",
+                                      **({} if teacher_model is not None else {"alpha": 0.0}))
         if not isinstance(args, DistillationConfig):
             raise TypeError(
                 f"args must be a distilkit.DistillationConfig (got {type(args).__name__}); it accepts every "
@@ -240,7 +241,9 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
-        if model.training and not torch.isfinite(loss.detach()).all():
+        # The non-finite policy guards the distillation terms; without a teacher the loss is Trainer's own, and so
+        # is what happens to a NaN (logged, filtered by logging_nan_inf_filter).
+        if self.teacher is not None and model.training and not torch.isfinite(loss.detach()).all():
             step = self.state.global_step + 1
             if self.args.nonfinite_loss == "error":
                 raise FloatingPointError(

@@ -130,3 +130,39 @@ def test_nonfinite_loss_skip_drops_the_batch_and_counts_it(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     logs = [e for e in trainer.state.log_history if "loss" in e]
     assert logs[-1]["nonfinite_batches_skipped"] == 1
+
+
+def test_nonfinite_loss_without_a_teacher_is_what_trainer_does(tmp_path):
+    """alpha=0 is plain Trainer: a NaN batch is logged (and filtered) as Trainer does, not an error or a skip."""
+    import math
+
+    from transformers import Trainer, TrainingArguments
+
+    common = dict(max_steps=4, per_device_train_batch_size=4, report_to="none", use_cpu=True, logging_steps=1,
+                  save_strategy="no", remove_unused_columns=False, seed=3)
+    runs = {}
+    for name, trainer_class, args_class, extra in (
+        ("trainer", Trainer, TrainingArguments, {}),
+        ("distilkit", DistillationTrainer, DistillationConfig, {"alpha": 0.0}),  # nonfinite_loss="error" default
+    ):
+        trainer = trainer_class(model=tiny_model("seq", seed=2),
+                                args=args_class(output_dir=str(tmp_path / name), **common, **extra),
+                                train_dataset=tiny_dataset("seq", 16), data_collator=PoisonOnce(poison_call=3))
+        trainer.train()
+        runs[name] = ([e["loss"] for e in trainer.state.log_history if "loss" in e],
+                      [p.detach().clone() for p in trainer.model.parameters()])
+    (losses_t, params_t), (losses_d, params_d) = runs["trainer"], runs["distilkit"]
+    assert len(losses_t) == len(losses_d) == 4
+    for a, b in zip(losses_t, losses_d):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6)
+    assert all(torch.allclose(a, b, equal_nan=True) for a, b in zip(params_t, params_d))
+
+
+def test_distillation_trainer_without_args_is_trainer_without_args(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trainer = DistillationTrainer(tiny_model("seq"))
+    assert trainer.args.output_dir == "trainer_output" and not trainer.args.uses_teacher
+    assert trainer.teacher is None
+    # With a teacher and no args, the default distillation settings apply.
+    distilling = DistillationTrainer(tiny_model("seq"), teacher_model=tiny_model("seq", seed=1))
+    assert distilling.args.alpha == 0.5 and distilling.teacher is not None
