@@ -253,6 +253,44 @@ def encode_label_names(dataset: Dataset, label_column: str, names: list[str]) ->
     return dataset.remove_columns(label_column).add_column(label_column, [index[v] for v in values])
 
 
+def labels_to_model_ids(dataset: Dataset, label_column: str, label2id: dict[str, int]) -> Dataset:
+    """Labels in a model's own numbering: label names map through the model's `label2id` (exact, or ignoring case
+    when that is unambiguous); integer labels stay as they are. A name the model does not know is an error that
+    lists the names it knows."""
+    if label_column not in dataset.column_names:
+        return dataset  # prepare_classification reports the missing column with the available ones
+    feature = dataset.features[label_column]
+    if hasattr(feature, "names"):  # datasets.ClassLabel: integers, numbered by the dataset's own names
+        if not set(feature.names) <= set(label2id):
+            return dataset
+        values = [feature.names[v] for v in dataset[label_column]]
+    else:
+        values = [str(v).strip() for v in dataset[label_column]]
+        try:
+            [int(v) for v in values]
+            return dataset
+        except ValueError:
+            pass
+    folded: dict[str, list[int]] = {}
+    for name, index in label2id.items():
+        folded.setdefault(str(name).lower(), []).append(index)
+
+    def lookup(value: str) -> int | None:
+        if value in label2id:
+            return label2id[value]
+        matches = folded.get(value.lower(), [])
+        return matches[0] if len(matches) == 1 else None
+
+    ids = [lookup(v) for v in values]
+    unknown = sorted({v for v, i in zip(values, ids) if i is None})
+    if unknown:
+        raise ValueError(
+            f"Labels {unknown[:5]} in column {label_column!r} are not labels of the model, which knows "
+            f"{sorted(label2id)} (its config's label2id). Use those names or the integer ids 0..{len(label2id) - 1}."
+        )
+    return dataset.remove_columns(label_column).add_column(label_column, ids)
+
+
 def prepare_causal_lm(dataset: Dataset, tokenizer, text_column: str, block_size: int) -> Dataset:
     """Tokenise a text corpus and cut the token stream into blocks of `block_size` tokens (as run_clm does).
 

@@ -375,3 +375,59 @@ def test_train_is_reproducible_even_when_a_new_head_is_drawn(tmp_path):
     wa = load_file(tmp_path / "a" / "teacher" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "teacher" / "model.safetensors")
     assert all(wa[k].equal(wb[k]) for k in wa)
+
+
+def _named_label_model(folder):
+    """A tiny classifier whose own numbering is not the sorted order of its label names."""
+    from transformers import AutoConfig
+
+    save_tiny_teacher(folder, num_labels=2)
+    config = AutoConfig.from_pretrained(folder)
+    config.id2label, config.label2id = {0: "positive", 1: "negative"}, {"positive": 0, "negative": 1}
+    config.save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_needs_only_a_validation_file_and_uses_the_models_label_names(tmp_path, capsys):
+    import csv
+
+    import torch
+    from test_cli_fixtures import sentences, tiny_tokenizer, write_csv
+    from transformers import AutoModelForSequenceClassification
+
+    model_dir = _named_label_model(tmp_path / "model")
+    rows = [{"sentence": r["sentence"], "label": ["negative", "positive"][r["label"]]} for r in sentences(24, 5)]
+    test_file = write_csv(tmp_path / "test.csv", rows)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--eval_models", str(model_dir), "--validation_file", str(test_file),
+                 "--text_column", "sentence", "--max_length", "16", "--output_dir", str(out), "--report_to", "none",
+                 "--disable_tqdm", "true", "--latency", "false"]) == 0
+    accuracy = json.loads((out / "results.json").read_text())["stages"][0]["metrics"]["accuracy"]
+    # The same accuracy computed by hand, with the model's own numbering (positive = 0).
+    model, tokenizer = AutoModelForSequenceClassification.from_pretrained(model_dir).eval(), tiny_tokenizer()
+    with open(test_file, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    with torch.no_grad():
+        predictions = [model(**tokenizer(r["sentence"], return_tensors="pt")).logits.argmax(-1).item() for r in table]
+    expected = sum(p == {"positive": 0, "negative": 1}[r["label"]] for p, r in zip(predictions, table)) / len(table)
+    assert accuracy == pytest.approx(expected)
+
+
+def test_evaluate_names_a_label_the_model_does_not_know(tmp_path, capsys):
+    from test_cli_fixtures import sentences, write_csv
+
+    model_dir = _named_label_model(tmp_path / "model")
+    rows = [{"sentence": r["sentence"], "label": ["negative", "neutral"][r["label"]]} for r in sentences(6, 5)]
+    test_file = write_csv(tmp_path / "test.csv", rows)
+    assert main(["evaluate", "--eval_models", str(model_dir), "--validation_file", str(test_file),
+                 "--text_column", "sentence", "--latency", "false", "--report_to", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "['neutral']" in err and "['negative', 'positive']" in err
+
+
+def test_training_with_a_validation_file_alone_asks_for_the_train_file(tmp_path, capsys):
+    _, validation_file = write_data(tmp_path / "data")
+    teacher = save_tiny_teacher(tmp_path / "teacher")
+    assert main(["train", "--teacher", str(teacher), "--validation_file", str(validation_file), "--text_column",
+                 "sentence", "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
+    assert "train_file is not" in capsys.readouterr().err

@@ -179,8 +179,6 @@ class DataArguments:
                 f"Give either dataset (a Hub dataset, here {self.dataset!r}) or train_file (local files, here "
                 f"{self.train_file!r}), not both."
             )
-        if self.validation_file and not self.train_file:
-            raise ValueError("validation_file is set but train_file is not; give both local files.")
         for name in ("train_file", "validation_file"):
             path = getattr(self, name)
             if path is None:

@@ -18,9 +18,12 @@ from ..data import (
     TeacherInputsCollator,
     encode_label_names,
     label_names,
+    labels_to_model_ids,
+    load_hub_split,
     load_splits,
     prepare_causal_lm,
     prepare_classification,
+    read_table,
     subsample,
 )
 from ..persistence import compression_record
@@ -111,6 +114,11 @@ def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42, te
     """
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
+    if data.validation_file and not data.train_file:
+        raise RecipeError(
+            f"validation_file is set ({data.validation_file!r}) but train_file is not; training needs both local "
+            "files (distilkit evaluate needs only validation_file)."
+        )
     if not data.has_source:
         raise RecipeError(
             "The recipe names no data: set data.dataset (a Hub dataset) or data.train_file and "
@@ -150,6 +158,38 @@ def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42, te
         collator = TeacherInputsCollator(collator, teacher_tokenizer)
     return TaskData(prepared["train"], prepared.get("validation"), collator,
                     num_labels=num_labels, label_names=names, description=describe_data(data, "validation"))
+
+
+def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int = 42) -> TaskData:
+    """The validation data alone, for evaluating `model` (no training data needed): data.validation_file, or the
+    validation split of data.dataset. Label names in the data map through the model's own label2id."""
+    from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+
+    if not (data.validation_file or (data.dataset and data.validation_split)):
+        raise RecipeError(
+            "Nothing to evaluate on: set data.validation_file (a local csv/tsv/json/jsonl/parquet file) or "
+            "data.dataset with data.validation_split."
+        )
+    description = describe_data(data, "validation")
+    try:
+        if data.validation_file:
+            split = read_table(data.validation_file)
+        else:
+            split = load_hub_split(data.dataset, data.dataset_config, data.validation_split)
+        split = subsample(split, data.max_eval_samples, seed)
+        if task == "causal-lm":
+            prepared = prepare_causal_lm(split, tokenizer, data.text_column, data.max_length)
+            return TaskData(None, prepared, DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                            description=description)
+        split = labels_to_model_ids(split, data.label_column, dict(model.config.label2id))
+        num_labels = model.config.num_labels
+        prepared = prepare_classification(split, tokenizer, data.text_column, data.label_column,
+                                          data.text_pair_column, data.max_length, num_labels)
+    except (ValueError, OSError, KeyError) as err:
+        raise RecipeError(f"data ({description}): {err}") from err
+    names = [model.config.id2label[i] for i in range(num_labels)]
+    return TaskData(None, prepared, DataCollatorWithPadding(tokenizer), num_labels=num_labels, label_names=names,
+                    description=description)
 
 
 # ---- models ----
