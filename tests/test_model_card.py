@@ -15,7 +15,14 @@ from transformers import Trainer
 
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.benchmarking import count_parameters, folder_size_mb
-from distilkit.model_card import ModelRow, card_template_path, recipe_from_config, render_model_card, write_model_card
+from distilkit.model_card import (
+    CardFacts,
+    ModelRow,
+    card_template_path,
+    recipe_from_config,
+    render_model_card,
+    write_model_card,
+)
 from distilkit.persistence import compression_record
 from distilkit.pruning import HeadPruningCallback, prune_heads
 from distilkit.quantization import quantize_dynamic
@@ -128,6 +135,17 @@ def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     assert 'distilkit.from_pretrained("user/tiny-int8")' in body["How to load"]
     assert "AutoModelFor" not in body["How to load"]
     assert any("instruction set" in line for line in body["Limitations"].splitlines())
+
+
+def test_card_facts_render_the_same_card_as_keywords_and_keywords_override_them(tmp_path):
+    tiny_model("seq").save_pretrained(tmp_path)
+    fields = dict(teacher="org/teacher", datasets="nyu-mll/glue", tags=["sst2"], limitations=["Not for medical use."],
+                  rows=[ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)])
+    facts = CardFacts(**fields)
+    assert render_model_card(tmp_path, facts).content == render_model_card(tmp_path, **fields).content
+    card = render_model_card(tmp_path, facts, license="mit", model_name="renamed")
+    assert metadata(card)["license"] == "mit" and "# renamed" in card.text.splitlines()
+    assert facts.license is None and facts.datasets == ["nyu-mll/glue"]
 
 
 def test_a_local_teacher_folder_is_named_but_not_claimed_as_base_model(tmp_path):
