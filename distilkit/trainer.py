@@ -18,8 +18,8 @@ from . import loss_terms, teacher_cache
 from .config import DistillationConfig, uniform_layer_map
 from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
-from .hub import write_trainer_model_card
 from .loss_terms import ATTENTIONS, HIDDEN_STATES, TeacherOutputs
+from .model_card import TrainingRun, save_card, trainer_model_card
 from .saving import LOADING_CODE_FILES, save_staged
 from .tasks import Task, count_label_items, output_size, task_of
 
@@ -342,12 +342,24 @@ class DistillationTrainer(Trainer):
         """distilkit's model card in output_dir/README.md, on the main process only.
 
         Arguments as `Trainer.create_model_card` (finetuned_from: the teacher's Hub id), plus `rows=`,
-        `latency_setup=` and `limitations=` of `distilkit.hub.trainer_model_card`; `push_to_hub(**kwargs)`
+        `latency_setup=` and `limitations=` of `distilkit.model_card.trainer_model_card`; `push_to_hub(**kwargs)`
         passes them through.
         """
-        write_trainer_model_card(self, language=language, license=license, tags=tags, model_name=model_name,
-                                 finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
-                                 dataset=dataset, dataset_args=dataset_args, **card_kwargs)
+        if not self.is_world_process_zero():
+            return
+        from .pruning import HeadPruningCallback
+
+        run = TrainingRun(
+            args=self.args, student=self.model, teacher=self.teacher, layer_map=self.layer_map,
+            log_history=self.state.log_history, optimizer_steps=self.state.global_step,
+            pruning_callback=next((callback for callback in reversed(self.callback_handler.callbacks)
+                                   if isinstance(callback, HeadPruningCallback)), None),
+            repo_id=getattr(self, "hub_model_id", None),
+        )
+        card = trainer_model_card(run, language=language, license=license, tags=tags, model_name=model_name,
+                                  finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
+                                  dataset=dataset, dataset_args=dataset_args, **card_kwargs)
+        save_card(card, self.args.output_dir)
 
     # ---- checkpoints: projections live beside the student, never inside the exported model ----
 

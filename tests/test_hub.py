@@ -23,7 +23,8 @@ from transformers import BertTokenizerFast, Trainer
 
 import distilkit
 from distilkit import DistillationTrainer
-from distilkit.hub import check_folder, push_folder, write_model_card
+from distilkit.hub import check_folder, push_folder
+from distilkit.model_card import write_model_card
 from distilkit.pruning import prune_heads
 from distilkit.quantization import quantize_dynamic
 from hub_stub import HubStub, blob_oid
@@ -280,7 +281,7 @@ print(json.dumps({"commit_url": commit.commit_url}))
 
 
 @pytest.mark.skipif(DistillationTrainer.create_model_card is Trainer.create_model_card,
-                    reason="DistillationTrainer.create_model_card does not call distilkit.hub yet")
+                    reason="DistillationTrainer.create_model_card does not call distilkit.model_card yet")
 def test_trainer_push_to_hub_uploads_distilkit_card(tmp_path):
     tokenizer_dir = tmp_path / "tokenizer"
     tokenizer_dir.mkdir()

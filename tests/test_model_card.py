@@ -4,6 +4,7 @@ folder and from a DistillationTrainer. Cards are parsed back with huggingface_hu
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +15,13 @@ from transformers import Trainer
 
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.benchmarking import count_parameters, folder_size_mb
-from distilkit.hub import (
+from distilkit.model_card import (
+    CardFacts,
     ModelRow,
     card_template_path,
     recipe_from_config,
     render_model_card,
-    trainer_model_card,
     write_model_card,
-    write_trainer_model_card,
 )
 from distilkit.persistence import compression_record
 from distilkit.pruning import HeadPruningCallback, prune_heads
@@ -137,6 +137,17 @@ def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     assert any("instruction set" in line for line in body["Limitations"].splitlines())
 
 
+def test_card_facts_render_the_same_card_as_keywords_and_keywords_override_them(tmp_path):
+    tiny_model("seq").save_pretrained(tmp_path)
+    fields = dict(teacher="org/teacher", datasets="nyu-mll/glue", tags=["sst2"], limitations=["Not for medical use."],
+                  rows=[ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)])
+    facts = CardFacts(**fields)
+    assert render_model_card(tmp_path, facts).content == render_model_card(tmp_path, **fields).content
+    card = render_model_card(tmp_path, facts, license="mit", model_name="renamed")
+    assert metadata(card)["license"] == "mit" and "# renamed" in card.text.splitlines()
+    assert facts.license is None and facts.datasets == ["nyu-mll/glue"]
+
+
 def test_a_local_teacher_folder_is_named_but_not_claimed_as_base_model(tmp_path):
     teacher = tmp_path / "teacher"
     tiny_model("seq", layers=4).save_pretrained(teacher)
@@ -148,7 +159,7 @@ def test_a_local_teacher_folder_is_named_but_not_claimed_as_base_model(tmp_path)
 
 @pytest.mark.parametrize("variant", ["plain", "pruned", "int8"])
 def test_parameter_count_from_the_folder_equals_count_parameters(tmp_path, variant):
-    from distilkit.hub import _stored_parameter_count
+    from distilkit.model_card.table import stored_parameter_count
 
     model = tiny_model("seq")
     if variant == "pruned":
@@ -156,7 +167,7 @@ def test_parameter_count_from_the_folder_equals_count_parameters(tmp_path, varia
     if variant == "int8":
         quantize_dynamic(model, quantize_embeddings=True)
     model.save_pretrained(tmp_path)
-    assert _stored_parameter_count(tmp_path, compression_record(model.config)) == count_parameters(model)
+    assert stored_parameter_count(tmp_path, compression_record(model.config)) == count_parameters(model)
 
 
 def accuracy(prediction):
@@ -179,10 +190,16 @@ def distil(tmp_path, callbacks=()):
     return trainer, trainer.evaluate()
 
 
+def written_trainer_card(trainer, **card_kwargs) -> ModelCard:
+    """The card `trainer.create_model_card(**card_kwargs)` writes to output_dir/README.md."""
+    trainer.create_model_card(**card_kwargs)
+    return ModelCard.load(Path(trainer.args.output_dir) / "README.md")
+
+
 def test_trainer_card_reports_teacher_student_and_recipe(tmp_path):
     callback = HeadPruningCallback(target_fraction=0.25, prune_every_steps=2, num_prunes=1, num_batches=1)
     trainer, metrics = distil(tmp_path, [callback])
-    card = trainer_model_card(
+    card = written_trainer_card(
         trainer, finetuned_from="org/teacher", dataset_tags="nyu-mll/glue", dataset="GLUE SST-2",
         dataset_args="sst2", license="mit", tags=["sst2"],
         rows=[ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student (int8)", latency_ms=1.5)],
@@ -220,7 +237,7 @@ def test_trainer_card_reports_teacher_student_and_recipe(tmp_path):
 
 def test_trainer_card_shows_the_resolved_layer_map_and_no_results_before_evaluation(tmp_path):
     trainer = distillation_trainer(tmp_path, hidden_weight=0.5, hidden_loss="cosine")
-    card = trainer_model_card(trainer)
+    card = written_trainer_card(trainer)
     assert "model-index" not in metadata(card) and "base_model" not in metadata(card)  # teacher built from a config
     distillation = {r["Setting"]: r["Value"] for r in table(sections(card)["Recipe"], "### Distillation")}
     assert distillation["layer map (student ← teacher hidden state)"] == "0 ← 0, 1 ← 2, 2 ← 4"  # "uniform", resolved
@@ -231,14 +248,15 @@ def test_trainer_card_is_written_on_the_main_process_only(tmp_path, monkeypatch)
     trainer, _ = distil(tmp_path)
     readme = tmp_path / "out" / "README.md"
     monkeypatch.setattr(trainer, "is_world_process_zero", lambda: False)
-    assert write_trainer_model_card(trainer) is None and not readme.exists()
+    trainer.create_model_card()
+    assert not readme.exists()
     monkeypatch.setattr(trainer, "is_world_process_zero", lambda: True)
-    assert write_trainer_model_card(trainer, finetuned_from="org/teacher") == readme
+    trainer.create_model_card(finetuned_from="org/teacher")
     assert metadata(ModelCard.load(readme))["library_name"] == "transformers"
 
 
 @pytest.mark.skipif(DistillationTrainer.create_model_card is Trainer.create_model_card,
-                    reason="DistillationTrainer.create_model_card does not call distilkit.hub yet")
+                    reason="DistillationTrainer.create_model_card does not call distilkit.model_card yet")
 def test_trainer_create_model_card_writes_distilkit_card(tmp_path):
     trainer, _ = distil(tmp_path)
     trainer.create_model_card(finetuned_from="org/teacher", dataset_tags="nyu-mll/glue")

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
 import distilkit
 from distilkit import DistillationConfig
-from distilkit.hub import ModelRow, card_template_path, recipe_from_config, write_model_card
+from distilkit.model_card import ModelRow, card_template_path, recipe_from_config, write_model_card
 from distilkit.pruning import prune_heads
 from distilkit.quantization import quantize_dynamic
 

@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from ..model_card import hub_id
 from ..student import every_kth_layer
 from .parser import RecipeError, write_recipe
 from .recipe import Recipe
@@ -23,7 +24,6 @@ from .report import (
     card_recipe,
     compute_metrics_function,
     hub_datasets,
-    hub_id,
     measure,
     print_table,
     write_cards,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..hub import IncompleteFolderError, push_folder
 from .parser import RecipeError
 from .recipe import Recipe
 
@@ -36,10 +37,6 @@ def normalize_argv(argv: list[str]) -> list[str]:
 
 def run(recipe: Recipe) -> None:
     training, p = recipe.training, recipe.push
-    try:
-        from ..hub import IncompleteFolderError, push_folder
-    except ImportError as err:
-        raise RecipeError(f"Pushing needs distilkit.hub, which this installation lacks ({err}).") from err
     folder = Path(p.push_folder or training.output_dir)
     if not training.hub_model_id:
         raise RecipeError("Set the repo to push to: --hub_model_id user/name (training.hub_model_id).")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..benchmarking import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
+from ..model_card import ModelRow, recipe_from_config, write_model_card
 from .recipe import EvalArguments
 
 logger = logging.getLogger("distilkit.cli")
@@ -165,13 +166,7 @@ def write_cards(results: list[StageResult], *, teacher: str | None, recipe_group
     """A model card (README.md) in every stage folder under `output_dir`, each with the whole table.
 
     Folders outside `output_dir` (a teacher given as a folder, the input of `prune`) are never written to.
-    Returns [] when distilkit.hub is absent.
     """
-    try:
-        from ..hub import ModelRow, write_model_card
-    except ImportError as err:
-        logger.warning("Model cards skipped: distilkit.hub is not available (%s).", err)
-        return []
     machine = machine_info()
     written = []
     for this in results:
@@ -194,11 +189,8 @@ def write_cards(results: list[StageResult], *, teacher: str | None, recipe_group
 
 
 def card_recipe(args, distilled: bool = True, extra: dict | None = None) -> dict:
-    """The card's recipe groups for a stage trained with `args` ({} when distilkit.hub is absent)."""
-    try:
-        from ..hub import recipe_from_config
-    except ImportError:
-        return {}
+    """The card's recipe groups for a stage trained with `args` (`recipe_from_config`; only its training settings
+    when not `distilled`), with the groups of `extra` merged in."""
     groups = recipe_from_config(args)
     if not distilled:
         groups = {"Training": groups["Training"]}
@@ -210,13 +202,6 @@ def card_recipe(args, distilled: bool = True, extra: dict | None = None) -> dict
 def hub_datasets(data_args) -> list[str] | None:
     """The data set's Hub id for the card's metadata (None for local files)."""
     return [data_args.dataset] if data_args.dataset and not Path(data_args.dataset).exists() else None
-
-
-def hub_id(source: str | None) -> str | None:
-    """`source` when it names a Hub repo, None for a local folder (a card links only Hub ids)."""
-    if not source or Path(source).exists() or source.startswith((".", "/", "~")):
-        return None
-    return source
 
 
 def print_table(results: list[StageResult]) -> None:

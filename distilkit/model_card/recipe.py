@@ -1,0 +1,130 @@
+"""The card's recipe: how the model was made, as {group title: {setting: value}}, from a `DistillationConfig`
+(`recipe_from_config`), a `HeadPruningCallback` and what config.distilkit records (pruning, quantization)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from ..config import DistillationConfig
+
+RECIPE_ORDER = ("Distillation", "Training", "Pruning", "Quantization")
+
+
+def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | None = None
+                       ) -> dict[str, dict[str, Any]]:
+    """The distillation and training settings of a `DistillationConfig`, grouped as the card shows them.
+
+    `layer_map` is the resolved student -> teacher hidden-state map (`DistillationTrainer.layer_map`); without it
+    the configured value ("uniform" or a dict) is shown.
+    """
+    distillation: dict[str, Any] = {
+        "temperature (T)": args.temperature,
+        "alpha (soft-label weight)": args.alpha,
+        "loss": loss_description(args),
+    }
+    if args.hidden_weight > 0 or args.attention_weight > 0:
+        shown = layer_map if layer_map else args.layer_map
+        distillation["layer map (student ← teacher hidden state)"] = (
+            ", ".join(f"{s} ← {t}" for s, t in sorted(shown.items())) if isinstance(shown, Mapping) else shown
+        )
+    if args.teacher_dtype:
+        distillation["teacher dtype"] = args.teacher_dtype
+    training: dict[str, Any] = {"learning rate": args.learning_rate}
+    if args.max_steps and args.max_steps > 0:
+        training["max steps"] = args.max_steps
+    else:
+        training["epochs"] = args.num_train_epochs
+    training["batch size per device"] = args.per_device_train_batch_size
+    if args.gradient_accumulation_steps > 1:
+        training["gradient accumulation steps"] = args.gradient_accumulation_steps
+    training["weight decay"] = args.weight_decay
+    training["seed"] = args.seed
+    if args.bf16 or args.fp16:
+        training["mixed precision"] = "bf16" if args.bf16 else "fp16"
+    return {"Distillation": distillation, "Training": training}
+
+
+def loss_description(args: DistillationConfig) -> str:
+    """The training loss as the card states it: its weighted terms joined with " + "."""
+    terms = []
+    if args.alpha < 1:
+        terms.append(f"{format_number(1 - args.alpha)} × cross-entropy on the labels")
+    if args.alpha > 0:
+        terms.append(f"{format_number(args.alpha)} × T²·KL(teacher ‖ student) on temperature-T soft labels")
+    if args.hidden_weight > 0:
+        terms.append(f"{format_number(args.hidden_weight)} × hidden-state {args.hidden_loss}, summed over matched "
+                     "layers")
+    if args.attention_weight > 0:
+        terms.append(f"{format_number(args.attention_weight)} × attention-map {args.attention_loss}, summed over "
+                     "matched layers")
+    return " + ".join(terms)
+
+
+def pruning_callback_recipe(callback) -> dict[str, Any]:
+    """The "Pruning" settings of a `HeadPruningCallback` that pruned the model while it trained."""
+    schedule = f"every {callback.prune_every_steps} steps from step {callback.start_step}"
+    if callback.num_prunes:
+        schedule += f", {callback.num_prunes} times"
+    return {
+        "target fraction of heads pruned": callback.target_fraction,
+        "schedule": schedule,
+        "head importance": f"{callback.method} on {callback.num_batches} batches",
+    }
+
+
+def recipe_groups(config: PretrainedConfig, record: Mapping, given: Mapping[str, Mapping[str, Any]] | None,
+                  teacher: str | None) -> dict[str, dict[str, Any]]:
+    """The card's recipe: the `given` groups, the teacher first under "Distillation", and what the compression
+    record says about pruning and quantization, in RECIPE_ORDER (other groups after)."""
+    given = {title: dict(settings) for title, settings in (given or {}).items()}
+    if teacher:
+        given["Distillation"] = {"teacher": teacher, **given.get("Distillation", {})}
+    structure = _structure_recipe(config, record)
+    titles = [t for t in RECIPE_ORDER if t in given or t in structure] + [t for t in given if t not in RECIPE_ORDER]
+    return {title: {**structure.get(title, {}), **given.get(title, {})} for title in titles}
+
+
+def pruning_facts(config: PretrainedConfig, record: Mapping) -> dict[str, Any] | None:
+    """Heads kept in total, of how many, and per layer, from the compression record (None: not pruned)."""
+    pruning = record.get("pruning")
+    if not pruning:
+        return None
+    kept = [len(heads) for heads in pruning.get("kept_heads", [])]
+    per_layer = getattr(config, "num_attention_heads", None)
+    total = per_layer * len(kept) if per_layer else None
+    return {"kept": sum(kept), "total": total if total is not None else "?", "per_layer": kept}
+
+
+def format_number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _structure_recipe(config: PretrainedConfig, record: Mapping) -> dict[str, dict[str, Any]]:
+    """What config.distilkit says about pruning and quantization (what the folder holds, whoever made it)."""
+    groups: dict[str, dict[str, Any]] = {}
+    pruning = pruning_facts(config, record)
+    if pruning:
+        groups["Pruning"] = {
+            "attention heads kept": f"{pruning['kept']} of {pruning['total']}",
+            "heads kept per layer": ", ".join(map(str, pruning["per_layer"])),
+            "method": "structural: pruned heads are removed from the weights, not masked",
+        }
+    quantization = record.get("quantization")
+    if quantization:
+        scheme = quantization.get("scheme") or {}
+        group = {"int8 Linear layers": len(quantization.get("linear", []))}
+        if scheme.get("linear_weights"):
+            group["Linear weights"] = scheme["linear_weights"]
+        if scheme.get("linear_activations"):
+            group["Linear activations"] = scheme["linear_activations"]
+        if quantization.get("embedding"):
+            group["int8 embeddings"] = len(quantization["embedding"])
+            if scheme.get("embedding_weights"):
+                group["embedding weights"] = scheme["embedding_weights"]
+        group["kept in float"] = "every layer not listed under distilkit.quantization in config.json (by default " \
+                                 "the task head)"
+        groups["Quantization"] = group
+    return groups
