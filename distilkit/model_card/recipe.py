@@ -8,6 +8,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .. import loss_terms
 from ..config import DistillationConfig
 
 RECIPE_ORDER = ("Distillation", "Training", "Pruning", "Quantization")
@@ -25,7 +26,7 @@ def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | 
         "alpha (soft-label weight)": args.alpha,
         "loss": loss_description(args),
     }
-    if args.hidden_weight > 0 or args.attention_weight > 0:
+    if loss_terms.layer_terms(args):
         shown = layer_map if layer_map else args.layer_map
         distillation["layer map (student ← teacher hidden state)"] = (
             ", ".join(f"{s} ← {t}" for s, t in sorted(shown.items())) if isinstance(shown, Mapping) else shown
@@ -48,19 +49,8 @@ def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | 
 
 
 def loss_description(args: DistillationConfig) -> str:
-    """The training loss as the card states it: its weighted terms joined with " + "."""
-    terms = []
-    if args.alpha < 1:
-        terms.append(f"{format_number(1 - args.alpha)} × cross-entropy on the labels")
-    if args.alpha > 0:
-        terms.append(f"{format_number(args.alpha)} × T²·KL(teacher ‖ student) on temperature-T soft labels")
-    if args.hidden_weight > 0:
-        terms.append(f"{format_number(args.hidden_weight)} × hidden-state {args.hidden_loss}, summed over matched "
-                     "layers")
-    if args.attention_weight > 0:
-        terms.append(f"{format_number(args.attention_weight)} × attention-map {args.attention_loss}, summed over "
-                     "matched layers")
-    return " + ".join(terms)
+    """The training loss as the card states it: its weighted terms (distilkit.loss_terms) joined with " + "."""
+    return loss_terms.describe(args, format_number)
 
 
 def pruning_callback_recipe(callback) -> dict[str, Any]:
