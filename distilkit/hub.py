@@ -27,8 +27,8 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 from transformers import PretrainedConfig
 from transformers.models.auto import modeling_auto
 
-from .benchmarking import count_parameters, cpu_latency_ms, folder_size_mb
 from .config import DistillationConfig
+from .measure import count_parameters, cpu_latency_ms, folder_size_mb
 from .persistence import compression_record, load_config
 
 TEMPLATE_NAME = "distilled_model.md"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..benchmarking import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
+from ..measure import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
 from .recipe import EvalArguments
 
 logger = logging.getLogger("distilkit.cli")
