@@ -199,3 +199,34 @@ def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
     assert len(test) == 1725
     # Pairs: both sentences in one sequence, so two [SEP] tokens per row.
     assert all(ids.count(tokenizer.sep_token_id) == 2 for ids in train["input_ids"])
+
+
+def test_shared_train_and_evaluate_helpers(tmp_path):
+    import torch
+    from datasets import Dataset
+    from test_cli_fixtures import sentences, tiny_tokenizer
+    from tiny_models import tiny_model
+    from transformers import DataCollatorWithPadding
+
+    from distilkit import DistillationConfig
+    from distilkit.data import prepare_classification
+
+    tokenizer = tiny_tokenizer()
+    dataset = prepare_classification(Dataset.from_list(sentences(24, seed=0)), tokenizer, "sentence", "label",
+                                     None, 32, num_labels=2)
+    collator = DataCollatorWithPadding(tokenizer)
+    model = tiny_model("seq", "bert", num_labels=2)
+    config = DistillationConfig(output_dir=str(tmp_path), alpha=0.0, max_steps=3, per_device_train_batch_size=8,
+                                logging_steps=1, save_strategy="no", report_to="none", use_cpu=True)
+    info = bench_common.train(model, config, dataset, collator, tokenizer)
+    assert info["steps"] == 3 and len(info["step_durations"]) == 3 and "loss" in info["last_log"]
+
+    with torch.inference_mode():
+        predicted = model.eval()(**collator(list(dataset))).logits.argmax(-1).tolist()
+    labels = dataset["labels"]
+    tp = sum(p == y == 1 for p, y in zip(predicted, labels))
+    fp_fn = sum(p != y for p, y in zip(predicted, labels))
+    expected = {"accuracy": round(sum(p == y for p, y in zip(predicted, labels)) / len(labels), 4),
+                "f1": round(2 * tp / (2 * tp + fp_fn), 4) if tp else 0.0}
+    assert bench_common.evaluate(model, dataset, collator, batch_size=5) == expected
+    assert bench_common.accuracy_and_f1(predicted, labels) == pytest.approx(expected, abs=1e-4)
