@@ -347,8 +347,8 @@ class Benchmark:
             set_seed(self.args.seed)
             model = AutoModelForSequenceClassification.from_pretrained(mpnet_dir(self.args.cache_dir), num_labels=2)
             info.update(train_run(model, self.args, self.work / "teacher-run", self.split("mpnet", "train"),
-                              self.collator("mpnet"), self.tokenizer("mpnet"),
-                              learning_rate=self.args.teacher_learning_rate, teacher_run=True))
+                                  self.collator("mpnet"), self.tokenizer("mpnet"),
+                                  learning_rate=self.args.teacher_learning_rate, teacher_run=True))
             tmp = folder.with_name(folder.name + ".tmp")
             model.save_pretrained(tmp)
             self.tokenizer("mpnet").save_pretrained(tmp)
@@ -367,8 +367,8 @@ class Benchmark:
         if uses_attention:
             student.set_attn_implementation("eager")
         info = train_run(student, self.args, self.work / f"{name}-run", self.split("mpnet", "train"),
-                     self.collator("mpnet"), self.tokenizer("mpnet"), teacher=self.teacher(),
-                     learning_rate=self.args.student_learning_rate, **distill)
+                         self.collator("mpnet"), self.tokenizer("mpnet"), teacher=self.teacher(),
+                         learning_rate=self.args.student_learning_rate, **distill)
         info["distillation"] = distill
         if uses_attention:
             student.set_attn_implementation("sdpa")
@@ -377,7 +377,7 @@ class Benchmark:
     def row_mpnet6_plain(self) -> None:
         student = self._student6()
         info = train_run(student, self.args, self.work / "mpnet6_plain-run", self.split("mpnet", "train"),
-                     self.collator("mpnet"), self.tokenizer("mpnet"), learning_rate=self.args.student_learning_rate)
+                         self.collator("mpnet"), self.tokenizer("mpnet"), learning_rate=self.args.student_learning_rate)
         self.finish_row("mpnet6_plain", student, info, self.tokenizer("mpnet"))
 
     def row_mpnet6_logits(self) -> None:
@@ -410,9 +410,9 @@ class Benchmark:
                 "heads_per_layer": [len(k) for k in kept_heads(student)], "before_recovery": before,
                 "importance_seconds": round(time.perf_counter() - start, 1)}
         recovery = train_run(student, a, self.work / "mpnet6_pruned-run", self.split("mpnet", "train"),
-                         self.collator("mpnet"), self.tokenizer("mpnet"), teacher=self.teacher(),
-                         learning_rate=a.student_learning_rate / 2, max_steps=a.recovery_steps, alpha=a.alpha,
-                         cache=True)
+                             self.collator("mpnet"), self.tokenizer("mpnet"), teacher=self.teacher(),
+                             learning_rate=a.student_learning_rate / 2, max_steps=a.recovery_steps, alpha=a.alpha,
+                             cache=True)
         info["recovery"] = recovery
         self.finish_row("mpnet6_pruned", student, info, self.tokenizer("mpnet"))
 
@@ -436,9 +436,9 @@ class Benchmark:
         set_seed(self.args.seed)
         student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
         info = train_run(student, self.args, self.work / f"{name}-run", self.split("minilm", "train", distil),
-                     self.collator("minilm", distil), self.tokenizer("minilm"),
-                     teacher=self.teacher() if distil else None, learning_rate=self.args.student_learning_rate,
-                     cache=distil)
+                         self.collator("minilm", distil), self.tokenizer("minilm"),
+                         teacher=self.teacher() if distil else None, learning_rate=self.args.student_learning_rate,
+                         cache=distil)
         self.finish_row(name, student, info, self.tokenizer("minilm"))
 
     def row_minilm_plain(self) -> None:
@@ -458,9 +458,9 @@ class Benchmark:
             torch.manual_seed(a.seed)
             student = self._student6()
             info = train_run(student, a, self.work / f"timing-{label}", self.split("mpnet", "train"),
-                         self.collator("mpnet"), self.tokenizer("mpnet"),
-                         teacher=self.teacher() if kwargs else None, learning_rate=a.student_learning_rate,
-                         max_steps=a.timing_steps, **kwargs)
+                             self.collator("mpnet"), self.tokenizer("mpnet"),
+                             teacher=self.teacher() if kwargs else None, learning_rate=a.student_learning_rate,
+                             max_steps=a.timing_steps, **kwargs)
             durations = info["step_durations"][2:]
             timing[label] = {"seconds_per_step": round(sum(durations) / len(durations), 4), "steps": len(durations)}
             print(f"[{self.task}] step timing {label}: {timing[label]}", flush=True)
