@@ -14,14 +14,6 @@ from pathlib import Path
 
 from datasets import Dataset
 
-# GLUE tasks as they are laid out in ../shared/data (and in GLUE's own distribution).
-GLUE_LOCAL = {
-    "sst2": {"train": "train.tsv", "validation": "dev.tsv", "text": "sentence", "text_pair": None, "label": "label"},
-    "mrpc": {"train": "train.tsv", "validation": "test.tsv", "text": "#1 String", "text_pair": "#2 String",
-             "label": "Quality"},
-}
-
-
 _DOUBLE_ENCODED_BOM = "\u00ef\u00bb\u00bf"
 
 
@@ -132,27 +124,6 @@ class TeacherInputsCollator:
         for key, value in padded.items():
             batch[TEACHER_PREFIX + key] = value
         return batch
-
-
-def load_glue_tokenized(task: str, data_dir: str | os.PathLike, tokenizer, train_rows: int | None = None,
-                        max_length: int = 128) -> tuple[Dataset, Dataset]:
-    """Tokenised (train, validation) of a local GLUE task; `train_rows` takes a seeded random subset of train."""
-    raw_train, spec = load_glue_local(task, data_dir, "train", limit=train_rows)
-    raw_validation, _ = load_glue_local(task, data_dir, "validation")
-    prepare = dict(tokenizer=tokenizer, text_column=spec["text"], text_pair_column=spec["text_pair"],
-                   label_column=spec["label"], max_length=max_length, num_labels=2)
-    return prepare_classification(raw_train, **prepare), prepare_classification(raw_validation, **prepare)
-
-
-def load_glue_local(task: str, data_dir: str | os.PathLike, split: str, limit: int | None = None) -> tuple[Dataset, dict]:
-    """A GLUE split from local files laid out like ../shared/data/<task>/ and the task's column spec."""
-    if task not in GLUE_LOCAL:
-        raise ValueError(f"Unknown local GLUE task {task!r}; known: {sorted(GLUE_LOCAL)}.")
-    spec = GLUE_LOCAL[task]
-    dataset = read_table(Path(data_dir) / task / spec[split])
-    if limit is not None and limit < len(dataset):
-        dataset = dataset.shuffle(seed=0).select(range(limit))
-    return dataset, spec
 
 
 def _hub_unreachable(err: Exception) -> bool:

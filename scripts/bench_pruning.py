@@ -25,28 +25,20 @@ import copy
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import ROOT, SHARED_DATA, evaluate, load_glue_tokenized, train
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 from transformers.utils import logging as hf_logging
 
-from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.benchmarking import (
-    accuracy_and_f1,
-    count_parameters,
-    folder_size_mb,
-    interleaved_latency_ms,
-    machine_info,
-    minilm_dir,
-)
-from distilkit.data import load_glue_tokenized
+from distilkit import DistillationConfig
+from distilkit.cli.quickstart import minilm_dir
+from distilkit.measure import count_parameters, folder_size_mb, interleaved_latency_ms, machine_info
 from distilkit.pruning import kept_heads, prune_to_fraction
 
-ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.0, 0.25, 0.40, 0.50)
 
 
@@ -72,16 +64,6 @@ def size_and_latency(args) -> list[dict]:
     return rows
 
 
-def evaluate(model, dev_set, collator) -> float:
-    model.eval()
-    predictions, labels = [], []
-    with torch.inference_mode():
-        for batch in DataLoader(dev_set, batch_size=128, collate_fn=collator):
-            labels += batch.pop("labels").tolist()
-            predictions += model(**batch).logits.argmax(-1).tolist()
-    return accuracy_and_f1(predictions, labels)["accuracy"]
-
-
 def fine_tuned_teacher(args, train_set, collator, tokenizer) -> tuple[torch.nn.Module, dict]:
     """MiniLM fine-tuned on SST-2, from the cache shared with scripts/sst2_distill.py when it is there."""
     folder = Path(args.cache_dir) / f"minilm-l6-sst2-{args.train_rows}-seed{args.seed}"
@@ -93,11 +75,7 @@ def fine_tuned_teacher(args, train_set, collator, tokenizer) -> tuple[torch.nn.M
             num_train_epochs=1.0, learning_rate=5e-5, warmup_steps=0.06, weight_decay=0.01, logging_steps=50,
             save_strategy="no", report_to="none", seed=args.seed, use_cpu=True,
         )
-        trainer = DistillationTrainer(model=model, args=config, train_dataset=train_set, data_collator=collator,
-                                      processing_class=tokenizer)
-        start = time.perf_counter()
-        trainer.train()
-        info["train_seconds"] = round(time.perf_counter() - start, 1)
+        info["train_seconds"] = train(model, config, train_set, collator, tokenizer)["train_seconds"]
         model.save_pretrained(folder)
     return AutoModelForSequenceClassification.from_pretrained(folder).eval(), info
 
@@ -109,7 +87,7 @@ def accuracy(args) -> dict:
 
     teacher, teacher_info = fine_tuned_teacher(args, train_set, collator, tokenizer)
     result = {"train_rows": len(train_set), "dev_rows": len(dev_set), "teacher": teacher_info}
-    result["teacher"]["accuracy"] = evaluate(teacher, dev_set, collator)
+    result["teacher"]["accuracy"] = evaluate(teacher, dev_set, collator, batch_size=128)["accuracy"]
     print("teacher", result["teacher"], flush=True)
 
     importance_batches = DataLoader(train_set.shuffle(seed=args.seed).select(range(32 * args.importance_batches)),
@@ -118,9 +96,10 @@ def accuracy(args) -> dict:
     _, removed = prune_to_fraction(student, importance_batches, args.fraction, method="taylor")
     result["pruned"] = {"fraction": args.fraction, "removed_heads": removed,
                         "heads_per_layer": [len(k) for k in kept_heads(student)],
-                        "accuracy_before_recovery": evaluate(student, dev_set, collator)}
+                        "accuracy_before_recovery": evaluate(student, dev_set, collator, batch_size=128)["accuracy"]}
     magnitude = prune_to_fraction(copy.deepcopy(teacher), None, args.fraction, method="magnitude")[0]
-    result["pruned_by_magnitude_accuracy_before_recovery"] = evaluate(magnitude, dev_set, collator)
+    result["pruned_by_magnitude_accuracy_before_recovery"] = evaluate(magnitude, dev_set, collator,
+                                                                      batch_size=128)["accuracy"]
     print("pruned", result["pruned"], flush=True)
 
     config = DistillationConfig(
@@ -129,15 +108,12 @@ def accuracy(args) -> dict:
         learning_rate=args.recovery_learning_rate, warmup_steps=0.06, logging_steps=50, save_strategy="no",
         report_to="none", seed=args.seed, use_cpu=True,
     )
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config, train_dataset=train_set,
-                                  data_collator=collator, processing_class=tokenizer)
-    start = time.perf_counter()
-    trainer.train()
+    recovery = train(student, config, train_set, collator, tokenizer, teacher=teacher)
     result["recovery"] = {
-        "steps": trainer.state.global_step, "alpha": args.alpha, "temperature": args.temperature,
+        "steps": recovery["steps"], "alpha": args.alpha, "temperature": args.temperature,
         "hidden_weight": args.hidden_weight, "learning_rate": args.recovery_learning_rate,
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "accuracy_after_recovery": evaluate(student, dev_set, collator),
+        "train_seconds": recovery["train_seconds"],
+        "accuracy_after_recovery": evaluate(student, dev_set, collator, batch_size=128)["accuracy"],
     }
     print("recovered", result["recovery"], flush=True)
     return result
@@ -198,7 +174,7 @@ def main():
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-accuracy", action="store_true", help="Only measure size and latency.")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--train-rows", type=int, default=20000)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--fraction", type=float, default=0.4, help="Share of heads pruned for the accuracy part.")

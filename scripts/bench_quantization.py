@@ -27,17 +27,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
+from bench_common import ROOT, SHARED_DATA, accuracy_and_f1, load_glue_local
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from distilkit.benchmarking import accuracy_and_f1, cpu_latency_ms, folder_size_mb
-from distilkit.benchmarking import machine_info as shared_machine_info
-from distilkit.benchmarking import minilm_dir as shared_minilm_dir
-from distilkit.data import load_glue_local
+from distilkit.cli.quickstart import minilm_dir as shared_minilm_dir
+from distilkit.measure import cpu_latency_ms, folder_size_mb
+from distilkit.measure import machine_info as shared_machine_info
 from distilkit.quantization import KERNELS, Int8Linear, activation_reduce_range, quantize_dynamic, select_kernel
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 GOALS = {"speedup_batch8": 1.7, "disk_ratio_int8_embeddings": 3.5, "accuracy_drop_points": 0.5}
 VARIANTS = {
     "fp32": None,
@@ -134,7 +132,7 @@ _MANGLED_BOM = "\u00ef\u00bb\u00bf"
 
 def read_task(task: str) -> tuple[list, list[int]]:
     """Texts (or text pairs) and labels of SST-2 dev or MRPC test, from ../shared/data."""
-    dataset, spec = load_glue_local(task, DATA, "validation")
+    dataset, spec = load_glue_local(task, SHARED_DATA, "validation")
     columns = {name.removeprefix(_MANGLED_BOM).removeprefix("\ufeff"): name for name in dataset.column_names}
     first = dataset[columns[spec["text"]]]
     texts = list(zip(first, dataset[columns[spec["text_pair"]]], strict=True)) if spec["text_pair"] else first
@@ -246,7 +244,7 @@ def bench_kernels(args) -> dict:
 def activation_scheme_snr() -> dict | None:
     """SNR of MiniLM-L6's last hidden state on 64 SST-2 dev sentences, per activation scheme (weights int8)."""
     path = minilm_dir()
-    if path is None or not (DATA / "sst2" / "dev.tsv").is_file():
+    if path is None or not (SHARED_DATA / "sst2" / "dev.tsv").is_file():
         return None
     transformers.logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(path)

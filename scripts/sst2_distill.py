@@ -13,51 +13,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from bench_common import ROOT, SHARED_DATA, evaluate, load_glue_tokenized, train
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from distilkit import DistillationConfig, DistillationTrainer, student_from_teacher
-from distilkit.benchmarking import accuracy_and_f1, machine_info, minilm_dir
-from distilkit.data import load_glue_tokenized
-
-ROOT = Path(__file__).resolve().parents[1]
+from distilkit import DistillationConfig, student_from_teacher
+from distilkit.cli.quickstart import minilm_dir
+from distilkit.measure import machine_info
 
 
-def train(model, teacher, train_set, dev_set, tokenizer, out: Path, args, **distill) -> dict:
+def train_and_evaluate(model, teacher, train_set, dev_set, tokenizer, out: Path, args, **distill) -> dict:
     config = DistillationConfig(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
+        output_dir=str(out), per_device_train_batch_size=args.batch_size,
         num_train_epochs=args.epochs, learning_rate=distill.pop("learning_rate", args.learning_rate),
         warmup_steps=0.06, weight_decay=0.01, logging_steps=50, save_strategy="no", report_to="none",
         seed=args.seed, use_cpu=True, dataloader_num_workers=0, **distill,
     )
-    trainer = DistillationTrainer(
-        model=model, teacher_model=teacher, args=config, train_dataset=train_set,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-    )
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    metrics = evaluate(model, dev_set, tokenizer, out)
-    return {"accuracy": metrics["accuracy"], "steps": trainer.state.global_step,
-            "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / trainer.state.global_step, 3),
-            "log": [e for e in trainer.state.log_history if "loss" in e][-1]}
-
-
-def evaluate(model, dev_set, tokenizer, out: Path) -> dict:
-    config = DistillationConfig(output_dir=str(out), alpha=0.0, report_to="none", use_cpu=True,
-                                per_device_eval_batch_size=128)
-    trainer = DistillationTrainer(model=model, args=config, data_collator=DataCollatorWithPadding(tokenizer))
-    predictions = trainer.predict(dev_set)
-    return accuracy_and_f1(np.argmax(predictions.predictions, -1), predictions.label_ids)
+    info = train(model, config, train_set, DataCollatorWithPadding(tokenizer), tokenizer, teacher=teacher)
+    accuracy = evaluate(model, dev_set, DataCollatorWithPadding(tokenizer), batch_size=128)["accuracy"]
+    return {"accuracy": accuracy, "steps": info["steps"], "train_seconds": info["train_seconds"],
+            "seconds_per_step": round(info["train_seconds"] / info["steps"], 3), "log": info["last_log"]}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--train-rows", type=int, default=10000)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -82,12 +64,12 @@ def main():
     teacher_dir = Path(args.cache_dir) / f"minilm-l6-sst2-{args.train_rows}-seed{args.seed}"
     if not (teacher_dir / "model.safetensors").exists():
         teacher = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
-        results["teacher"] = train(teacher, None, train_set, dev_set, tokenizer, work / "teacher", args, alpha=0.0,
-                                   learning_rate=args.teacher_learning_rate)
+        results["teacher"] = train_and_evaluate(teacher, None, train_set, dev_set, tokenizer, work / "teacher", args,
+                                                alpha=0.0, learning_rate=args.teacher_learning_rate)
         teacher.save_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     if "teacher" not in results:  # cached from an earlier run: evaluate it again
-        results["teacher"] = evaluate(teacher, dev_set, tokenizer, work / "teacher-eval")
+        results["teacher"] = evaluate(teacher, dev_set, DataCollatorWithPadding(tokenizer), batch_size=128)
     print("teacher", results["teacher"])
 
     keep = [int(i) for i in args.keep_layers.split(",")]
@@ -100,8 +82,8 @@ def main():
     for name, distill in variants.items():
         student = student_from_teacher(pretrained, keep)
         torch.manual_seed(args.seed)
-        results[name] = train(student, teacher if distill["alpha"] > 0 else None, train_set, dev_set, tokenizer,
-                              work / name, args, **distill)
+        results[name] = train_and_evaluate(student, teacher if distill["alpha"] > 0 else None, train_set, dev_set,
+                                           tokenizer, work / name, args, **distill)
         print(name, results[name])
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

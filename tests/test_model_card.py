@@ -14,7 +14,7 @@ from tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import Trainer
 
 from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.benchmarking import count_parameters, folder_size_mb
+from distilkit.measure import count_parameters, folder_size_mb
 from distilkit.model_card import (
     CardFacts,
     ModelRow,
@@ -124,7 +124,7 @@ def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     body = sections(card)
     (row,) = table(body["Results"])
     assert row["Model"] == "**student (pruned, int8)** (this model)"
-    # Parameters are read from the safetensors headers and agree with benchmarking.count_parameters.
+    # Parameters are read from the safetensors headers and agree with measure.count_parameters.
     assert row["Parameters"] == f"{count_parameters(model) / 1e3:.1f}K"
     pruning = {r["Setting"]: r["Value"] for r in table(body["Recipe"], "### Pruning")}
     assert pruning["attention heads kept"] == "5 of 8" and pruning["heads kept per layer"] == "3, 2"

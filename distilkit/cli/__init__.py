@@ -7,12 +7,10 @@
     distilkit evaluate  --config recipe.yaml     metrics, size and CPU latency of models, as a table
     distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
     distilkit quickstart                         the whole pipeline on a built-in data set, offline, in minutes
-    distilkit bench --tasks sst2 mrpc            teacher vs distilled vs pruned vs int8 on real data
 
 Each command module has SECTIONS (the recipe sections it reads), run(recipe), and optionally base_recipe() (a
 packaged recipe under the user's; only quickstart has one) and normalize_argv(argv) (a command's own short
-syntax rewritten into recipe flags; only push has one). A command that takes plain flags rather than a recipe
-(bench) has main_argv(argv) instead. A command's module is imported only when it runs.
+syntax rewritten into recipe flags; only push has one). A command's module is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("distilkit.cli.evaluate", "Measure models: task metrics, parameters, size on disk, CPU latency."),
     "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
     "quickstart": ("distilkit.cli.quickstart", "Run the whole pipeline offline on a built-in sentiment set."),
-    "bench": ("distilkit.cli.bench", "The headline benchmark on GLUE SST-2/MRPC: table, json and plot."),
 }
 
 
@@ -66,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distilkit: error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    if hasattr(module, "main_argv"):
-        return module.main_argv(argv[1:])
     from .parser import RecipeParser
 
     try:

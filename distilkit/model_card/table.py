@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..benchmarking import count_parameters, cpu_latency_ms, folder_size_mb
+from ..measure import count_parameters, cpu_latency_ms, folder_size_mb
 
 
 @dataclass
@@ -48,7 +48,7 @@ def measure_model(
     this_model: bool = False,
 ) -> ModelRow:
     """A table row for `model`: parameters, size of `folder`'s weights (else of the weights in memory) and, when
-    `latency=dict(batch_size=1, seq_len=128, threads=2)` is given, CPU latency (`benchmarking.cpu_latency_ms`).
+    `latency=dict(batch_size=1, seq_len=128, threads=2)` is given, CPU latency (`measure.cpu_latency_ms`).
     Say how latency was measured with `latency_setup=` when rendering the card."""
     size = folder_size_mb(folder) if folder is not None else _weights_mb(model)
     return ModelRow(
@@ -101,7 +101,7 @@ def default_row_name(record: Mapping) -> str:
 
 
 def stored_parameter_count(folder: Path, record: Mapping) -> int | None:
-    """`benchmarking.count_parameters` of the saved model, read from the safetensors headers (nothing loaded):
+    """`measure.count_parameters` of the saved model, read from the safetensors headers (nothing loaded):
     every stored tensor except the scales of int8 layers (their int8 weights and float biases count)."""
     from safetensors import safe_open
 

