@@ -182,10 +182,20 @@ def compute_terms(batch: Batch) -> dict[str, torch.Tensor]:
     return parts
 
 
-def weighted_total(args, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """sum(weight * value) over the parts whose weight is positive."""
-    weights = {t.name: t.weight(args) for t in LOSS_TERMS}
-    return sum(weights[name] * value for name, value in parts.items() if weights[name] > 0)
+def weighted_total(args, parts: Mapping[str, torch.Tensor], labelled_share: float = 1.0) -> torch.Tensor:
+    """sum(weight * value) over the parts whose weight is positive.
+
+    `labelled_share`: the share of the batch's examples that have labels (below 1 with transfer data); the terms
+    that need labels are means over those examples, so they are scaled by it to become per-example means too.
+    """
+    total = 0.0
+    for term in LOSS_TERMS:
+        weight = term.weight(args)
+        if term.name in parts and weight > 0:
+            if term.needs_labels and labelled_share != 1.0:
+                weight = weight * labelled_share
+            total = total + weight * parts[term.name]
+    return total
 
 
 def describe(args, number: Callable[[float], str] = str) -> str:

@@ -22,6 +22,7 @@ from .loss_terms import ATTENTIONS, HIDDEN_STATES, TeacherOutputs
 from .model_card import TrainingRun, save_card, trainer_model_card
 from .saving import LOADING_CODE_FILES, save_staged
 from .tasks import Task, count_label_items, output_size, task_of
+from .transfer import NO_LABEL, check_transfer, with_transfer
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ class DistillationTrainer(Trainer):
     """
 
     def __init__(self, model: PreTrainedModel | nn.Module | None = None, args: DistillationConfig | None = None,
-                 *trainer_args, teacher_model: nn.Module | None = None, **trainer_kwargs):
+                 *trainer_args, teacher_model: nn.Module | None = None, transfer_dataset=None, **trainer_kwargs):
         # Positional arguments keep Trainer's order (model, args, data_collator, train_dataset, ...);
-        # the teacher is keyword-only.
+        # the teacher and the transfer data (unlabelled examples, see distilkit.transfer) are keyword-only.
         if args is None:  # as Trainer(model): default arguments; without a teacher, no teacher terms
             args = DistillationConfig(output_dir="trainer_output",
                                       **({} if teacher_model is not None else {"alpha": 0.0}))
@@ -70,7 +71,16 @@ class DistillationTrainer(Trainer):
             self.task = task_of(model)
             self._check_compatible(model, self.teacher, args)
             self.layer_map = self._resolve_layer_map(model, self.teacher, args)
-        _check_labels(model, trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None))
+        train_dataset = trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None)
+        _check_labels(model, train_dataset)
+        self.has_transfer = transfer_dataset is not None
+        if self.has_transfer:
+            check_transfer(transfer_dataset, train_dataset, self.task, getattr(model.config, "num_labels", None), args)
+            train_dataset = with_transfer(train_dataset, transfer_dataset)
+            if "train_dataset" in trainer_kwargs:
+                trainer_kwargs["train_dataset"] = train_dataset
+            else:
+                trainer_args = (trainer_args[0], train_dataset, *trainer_args[2:])
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         if args.prune_heads_fraction > 0:
             from .pruning import HeadPruningCallback
@@ -273,6 +283,14 @@ class DistillationTrainer(Trainer):
 
         args = self.args
         labels = inputs.get("labels")
+        labelled_share = 1.0
+        if self.has_transfer and labels is not None:
+            # Transfer examples (label -100) train on the teacher terms alone; the hard-label term is the mean over
+            # this batch's labelled examples, weighted by their share of the batch (see distilkit.transfer).
+            labelled = int(labels.ne(NO_LABEL).sum())
+            labelled_share = labelled / labels.shape[0]
+            if labelled == 0:
+                inputs = {k: v for k, v in inputs.items() if k != "labels"}
         if labels is None and args.alpha < 1:
             raise ValueError(
                 f"The batch has no 'labels', so the hard-label loss (weight 1 - alpha = {1 - args.alpha}) cannot be "
@@ -289,18 +307,19 @@ class DistillationTrainer(Trainer):
             teacher_outputs = TeacherOutputs.from_cache(cached)
         else:
             teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs)
-        batch = loss_terms.Batch(args=args, task=self.task, student=outputs, teacher=teacher_outputs, labels=labels,
-                                 attention_mask=inputs.get("attention_mask"), layer_map=self.layer_map,
-                                 projections=self.projections)
+        batch = loss_terms.Batch(args=args, task=self.task, student=outputs, teacher=teacher_outputs,
+                                 labels=inputs.get("labels"), attention_mask=inputs.get("attention_mask"),
+                                 layer_map=self.layer_map, projections=self.projections)
         parts = loss_terms.compute_terms(batch)
-        loss = loss_terms.weighted_total(args, parts)
+        loss = loss_terms.weighted_total(args, parts, labelled_share)
         for name, value in parts.items():
             self._metrics[name].append(value.detach())
 
         # Follow the Trainer's gradient-accumulation convention: when it counted the items of the whole
         # accumulated batch, every term becomes (this batch's items / all items) * its per-batch mean.
         if num_items_in_batch is not None and labels is not None:
-            loss = loss * (count_label_items(self.task, labels).to(loss.device) / num_items_in_batch)
+            items = labels.new_tensor(labels.shape[0]) if self.has_transfer else count_label_items(self.task, labels)
+            loss = loss * (items.to(loss.device) / num_items_in_batch)
             if args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
@@ -322,6 +341,13 @@ class DistillationTrainer(Trainer):
             hidden_states=tuple(clone(h) for h in out.hidden_states) if want_hidden else None,
             attentions=tuple(clone(a) for a in out.attentions) if want_attention else None,
         )
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        # With transfer data every example counts once, labelled or not (the Trainer counts labels != -100).
+        if self.has_transfer:
+            batch_samples = [{**b, "labels": torch.zeros_like(b["labels"])} if "labels" in b else b
+                             for b in batch_samples]
+        return super()._get_num_items_in_batch(batch_samples, device)
 
     # ---- logging: each part under its own name, averaged since the last log ----
 
