@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from .distill import finish
 from .parser import RecipeError
+from .pipeline import finish
 from .recipe import Recipe
 from .report import card_recipe, compute_metrics_function, measure
 from .steps import (
