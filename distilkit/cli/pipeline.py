@@ -1,8 +1,9 @@
 """The multi-stage flows that several commands share, built from the single steps of `steps`.
 
-fine_tune_teacher (train, quickstart), check_sharding and distill_and_compress (distill, quickstart), and finish,
-which writes a run's results, model cards and recipe (distill, prune, quantize, quickstart). Command modules
-import from here, never from each other.
+fine_tune_teacher (train, quickstart); check_sharding and distill_and_compress (distill, quickstart);
+prune_and_recover, the prune step with its optional recovery distillation (distill, prune); and finish, which
+writes a run's results, model cards and recipe (distill, prune, quantize, quickstart). Command modules import
+from here, never from each other.
 """
 
 from __future__ import annotations
@@ -82,16 +83,13 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
         results.append(measure("student", student, stage_dir(training, "student"), *measure_args))
 
     if p.prune_fraction > 0:
-        removed = prune(student, data, p, training.per_device_train_batch_size, training.seed)
-        pruning = {"Pruning": {"head importance": f"{p.prune_method}" + (
-            f" on {p.prune_batches} training batches" if p.prune_method == "taylor" else ""),
+        student, removed, recovery = prune_and_recover(recipe, student, tokenizer, data, teacher, metrics)
+        scoring = training.scoring(while_training=False)
+        pruning = {"Pruning": {"head importance": scoring["method"] + (
+            f" on {scoring['num_batches']} training batches" if scoring["method"] == "taylor" else ""),
             "heads removed": sum(len(h) for h in removed.values())}}
-        if p.prune_recovery_epochs > 0:
-            recovery = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1)
+        if recovery is not None:
             pruning["Pruning"]["recovery"] = f"{p.prune_recovery_epochs:g} epochs of distillation after pruning"
-            student = train(student, recovery, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
-        elif main:
-            save(student, tokenizer, stage_dir(training, "pruned"))
         groups["pruned"] = card_recipe(args, extra={**distilled, **pruning})
         if main:
             results.append(measure("pruned", student, stage_dir(training, "pruned"), *measure_args))
@@ -104,6 +102,23 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
         groups["int8"] = groups[last]
         results.append(measure("int8", student, stage_dir(training, "int8"), *measure_args))
     return results, groups
+
+
+def prune_and_recover(recipe: Recipe, model, tokenizer, data, teacher, metrics):
+    """The prune step: remove recipe.prune.prune_fraction of the heads, then distil from `teacher` for
+    prune_recovery_epochs (into output_dir/pruned), or without recovery save the pruned model there.
+
+    Returns (model, {layer: [removed heads]}, the recovery's training arguments or None).
+    """
+    training, p = recipe.training, recipe.prune
+    removed = prune(model, data, p.prune_fraction, training)
+    if p.prune_recovery_epochs <= 0:
+        if is_main_process(training):
+            save(model, tokenizer, stage_dir(training, "pruned"))
+        return model, removed, None
+    recovery = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1)
+    model = train(model, recovery, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
+    return model, removed, recovery
 
 
 def finish(recipe: Recipe, results: list[StageResult], groups: dict, *, data, teacher_source: str | None,
