@@ -2,7 +2,8 @@
 
 Heads are scored as the training section's prune_heads_method (--prune_method) says, on training batches
 ('taylor') or by weight norms ('magnitude'), and ranked across layers; the pruned model is saved to
-<output_dir>/pruned and compared with the original in <output_dir>/results.md. With prune_recovery_epochs > 0 and a model.teacher, the pruned model is then distilled from the teacher again.
+<output_dir>/pruned and compared with the original in <output_dir>/results.md. With prune_recovery_epochs > 0
+and a model.teacher, the pruned model is then distilled from the teacher again.
 
 Example:
     distilkit prune --config recipes/prune_quantize.yaml --student runs/sst2/student --prune_fraction 0.3
