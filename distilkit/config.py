@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from . import loss_terms
+from .pruning.arguments import HeadPruningArguments
 
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTENTION_LOSSES = ("kl", "mse")
@@ -56,13 +57,16 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int
 
 
 @dataclass
-class DistillationConfig(TrainingArguments):
+class DistillationConfig(HeadPruningArguments, TrainingArguments):
     """Training arguments for `DistillationTrainer`.
 
     The total loss is
     `(1 - alpha) * hard + alpha * T^2 KL(teacher_T || student_T) + hidden_weight * sum(hidden) +
     attention_weight * sum(attention)`. With `alpha=0` and both weights 0 no teacher is needed and training is
     exactly `transformers.Trainer`.
+
+    The head-pruning fields (prune_heads_fraction, prune_every_steps, ...) come from
+    `distilkit.pruning.HeadPruningArguments`, which also validates them.
     """
 
     temperature: float = field(
@@ -125,26 +129,6 @@ class DistillationConfig(TrainingArguments):
             "Default: all logits for classifiers, 32 for language models."
         },
     )
-    prune_heads_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "Prune this share of the student's attention heads while training (0 = off): every "
-            "prune_every_steps steps the heads are scored and the least important removed, until the share is "
-            "reached (by default halfway through training); training goes on to recover."
-        },
-    )
-    prune_every_steps: int = field(
-        default=50, metadata={"help": "Optimizer steps between two pruning steps (with prune_heads_fraction)."}
-    )
-    prune_num_prunes: int | None = field(
-        default=None,
-        metadata={"help": "Number of pruning steps; default: as many as fit in the first half of training."},
-    )
-    prune_heads_method: str = field(
-        default="taylor",
-        metadata={"help": "Head importance while pruning: 'taylor' (|dL/d gate|, Michel et al. 2019) or "
-                  "'magnitude' (weight norms)."},
-    )
     nonfinite_loss: str = field(
         default="error",
         metadata={
@@ -179,17 +163,6 @@ class DistillationConfig(TrainingArguments):
             )
         if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
             raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")
-        if not 0.0 <= self.prune_heads_fraction < 1.0:
-            raise ValueError(
-                f"prune_heads_fraction must be in [0, 1) (share of attention heads to remove), got "
-                f"{self.prune_heads_fraction}."
-            )
-        if self.prune_heads_fraction > 0 and self.prune_every_steps < 1:
-            raise ValueError(f"prune_every_steps must be >= 1, got {self.prune_every_steps}.")
-        if self.prune_heads_method not in ("taylor", "magnitude"):
-            raise ValueError(
-                f"prune_heads_method must be 'taylor' or 'magnitude', got {self.prune_heads_method!r}."
-            )
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]

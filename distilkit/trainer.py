@@ -87,7 +87,7 @@ class DistillationTrainer(Trainer):
 
             self.add_callback(HeadPruningCallback(
                 target_fraction=args.prune_heads_fraction, prune_every_steps=args.prune_every_steps,
-                num_prunes=args.prune_num_prunes, method=args.prune_heads_method, seed=args.seed,
+                num_prunes=args.prune_num_prunes, seed=args.seed, **args.scoring(while_training=True),
             ))
 
         self.projections = nn.ModuleDict()

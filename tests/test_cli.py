@@ -140,6 +140,58 @@ def test_invalid_value_is_reported_with_the_section(capsys):
     assert "invalid training settings" in err and "alpha must be in [0, 1]" in err
 
 
+
+def test_pruning_fields_moved_to_the_training_section_name_it_and_prune_method_is_an_alias(tmp_path):
+    path = tmp_path / "r.yaml"
+    for name in ("prune_method", "prune_batches", "prune_min_heads_per_layer"):
+        path.write_text(f"prune:\n  {name}: 4\n")
+        moved = f"'{name}' is not a field of section 'prune'; it belongs under training:"
+        with pytest.raises(RecipeError, match=moved):
+            read_recipe_file(path)
+    path.write_text("training:\n  prune_method: magnitude\n  prune_batches: 3\nprune:\n  prune_fraction: 0.2\n")
+    recipe = parse(["--config", str(path)])
+    assert recipe.training.prune_heads_method == "magnitude" and recipe.training.prune_batches == 3
+    assert recipe.values["training"] == {"prune_heads_method": "magnitude", "prune_batches": 3}
+    assert parse(["--prune_method", "taylor", "--config", str(path)]).training.prune_heads_method == "taylor"
+    path.write_text("training:\n  prune_method: magnitude\n  prune_heads_method: taylor\n")
+    with pytest.raises(RecipeError, match="sets a field twice"):
+        read_recipe_file(path)
+
+
+@pytest.mark.parametrize(
+    "flags, kwargs",
+    [
+        (["--prune_method", "l1"], {"prune_heads_method": "l1"}),
+        (["--prune_heads_fraction", "1.0"], {"prune_heads_fraction": 1.0}),
+        (["--prune_every_steps", "0", "--prune_heads_fraction", "0.5"], {"prune_every_steps": 0,
+                                                                          "prune_heads_fraction": 0.5}),
+        (["--prune_batches", "0"], {"prune_batches": 0}),
+        (["--prune_min_heads_per_layer", "-1"], {"prune_min_heads_per_layer": -1}),
+    ],
+)
+def test_the_config_and_the_recipe_validate_pruning_from_one_source(flags, kwargs):
+    with pytest.raises(ValueError) as config_error:
+        DistillationConfig(output_dir="unused", report_to="none", **kwargs)
+    with pytest.raises(RecipeError) as recipe_error:
+        parse(flags)
+    assert str(recipe_error.value) == f"invalid training settings: {config_error.value}"
+
+
+def test_one_list_of_methods_and_one_fraction_check_for_both_kinds_of_pruning():
+    from distilkit.pruning import HeadPruningArguments, arguments, importance
+
+    assert issubclass(DistillationConfig, HeadPruningArguments)
+    assert arguments.METHODS is importance.METHODS
+    with pytest.raises(ValueError) as while_training:
+        DistillationConfig(output_dir="unused", report_to="none", prune_heads_fraction=1.5)
+    with pytest.raises(RecipeError) as one_shot:
+        parse(["--prune_fraction", "1.5"])
+    assert str(one_shot.value) == "invalid prune settings: " + str(while_training.value).replace(
+        "prune_heads_fraction", "prune_fraction")
+    one_shot_scoring = parse([]).training.scoring(while_training=False)
+    assert one_shot_scoring == {"method": "taylor", "num_batches": 8, "min_heads_per_layer": 1}
+
+
 # ---- help ----
 
 

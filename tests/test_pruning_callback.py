@@ -133,3 +133,17 @@ def test_multi_process_training_is_refused():
     state = types.SimpleNamespace(max_steps=10)
     with pytest.raises(ValueError, match="single-process training only \\(world_size is 2\\)"):
         callback.on_train_begin(types.SimpleNamespace(world_size=2), state, None, train_dataloader=None)
+
+
+def test_distillation_trainer_builds_the_callback_from_the_shared_pruning_settings(tmp_path):
+    def callback_of(**pruning):
+        args = distilkit.DistillationConfig(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True,
+                                            alpha=0.0, prune_heads_fraction=0.5, prune_every_steps=2, **pruning)
+        trainer = distilkit.DistillationTrainer(model=tiny_model("seq", "bert"), args=args,
+                                                train_dataset=tiny_dataset("seq", n=8), data_collator=pad_collator)
+        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, HeadPruningCallback))
+
+    default = callback_of()  # unset scoring fields keep the callback's own defaults while training
+    assert (default.method, default.num_batches, default.min_heads_per_layer) == ("taylor", 4, 0)
+    given = callback_of(prune_heads_method="magnitude", prune_batches=2, prune_min_heads_per_layer=1)
+    assert (given.method, given.num_batches, given.min_heads_per_layer) == ("magnitude", 2, 1)

@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from .recipe import SECTIONS, Recipe
 
@@ -38,6 +38,12 @@ def field_sections() -> dict[str, str]:
     return {name: section for section in SECTIONS for name in section_fields(section)}
 
 
+def field_aliases() -> dict[str, str]:
+    """Another name a field answers to -> the field's name, from the "aliases" in the fields' metadata."""
+    return {alias.lstrip("-").replace("-", "_"): f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)
+            for alias in f.metadata.get("aliases", ())}
+
+
 def _suggestion(name: str, candidates) -> str:
     candidates = list(candidates)
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
@@ -52,7 +58,7 @@ def _listing(names) -> str:
 
 def unknown_field_error(name: str, where: str, sections: tuple[str, ...], section: str | None = None) -> RecipeError:
     """The error for a field that does not exist where it was given, with the closest valid name."""
-    owner = field_sections().get(name)
+    owner = field_sections().get(field_aliases().get(name, name))
     if section is not None:  # a key inside a section of a recipe file
         if owner is not None:
             return RecipeError(f"{where}: {name!r} is not a field of section {section!r}; it belongs under {owner}:.")
@@ -87,6 +93,7 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, dict]:
     if not isinstance(data, dict):
         raise RecipeError(f"{path} must be a mapping of sections ({', '.join(SECTIONS)}), not {type(data).__name__}.")
     owners = field_sections()
+    aliases = field_aliases()
     recipe: dict[str, dict] = {}
     for section, values in data.items():
         if section not in SECTIONS:
@@ -105,9 +112,12 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, dict]:
             raise RecipeError(f"{path}: section {section!r} must be a mapping of field: value.")
         valid = set(section_fields(section))
         for name in values:
-            if name not in valid:
+            if aliases.get(name, name) not in valid:
                 raise unknown_field_error(str(name), str(path), tuple(SECTIONS), section=section)
-        recipe[section] = dict(values)
+        recipe[section] = {aliases.get(name, name): value for name, value in values.items()}
+        if len(recipe[section]) < len(values):
+            raise RecipeError(f"{path}: section {section!r} sets a field twice, under its name and an alias "
+                              f"({', '.join(f'{a} = {n}' for a, n in aliases.items() if a in values)}).")
     return recipe
 
 
@@ -184,14 +194,16 @@ class RecipeParser(HfArgumentParser):
     def _add_dataclass_arguments(self, dtype):
         section = next(name for name, cls in SECTIONS.items() if cls is dtype)
         doc = (dtype.__doc__ or "").strip().splitlines()[0] if section != "training" else (
-            "distilkit.DistillationConfig: the distillation fields, then every transformers.TrainingArguments field."
+            "distilkit.DistillationConfig: the distillation fields, the head-pruning fields, then every "
+            "transformers.TrainingArguments field."
         )
         group = self.add_argument_group(f"{section}: section of the recipe", doc)
         hints = typing.get_type_hints(dtype)
         fields = [f for f in dataclasses.fields(dtype) if f.init]
-        if section == "training":  # distilkit's own fields first, then the long TrainingArguments list
-            own = {f.name for f in dataclasses.fields(dtype) if f.name in dtype.__dict__.get("__annotations__", {})}
-            fields = [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
+        if section == "training":  # distillation fields, head-pruning ones, then the long TrainingArguments list
+            own = dtype.__dict__.get("__annotations__", {})
+            inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+            fields.sort(key=lambda f: 0 if f.name in own else 2 if f.name in inherited else 1)
         for original in fields:
             # A copy, so the dataclass's own Field objects are not modified.
             field = copy.copy(original)

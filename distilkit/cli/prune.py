@@ -1,8 +1,9 @@
 """Remove the least important attention heads from model.student (structurally: the model gets smaller).
 
-Heads are scored on training batches ('taylor') or by weight norms ('magnitude') and ranked across layers; the
-pruned model is saved to <output_dir>/pruned and compared with the original in <output_dir>/results.md. With
-prune_recovery_epochs > 0 and a model.teacher, the pruned model is then distilled from the teacher again.
+Heads are scored as the training section's prune_heads_method (--prune_method) says, on training batches
+('taylor') or by weight norms ('magnitude'), and ranked across layers; the pruned model is saved to
+<output_dir>/pruned and compared with the original in <output_dir>/results.md. With prune_recovery_epochs > 0
+and a model.teacher, the pruned model is then distilled from the teacher again.
 
 Example:
     distilkit prune --config recipes/prune_quantize.yaml --student runs/sst2/student --prune_fraction 0.3
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from .distill import finish
 from .parser import RecipeError
+from .pipeline import finish, prune_and_recover
 from .recipe import Recipe
 from .report import card_recipe, compute_metrics_function, measure
 from .steps import (
@@ -23,11 +24,7 @@ from .steps import (
     load_model,
     load_task_data,
     load_tokenizer,
-    prune,
-    save,
-    stage_args,
     stage_dir,
-    train,
 )
 
 SECTIONS = ("model", "data", "training", "prune", "evaluation")
@@ -53,19 +50,16 @@ def run(recipe: Recipe) -> None:
     main = is_main_process(training)
     measure_args = (data, recipe.evaluation, m.task, training.per_device_eval_batch_size, not training.disable_tqdm)
     results = [measure("original", model, m.student, *measure_args)] if main else []
-    removed = prune(model, data, p, training.per_device_train_batch_size, training.seed)
-    folder = stage_dir(training, "pruned")
-    pruning = {"Pruning": {"head importance": p.prune_method, "heads removed": sum(map(len, removed.values()))}}
+    recovering_with_eval = teacher is not None and training.eval_strategy != "no"
+    metrics = compute_metrics_function(recipe.evaluation, m.task) if recovering_with_eval else None
+    model, removed, recovery = prune_and_recover(recipe, model, tokenizer, data, teacher, metrics)
+    pruning = {"Pruning": {"head importance": training.prune_heads_method,
+                           "heads removed": sum(map(len, removed.values()))}}
     groups = {"pruned": pruning}
-    if teacher is not None:
-        args = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1)
-        metrics = compute_metrics_function(recipe.evaluation, m.task) if args.eval_strategy != "no" else None
-        model = train(model, args, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
+    if recovery is not None:
         pruning["Pruning"]["recovery"] = f"{p.prune_recovery_epochs:g} epochs of distillation after pruning"
-        groups["pruned"] = card_recipe(args, extra=pruning)
-    elif main:
-        save(model, tokenizer, folder)
+        groups["pruned"] = card_recipe(recovery, extra=pruning)
     if not main:
         return
-    results.append(measure("pruned", model, folder, *measure_args))
+    results.append(measure("pruned", model, stage_dir(training, "pruned"), *measure_args))
     finish(recipe, results, groups, data=data, teacher_source=m.teacher, started=started)

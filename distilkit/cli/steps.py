@@ -28,7 +28,7 @@ from ..data import (
 )
 from ..persistence import compression_record
 from .parser import RecipeError
-from .recipe import DataArguments, ModelArguments, PruneArguments, QuantizeArguments
+from .recipe import DataArguments, ModelArguments, QuantizeArguments
 
 CPU_CONFIGS = "recipes/accelerate"  # in the distilkit repository
 
@@ -319,9 +319,8 @@ def train(model, args: DistillationConfig, data: TaskData, tokenizer, teacher=No
 # ---- compression ----
 
 
-def prune(model, data: TaskData, prune_args: PruneArguments, batch_size: int, seed: int,
-          training: DistillationConfig | None = None) -> dict[int, list[int]]:
-    """Remove `prune_fraction` of the heads (in place); returns {layer: [removed heads]}.
+def prune(model, data: TaskData, fraction: float, training: DistillationConfig) -> dict[int, list[int]]:
+    """Remove `fraction` of the heads (in place), scored as `training` says; returns {layer: [removed heads]}.
 
     In a distributed run the main process chooses the heads and every process removes the same ones.
     """
@@ -329,19 +328,18 @@ def prune(model, data: TaskData, prune_args: PruneArguments, batch_size: int, se
         from ..pruning import prune_heads, prune_to_fraction
     except ImportError as err:
         raise RecipeError(f"Head pruning is not available in this installation ({err}).") from err
+    scoring = training.scoring(while_training=False)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     removed: dict[int, list[int]] = {}
     if not distributed or torch.distributed.get_rank() == 0:
         loader = None
-        if prune_args.prune_method == "taylor":
+        if scoring["method"] == "taylor":
             loader = torch.utils.data.DataLoader(
-                data.train, batch_size=batch_size, shuffle=True, collate_fn=data.collator,
-                generator=torch.Generator().manual_seed(seed),
+                data.train, batch_size=training.per_device_train_batch_size, shuffle=True,
+                collate_fn=data.collator, generator=torch.Generator().manual_seed(training.seed),
             )
         try:
-            _, removed = prune_to_fraction(model, loader, prune_args.prune_fraction, prune_args.prune_method,
-                                           num_batches=prune_args.prune_batches,
-                                           min_heads_per_layer=prune_args.prune_min_heads_per_layer)
+            _, removed = prune_to_fraction(model, loader, fraction, **scoring)
         except ValueError as err:
             raise RecipeError(f"prune: {err}") from err
     if distributed:

@@ -1,5 +1,6 @@
 """Attention-head pruning: score heads, remove them structurally, save and reload, prune while training."""
 
+from .arguments import HeadPruningArguments
 from .callback import HeadPruningCallback
 from .importance import compute_head_importance
 from .persistence import restore_pruning
@@ -8,6 +9,7 @@ from .selection import least_important_heads, prune_to_fraction
 from .structural import kept_heads, prune_heads, pruned_heads
 
 __all__ = [
+    "HeadPruningArguments",
     "HeadPruningCallback",
     "add_remote_code",
     "compute_head_importance",
