@@ -66,12 +66,7 @@ def prepare_classification(
     tokenizer differs from the student's) the text is tokenised a second time for the teacher, into columns
     prefixed `teacher_`; collate with `TeacherInputsCollator`.
     """
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty; check the file or the split.")
-    wanted = [c for c in (text_column, text_pair_column, label_column) if c]
-    missing = [c for c in wanted if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"Columns {missing} not found; the data has columns {dataset.column_names}.")
+    _check_columns(dataset, [text_column, text_pair_column, label_column])
     try:
         labels = [int(v) for v in dataset[label_column]]
     except (TypeError, ValueError) as err:
@@ -80,6 +75,15 @@ def prepare_classification(
         bad = sorted({v for v in labels if not 0 <= v < num_labels})
         if bad:
             raise ValueError(f"Labels {bad[:10]} are outside 0..{num_labels - 1} (num_labels={num_labels}).")
+    encoded = tokenize_texts(dataset, tokenizer, text_column, text_pair_column, max_length, teacher_tokenizer)
+    return encoded.add_column("labels", labels)
+
+
+def tokenize_texts(dataset: Dataset, tokenizer, text_column: str, text_pair_column: str | None = None,
+                   max_length: int = 128, teacher_tokenizer=None) -> Dataset:
+    """The tokenised text alone (no labels): the model inputs, and the teacher's own (`teacher_` columns) when it
+    has its own tokenizer. Every other column is dropped."""
+    _check_columns(dataset, [text_column, text_pair_column])
 
     def tokenize(batch):
         pair = batch[text_pair_column] if text_pair_column else None
@@ -90,8 +94,15 @@ def prepare_classification(
                 encoded[TEACHER_PREFIX + key] = value
         return encoded
 
-    encoded = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
-    return encoded.add_column("labels", labels)
+    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+
+
+def _check_columns(dataset: Dataset, wanted: list[str | None]) -> None:
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty; check the file or the split.")
+    missing = [c for c in wanted if c and c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Columns {missing} not found; the data has columns {dataset.column_names}.")
 
 
 TEACHER_PREFIX = "teacher_"

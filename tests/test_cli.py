@@ -483,3 +483,46 @@ def test_training_with_a_validation_file_alone_asks_for_the_train_file(tmp_path,
     assert main(["train", "--teacher", str(teacher), "--validation_file", str(validation_file), "--text_column",
                  "sentence", "--output_dir", str(tmp_path / "run"), "--report_to", "none"]) == 2
     assert "train_file is not" in capsys.readouterr().err
+
+
+def _transfer_file(tmp_path, n=24, with_labels=False):
+    from test_cli_fixtures import sentences, write_csv
+
+    rows = [{"sentence": r["sentence"], **({"label": r["label"]} if with_labels else {})} for r in sentences(n, 9)]
+    return write_csv(tmp_path / "transfer.csv", rows)
+
+
+def test_distill_with_a_transfer_file_trains_on_labelled_and_transfer_text(tmp_path):
+    transfer = _transfer_file(tmp_path)  # 24 unlabelled sentences beside 32 labelled ones
+    path = tiny_recipe(tmp_path, data={"transfer_file": str(transfer)},
+                       training={"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": 8,
+                                 "teacher_cache_dir": str(tmp_path / "cache")})
+    assert main(["distill", "--config", str(path)]) == 0
+    state = json.loads((tmp_path / "run" / "student" / "trainer_state.json").read_text())
+    assert state["global_step"] == (32 + 24) // 8
+    logs = [e for e in state["log_history"] if "loss_kd" in e]
+    assert logs and all(e["loss_kd"] == e["loss_kd"] for e in logs)
+
+
+def test_transfer_file_with_labels_is_refused_unless_told_to_ignore_them(tmp_path, capsys):
+    transfer = _transfer_file(tmp_path, with_labels=True)
+    path = tiny_recipe(tmp_path, data={"transfer_file": str(transfer)})
+    assert main(["distill", "--config", str(path)]) == 2
+    assert "transfer_ignore_labels" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "student").exists()
+    assert main(["distill", "--config", str(path), "--transfer_ignore_labels", "true"]) == 0
+
+
+def test_transfer_data_errors_name_the_field(tmp_path, capsys):
+    from test_cli_fixtures import write_csv
+
+    empty = write_csv(tmp_path / "empty.csv", [{"sentence": "x"}])
+    empty.write_text("sentence\n")
+    path = tiny_recipe(tmp_path, data={"transfer_file": str(empty)})
+    assert main(["distill", "--config", str(path)]) == 2
+    assert "transfer data" in capsys.readouterr().err
+    path = tiny_recipe(tmp_path, data={"transfer_file": str(_transfer_file(tmp_path)), "transfer_text_column": "txt"})
+    assert main(["distill", "--config", str(path)]) == 2
+    assert "['txt'] not found" in capsys.readouterr().err
+    assert main(["distill", "--config", str(path), "--task", "causal-lm"]) == 2
+    assert "sequence classification only" in capsys.readouterr().err

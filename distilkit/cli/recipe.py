@@ -162,6 +162,36 @@ class DataArguments:
         metadata={"help": "Column with the labels: integers 0..n-1, or names (sorted names become 0..n-1)."},
     )
     max_length: int = field(default=128, metadata={"help": "Truncate tokenised examples to this many tokens."})
+    transfer_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unlabelled in-domain text for distillation (Hinton's transfer set): a local file in the formats "
+            "of train_file, without a label column. The teacher labels it; the student learns from the teacher terms "
+            "on it (sequence classification). Mixed with the training data in one shuffled stream."
+        },
+    )
+    transfer_dataset: str | None = field(
+        default=None, metadata={"help": "Unlabelled text from a Hub dataset (or local dataset folder), instead of "
+                                        "transfer_file; its labels, if any, are not read."}
+    )
+    transfer_dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration of transfer_dataset, e.g. 'sst2' for 'glue'."}
+    )
+    transfer_split: str = field(default="train", metadata={"help": "Split of transfer_dataset to read."})
+    transfer_text_column: str | None = field(
+        default=None, metadata={"help": "Text column of the transfer data. Default: text_column."}
+    )
+    transfer_text_pair_column: str | None = field(
+        default=None, metadata={"help": "Second text column of the transfer data (pairs). Default: text_pair_column."}
+    )
+    transfer_ignore_labels: bool = field(
+        default=False,
+        metadata={"help": "The transfer data has a label column (e.g. a labelled set used as plain text): use its "
+                          "text and never read the labels. Without it such a column is an error."},
+    )
+    max_transfer_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many transfer examples (a seeded random subset)."}
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training examples (a seeded random subset)."}
     )
@@ -171,7 +201,9 @@ class DataArguments:
 
     def __post_init__(self):
         # An empty value unsets a field, so `--dataset ""` switches a recipe from the Hub to local files.
-        for name in ("dataset", "dataset_config", "train_file", "validation_file", "text_pair_column"):
+        for name in ("dataset", "dataset_config", "train_file", "validation_file", "text_pair_column", "transfer_file",
+                     "transfer_dataset", "transfer_dataset_config", "transfer_text_column",
+                     "transfer_text_pair_column"):
             if getattr(self, name) == "":
                 setattr(self, name, None)
         if isinstance(self.validation_split, str) and self.validation_split.lower() in ("", "none", "null"):
@@ -181,7 +213,12 @@ class DataArguments:
                 f"Give either dataset (a Hub dataset, here {self.dataset!r}) or train_file (local files, here "
                 f"{self.train_file!r}), not both."
             )
-        for name in ("train_file", "validation_file"):
+        if self.transfer_file and self.transfer_dataset:
+            raise ValueError(
+                f"Give either transfer_file ({self.transfer_file!r}) or transfer_dataset ({self.transfer_dataset!r}), "
+                "not both."
+            )
+        for name in ("train_file", "validation_file", "transfer_file"):
             path = getattr(self, name)
             if path is None:
                 continue
@@ -195,13 +232,17 @@ class DataArguments:
                 raise ValueError(f"{name} {path!r}: use a {', '.join(DATA_SUFFIXES)} file.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "max_transfer_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
     @property
     def has_source(self) -> bool:
         return bool(self.dataset or self.train_file)
+
+    @property
+    def has_transfer(self) -> bool:
+        return bool(self.transfer_file or self.transfer_dataset)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..data import (
     prepare_classification,
     read_table,
     subsample,
+    tokenize_texts,
 )
 from ..persistence import compression_record
 from .parser import RecipeError
@@ -95,6 +96,7 @@ class TaskData:
     num_labels: int | None = None
     label_names: list[str] | None = None
     description: str = ""  # the validation data, where the metrics come from
+    transfer: object | None = None  # unlabelled examples the teacher labels (distilkit.transfer)
 
 
 def describe_data(data: DataArguments, split: str = "train") -> str:
@@ -123,6 +125,11 @@ def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42, te
         raise RecipeError(
             "The recipe names no data: set data.dataset (a Hub dataset) or data.train_file and "
             "data.validation_file (local csv/tsv/json/jsonl/parquet files)."
+        )
+    if data.has_transfer and task != "sequence-classification":
+        raise RecipeError(
+            f"Transfer data ({data.transfer_file or data.transfer_dataset}) works for sequence classification only, "
+            f"not {task}: a causal LM's text is its own label, so add it to the training text instead."
         )
     try:
         splits = load_splits(data.dataset, data.dataset_config, data.train_file, data.validation_file,
@@ -156,8 +163,31 @@ def load_task_data(data: DataArguments, tokenizer, task: str, seed: int = 42, te
     collator = DataCollatorWithPadding(tokenizer)
     if teacher_tokenizer is not None:
         collator = TeacherInputsCollator(collator, teacher_tokenizer)
-    return TaskData(prepared["train"], prepared.get("validation"), collator,
-                    num_labels=num_labels, label_names=names, description=describe_data(data, "validation"))
+    transfer = load_transfer_data(data, tokenizer, task, seed, teacher_tokenizer) if data.has_transfer else None
+    return TaskData(prepared["train"], prepared.get("validation"), collator, num_labels=num_labels,
+                    label_names=names, description=describe_data(data, "validation"), transfer=transfer)
+
+
+def load_transfer_data(data: DataArguments, tokenizer, task: str, seed: int = 42, teacher_tokenizer=None):
+    """data.transfer_file or data.transfer_dataset, tokenised like the training text, without labels."""
+    source = data.transfer_file or data.transfer_dataset
+    text_column = data.transfer_text_column or data.text_column
+    pair_column = data.transfer_text_pair_column or data.text_pair_column
+    try:
+        if data.transfer_file:
+            split = read_table(data.transfer_file)
+        else:
+            split = load_hub_split(data.transfer_dataset, data.transfer_dataset_config, data.transfer_split)
+        if data.label_column in split.column_names and not data.transfer_ignore_labels:
+            raise ValueError(
+                f"it has a label column {data.label_column!r}, but transfer data is text the teacher labels. Remove "
+                "the column, add the rows to the training data instead, or set transfer_ignore_labels: true to use "
+                "the text and never read the labels."
+            )
+        split = subsample(split, data.max_transfer_samples, seed)
+        return tokenize_texts(split, tokenizer, text_column, pair_column, data.max_length, teacher_tokenizer)
+    except (ValueError, OSError, KeyError) as err:
+        raise RecipeError(f"transfer data ({source}): {err}") from err
 
 
 def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int = 42) -> TaskData:
@@ -309,7 +339,10 @@ def train(model, args: DistillationConfig, data: TaskData, tokenizer, teacher=No
     if args.eval_strategy != "no" and data.validation is None:
         raise RecipeError(f"eval_strategy={args.eval_strategy!r} needs validation data (data.validation_file or "
                           "data.validation_split).")
-    trainer = DistillationTrainer(teacher_model=teacher, **kwargs) if teacher is not None else Trainer(**kwargs)
+    if teacher is not None:
+        trainer = DistillationTrainer(teacher_model=teacher, transfer_dataset=data.transfer, **kwargs)
+    else:
+        trainer = Trainer(**kwargs)  # fine-tuning a teacher: the labelled data alone
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()
