@@ -129,6 +129,15 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
             "Default: all logits for classifiers, 32 for language models."
         },
     )
+    intermediate_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "TinyBERT's staged schedule: the first intermediate_epochs epochs (of num_train_epochs) are the "
+            "intermediate-layer stage, which trains the hidden-state and attention terms alone; the rest is the "
+            "prediction-layer stage, which trains the hard- and soft-label terms alone. 0: every weighted term "
+            "trains together. The stage follows the optimizer step, so a resumed run continues in its stage."
+        },
+    )
     nonfinite_loss: str = field(
         default="error",
         metadata={
@@ -163,6 +172,7 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
             )
         if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
             raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")
+        self._check_schedule()
         self.layer_map = parse_layer_map(self.layer_map)
         if isinstance(self.layer_map, dict) and self.attention_weight > 0:
             zero = [s for s, t in self.layer_map.items() if (s == 0) != (t == 0)]
@@ -172,6 +182,24 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
                     "with a transformer layer; attention maps exist only for layers >= 1. Map 0 to 0."
                 )
         super().__post_init__()
+
+    def _check_schedule(self) -> None:
+        if not self.intermediate_epochs >= 0:
+            raise ValueError(f"intermediate_epochs must be >= 0, got {self.intermediate_epochs}.")
+        if self.intermediate_epochs == 0:
+            return
+        if not loss_terms.teacher_terms(self, loss_terms.INTERMEDIATE):
+            raise ValueError(
+                f"intermediate_epochs={self.intermediate_epochs} trains the layer terms alone first, but none is "
+                "weighted (hidden_weight=0 and attention_weight=0). Set hidden_weight and/or attention_weight > 0, "
+                "or intermediate_epochs=0."
+            )
+        if (self.max_steps is None or self.max_steps <= 0) and self.intermediate_epochs >= self.num_train_epochs:
+            raise ValueError(
+                f"intermediate_epochs={self.intermediate_epochs} leaves no prediction-layer stage within "
+                f"num_train_epochs={self.num_train_epochs}; count both stages in num_train_epochs (e.g. "
+                f"{self.intermediate_epochs} + 3)."
+            )
 
     @property
     def uses_teacher(self) -> bool:

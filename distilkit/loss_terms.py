@@ -6,6 +6,10 @@ serve it, the function that computes it from one batch, and the sentence the mod
 checks, the trainer's forward flags, weighting and logging, and the card's loss line are all read from `LOSS_TERMS`:
 a new term is one entry here plus its config field.
 
+Each term belongs to a stage of TinyBERT's staged schedule (`DistillationConfig.intermediate_epochs`): the
+intermediate-layer stage trains the layer terms (hidden states, attention maps) alone, the prediction-layer stage
+the hard- and soft-label terms alone; without a schedule (stage None) every weighted term trains together.
+
 Teacher outputs travel as a `TeacherOutputs`: logits from a live forward or a full-logit cache, or the top-k
 values, indices and log-normaliser kept by the cache for language models.
 """
@@ -23,6 +27,7 @@ from .tasks import Task, distillation_mask
 
 HIDDEN_STATES = "hidden_states"
 ATTENTIONS = "attentions"
+INTERMEDIATE, PREDICTION = "intermediate", "prediction"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Batch:
     attention_mask: torch.Tensor | None
     layer_map: Mapping[int, int] = field(default_factory=dict)
     projections: nn.ModuleDict | None = None
+    stage: str | None = None  # INTERMEDIATE or PREDICTION under a staged schedule, else None
 
     @property
     def token_mask(self) -> torch.Tensor | None:
@@ -75,9 +81,11 @@ class LossTerm:
     teacher_outputs: frozenset[str] = frozenset()  # extra outputs the teacher must return (besides logits)
     cacheable: bool = False  # the teacher-output cache (logits only) can serve it
     needs_labels: bool = False  # computed only for batches with labels
+    stage: str = PREDICTION  # the stage of a staged schedule that trains it
 
-    def active(self, args) -> bool:
-        return self.weight(args) > 0
+    def active(self, args, stage: str | None = None) -> bool:
+        """Weighted, and trained in `stage` (every stage when None)."""
+        return self.weight(args) > 0 and stage in (None, self.stage)
 
 
 def _hard_label(batch: Batch) -> torch.Tensor:
@@ -133,13 +141,13 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
     LossTerm(
         name="loss_hidden", weight_field="hidden_weight", weight=lambda args: args.hidden_weight, compute=_hidden,
         describe=lambda args, w: f"{w} × hidden-state {args.hidden_loss}, summed over matched layers",
-        student_outputs=frozenset({HIDDEN_STATES}), teacher_outputs=frozenset({HIDDEN_STATES}),
+        student_outputs=frozenset({HIDDEN_STATES}), teacher_outputs=frozenset({HIDDEN_STATES}), stage=INTERMEDIATE,
     ),
     LossTerm(
         name="loss_attn", weight_field="attention_weight", weight=lambda args: args.attention_weight,
         compute=_attention,
         describe=lambda args, w: f"{w} × attention-map {args.attention_loss}, summed over matched layers",
-        student_outputs=frozenset({ATTENTIONS}), teacher_outputs=frozenset({ATTENTIONS}),
+        student_outputs=frozenset({ATTENTIONS}), teacher_outputs=frozenset({ATTENTIONS}), stage=INTERMEDIATE,
     ),
 )
 
@@ -147,15 +155,15 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
 WEIGHT_FIELDS = tuple(t.weight_field for t in LOSS_TERMS if t.uses_teacher and t.weight_field != "alpha")
 
 
-def teacher_terms(args) -> list[LossTerm]:
-    """The weighted terms that need the teacher."""
-    return [t for t in LOSS_TERMS if t.uses_teacher and t.active(args)]
+def teacher_terms(args, stage: str | None = None) -> list[LossTerm]:
+    """The weighted terms that need the teacher (in `stage`, or in any stage)."""
+    return [t for t in LOSS_TERMS if t.uses_teacher and t.active(args, stage)]
 
 
-def outputs_needed(args, role: str) -> frozenset[str]:
+def outputs_needed(args, role: str, stage: str | None = None) -> frozenset[str]:
     """The extra outputs ('hidden_states', 'attentions') the student or the teacher must return for `args`."""
     attribute = "student_outputs" if role == "student" else "teacher_outputs"
-    return frozenset().union(*(getattr(t, attribute) for t in teacher_terms(args)))
+    return frozenset().union(*(getattr(t, attribute) for t in teacher_terms(args, stage)))
 
 
 def layer_terms(args) -> list[LossTerm]:
@@ -170,10 +178,12 @@ def weight_summary(args) -> str:
 
 
 def compute_terms(batch: Batch) -> dict[str, torch.Tensor]:
-    """Every term of this batch by name: the hard-label term whenever there are labels (logged even at weight 0),
-    each teacher term when weighted."""
+    """Every term of this batch (in its stage) by name: the hard-label term whenever there are labels (logged even
+    at weight 0), each teacher term when weighted."""
     parts: dict[str, torch.Tensor] = {}
     for term in LOSS_TERMS:
+        if batch.stage not in (None, term.stage):
+            continue
         if term.needs_labels:
             if batch.labels is not None:
                 parts[term.name] = term.compute(batch)

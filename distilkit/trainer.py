@@ -299,17 +299,18 @@ class DistillationTrainer(Trainer):
         cached = {k: inputs[k] for k in teacher_cache.CACHE_COLUMNS if k in inputs}
         model_inputs = {k: v for k, v in inputs.items() if k not in cached}
         student_inputs = dict(model_inputs)
-        for name in loss_terms.outputs_needed(args, "student"):
+        stage = self.current_stage()
+        for name in loss_terms.outputs_needed(args, "student", stage):
             student_inputs[f"output_{name}"] = True
         # The model's loss is its per-batch mean; it is rescaled below like the distillation terms.
         outputs = model(**student_inputs)
         if cached:
             teacher_outputs = TeacherOutputs.from_cache(cached)
         else:
-            teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs)
+            teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs, stage)
         batch = loss_terms.Batch(args=args, task=self.task, student=outputs, teacher=teacher_outputs,
                                  labels=inputs.get("labels"), attention_mask=inputs.get("attention_mask"),
-                                 layer_map=self.layer_map, projections=self.projections)
+                                 layer_map=self.layer_map, projections=self.projections, stage=stage)
         parts = loss_terms.compute_terms(batch)
         loss = loss_terms.weighted_total(args, parts, labelled_share)
         for name, value in parts.items():
@@ -324,10 +325,22 @@ class DistillationTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    def _teacher_forward(self, inputs) -> TeacherOutputs:
+    def current_stage(self) -> str | None:
+        """The stage of the staged schedule at this optimizer step (None without one; see intermediate_epochs)."""
+        if self.args.intermediate_epochs <= 0:
+            return None
+        boundary = round(self.args.intermediate_epochs * self._update_steps_per_epoch)
+        return loss_terms.INTERMEDIATE if self.state.global_step < boundary else loss_terms.PREDICTION
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._update_steps_per_epoch = values[1]  # the staged schedule counts its epochs in optimizer steps
+        return values
+
+    def _teacher_forward(self, inputs, stage: str | None = None) -> TeacherOutputs:
         if self.teacher.training:  # a callback or user code may have switched it
             self.teacher.eval()
-        needed = loss_terms.outputs_needed(self.args, "teacher")
+        needed = loss_terms.outputs_needed(self.args, "teacher", stage)
         want_hidden, want_attention = HIDDEN_STATES in needed, ATTENTIONS in needed
         teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.inference_mode():
