@@ -1,8 +1,10 @@
 """Child process for the crash-and-resume test: trains a tiny distillation run, optionally killing itself.
 
     python resume_child.py OUT_DIR [--resume] [--kill-at-step N] [--kill-during-save-at-step N] [--prune] [--cache]
+                           [--transfer]
 
---prune: prune heads while distilling (steps 2 and 4); --cache: teacher logits from the on-disk cache.
+--prune: prune heads while distilling (steps 2 and 4); --cache: teacher logits from the on-disk cache;
+--transfer: 24 unlabelled transfer examples beside the 40 labelled ones.
 """
 
 import argparse
@@ -38,6 +40,7 @@ def main():
     parser.add_argument("--kill-during-save-at-step", type=int)
     parser.add_argument("--prune", action="store_true")
     parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--transfer", action="store_true")
     a = parser.parse_args()
     extra = {"hidden_weight": 1.0}
     if a.prune:
@@ -52,6 +55,8 @@ def main():
                               use_cpu=True, seed=5, logging_steps=1, disable_tqdm=True, **extra)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args,
                                   train_dataset=tiny_dataset("seq", 40), data_collator=pad_collator,
+                                  transfer_dataset=tiny_dataset("seq", 24, seed=9).remove_columns("labels")
+                                  if a.transfer else None,
                                   callbacks=[KillAt(a.kill_at_step)] if a.kill_at_step else None)
     if a.kill_during_save_at_step:
         # Die after the model and optimizer are written but before the save finished.

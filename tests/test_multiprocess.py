@@ -133,3 +133,24 @@ def test_two_process_runs_with_the_same_seed_are_identical(tmp_path):
     wa = load_file(tmp_path / "a" / "student" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "student" / "model.safetensors")
     assert set(wa) == set(wb) and all(wa[k].equal(wb[k]) for k in wa)
+
+
+def test_two_processes_with_transfer_data_match_one_process(tmp_path):
+    """Labelled and transfer examples shard across two gloo processes like any training data."""
+    from test_cli_fixtures import sentences, write_csv
+
+    transfer = write_csv(tmp_path / "transfer.csv", [{"sentence": r["sentence"]} for r in sentences(16, 9)])
+    recipe = tiny_recipe(tmp_path, data={"transfer_file": str(transfer)},
+                         training={"max_steps": 4, "per_device_train_batch_size": 4,
+                                   "ddp_find_unused_parameters": False, "dataloader_pin_memory": False},
+                         evaluation={"latency": False})
+    done = launch(tmp_path, ["distill", "--config", str(recipe), "--output_dir", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert main(["distill", "--config", str(recipe), "--output_dir", str(tmp_path / "one"),
+                 "--per_device_train_batch_size", "8"]) == 0
+    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
+    assert len(two) == len(one) == 4
+    assert max(abs(x - y) for x, y in zip(two, one)) < LOSS_TOLERANCE, (two, one)
+    w2 = load_file(tmp_path / "two" / "student" / "model.safetensors")
+    w1 = load_file(tmp_path / "one" / "student" / "model.safetensors")
+    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < WEIGHT_TOLERANCE

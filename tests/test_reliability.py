@@ -44,7 +44,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
 
 
-@pytest.mark.parametrize("feature", ["--prune", "--cache"])
+@pytest.mark.parametrize("feature", ["--prune", "--cache", "--transfer"])
 def test_resume_keeps_the_pruning_schedule_and_the_teacher_cache(tmp_path, feature):
     """Killed at step 3 (after the first pruning step, before the second), resumed from checkpoint-2: the same
     heads are removed and the same weights come out as in an uninterrupted run; with the cache, the resumed
@@ -63,7 +63,7 @@ def test_resume_keeps_the_pruning_schedule_and_the_teacher_cache(tmp_path, featu
         assert torch.allclose(expected[key].float(), got[key].float(), atol=1e-6), key
     if feature == "--prune":
         assert int(got["kept_heads"].sum()) == 4  # half of 2 layers x 4 heads
-    else:
+    elif feature == "--cache":
         assert len(list((tmp_path / "crash" / "teacher-cache").iterdir())) == 1  # built once, reused
 
 
