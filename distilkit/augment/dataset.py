@@ -18,7 +18,8 @@ from .ops import augment_text
 from .words import split_words
 
 
-def _check_input(dataset: Dataset, text_columns: list[str], label_column: str, args: AugmentArguments) -> None:
+def check_input(dataset: Dataset, text_columns: list[str], label_column: str, args: AugmentArguments) -> None:
+    """Fail on an empty dataset, a missing or non-text text column, or keep_labels without the label column."""
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: there is nothing to augment. Check the input file or the split.")
     fields = ["text_column", "text_pair_column"]
@@ -56,7 +57,7 @@ def augment_dataset(dataset: Dataset, tokenizer, text_column: str, text_pair_col
     """
     args = args or AugmentArguments()
     text_columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-    _check_input(dataset, text_columns, label_column, args)
+    check_input(dataset, text_columns, label_column, args)
     mask_token = _mask_token(tokenizer, args)
     check_replacement_source(args, tokenizer, teacher)
     replacements = replacement_source(args, tokenizer, teacher) if "replace" in args.methods else None
