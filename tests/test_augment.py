@@ -109,6 +109,17 @@ def test_replacement_with_a_masked_lm_uses_it_for_single_piece_words_and_neighbo
             assert new in options  # replace_prob 1: every word is replaced by one of its candidates
 
 
+def test_a_named_fill_mask_folder_gives_what_the_same_model_gives_as_the_teacher(tmp_path):
+    model = teacher("masked").eval()
+    model.save_pretrained(tmp_path / "mlm")
+    TOKENIZER.save_pretrained(tmp_path / "mlm")
+    args = AugmentArguments(replace_prob=0.5, num_copies=4, augment_mlm=str(tmp_path / "mlm"))
+    named = augment_dataset(data(), None, "sentence", args=args)
+    args.augment_mlm = "teacher"
+    assert named["sentence"] == augment_dataset(data(), TOKENIZER, "sentence", teacher=model, args=args)["sentence"]
+    assert named["sentence"] != [text for text in data()["sentence"] for _ in range(4)]
+
+
 # ---- copies ----
 
 

@@ -1,6 +1,6 @@
 """`augment_dataset`: N augmented copies of every example of a `datasets.Dataset`, with a progress bar.
 
-Every input problem is reported before any work (and before a masked LM is loaded). Examples are processed in
+Every input problem is reported before any work (and before a named masked LM is loaded). Examples are processed in
 chunks, so the masked LM scores the masked copies of many sentences in one batch. Each example draws from its own
 random generator, seeded with the seed and its index: the copies do not depend on the chunk size.
 """
@@ -13,7 +13,7 @@ from datasets import Dataset, Features
 from datasets.utils import tqdm
 
 from .arguments import AugmentArguments
-from .candidates import check_replacement_source, replacement_source
+from .candidates import replacement_source
 from .ops import augment_text
 from .words import split_words
 
@@ -59,7 +59,6 @@ def augment_dataset(dataset: Dataset, tokenizer, text_column: str, text_pair_col
     text_columns = [text_column] + ([text_pair_column] if text_pair_column else [])
     check_input(dataset, text_columns, label_column, args)
     mask_token = _mask_token(tokenizer, args)
-    check_replacement_source(args, tokenizer, teacher)
     replacements = replacement_source(args, tokenizer, teacher) if "replace" in args.methods else None
 
     out_columns = text_columns + ([label_column] if args.keep_labels else [])

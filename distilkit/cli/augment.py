@@ -3,9 +3,10 @@
 The input is augment_input (default: data.train_file), read like training data; the columns are the data
 section's text_column, text_pair_column and label_column. Replacement words come from the teacher (model.teacher:
 neighbours in its input embeddings, or its masked-LM head with --augment_mlm teacher) or from a fill-mask model
-named by --augment_mlm. Only the copies are written (not the original examples), without labels unless
---keep_labels, in the format of augment_output's suffix. The file appears complete or not at all: it is written
-to a temporary file in the same folder, then renamed.
+named by --augment_mlm; the tokenizer is the teacher's (else model.tokenizer, else the named masked LM's). Only
+the copies are written (not the original examples), without labels unless --keep_labels, in the format of
+augment_output's suffix. The file appears complete or not at all: it is written to a temporary file in the same
+folder, then renamed.
 
 Example:
     distilkit augment --teacher runs/sst2/teacher --augment_input train.tsv --text_column sentence \\
@@ -36,7 +37,7 @@ SECTIONS = ("model", "data", "augment")
 def _write_csv(dataset: Dataset, path: Path, delimiter: str) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         if delimiter == "\t":  # read back without quote processing (distilkit.data.read_table)
-            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
         else:
             writer = csv.writer(handle)
         writer.writerow(dataset.column_names)
@@ -91,13 +92,17 @@ def _load_teacher(source: str, masked_lm: bool):
         raise RecipeError(f"Could not load the teacher from {source!r} as {kind}: {err}") from err
 
 
-def _load_tokenizer(source: str):
+def _load_tokenizer(sources: list[str]):
+    """The first tokenizer that loads: the teacher's comes first, as its ids index the teacher's embeddings."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise RecipeError(f"Could not load a tokenizer from {source!r}: {err}") from err
+    failures = []
+    for source in sources:
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as err:
+            failures.append(f"{source!r}: {err}")
+    raise RecipeError("Could not load a tokenizer from " + "; ".join(failures))
 
 
 def run(recipe: Recipe) -> None:
@@ -115,8 +120,8 @@ def run(recipe: Recipe) -> None:
         raise RecipeError(f"augment_output {str(output)!r}: a .txt file holds one text column without labels; "
                           "use .csv, .tsv or .jsonl for sentence pairs or keep_labels.")
     named_mlm = a.augment_mlm if a.augment_mlm != "teacher" else None
-    tokenizer_source = m.tokenizer or m.teacher or named_mlm
-    if "mask" in a.methods and not tokenizer_source:
+    tokenizer_sources = [source for source in (m.teacher, m.tokenizer, named_mlm) if source]
+    if "mask" in a.methods and not tokenizer_sources:
         raise RecipeError("methods includes 'mask' but no tokenizer is named to give the mask token: set "
                           "model.teacher or model.tokenizer.")
     if m.teacher is None:
@@ -130,7 +135,7 @@ def run(recipe: Recipe) -> None:
     except ValueError as err:
         raise RecipeError(f"{source}: {err}") from err
 
-    tokenizer = _load_tokenizer(tokenizer_source) if tokenizer_source else None
+    tokenizer = _load_tokenizer(tokenizer_sources) if tokenizer_sources else None
     teacher = None
     if m.teacher and "replace" in a.methods:
         teacher = _load_teacher(m.teacher, masked_lm=a.augment_mlm == "teacher")
