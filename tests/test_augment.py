@@ -92,6 +92,14 @@ def test_masked_lm_candidates_are_its_top_m_for_the_masked_word_in_one_batched_f
         assert candidates == direct_top(logits, words[i], 5)
 
 
+def test_a_word_cut_off_by_truncation_gets_no_masked_lm_candidates():
+    mlm = MaskedLMCandidates(teacher("masked"), TOKENIZER, num_candidates=3)
+    mlm.max_length = 6
+    words = "the film was good and the book was sad".split()
+    found = mlm([(words, 1), (words, 8)])
+    assert len(found[0]) == 3 and found[1] == []
+
+
 def test_replacement_with_a_masked_lm_uses_it_for_single_piece_words_and_neighbours_for_the_others():
     model = teacher("masked").eval()
     text = "the film was goodness and sad"

@@ -106,6 +106,11 @@ class MaskedLMCandidates:
     def is_single_piece(self, word: str) -> bool:
         return len(word_pieces(self.tokenizer, word)) == 1
 
+    def _mask_position(self, input_ids: torch.Tensor, nth: int) -> int | None:
+        """Where the nth mask token is (the text may hold the mask token itself); None when truncated away."""
+        found = (input_ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
+        return found[nth] if len(found) > nth else None
+
     @torch.inference_mode()
     def __call__(self, requests: list[tuple[list[str], int]]) -> list[list[str]]:
         """For each (words of a text, position): the candidates for that word ([] when truncation cut it off)."""
@@ -118,16 +123,17 @@ class MaskedLMCandidates:
             for start in range(0, len(texts), self.batch_size):
                 batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt").to(self.model.device)
-                logits = self.model(**batch).logits.float().cpu()
-                is_mask = (batch["input_ids"] == self.tokenizer.mask_token_id).cpu()
-                for row, (words, i) in enumerate(requests[start:start + self.batch_size]):
-                    positions = is_mask[row].nonzero().flatten().tolist()
-                    nth = words[:i].count(mask)  # the text may hold the mask token itself
-                    if len(positions) <= nth:
-                        results.append([])
-                        continue
-                    scores = logits[row, positions[nth], self.word_ids]
-                    results.append(_top_words(scores, self.words, words[i], self.num_candidates))
+                requested = requests[start:start + self.batch_size]
+                positions = [self._mask_position(batch["input_ids"][row], words[:i].count(mask))
+                             for row, (words, i) in enumerate(requested)]
+                kept = [row for row, position in enumerate(positions) if position is not None]
+                logits = self.model(**batch).logits
+                # Only the masked positions' whole-word scores leave the device (all the logits are large).
+                scores = logits[kept, [positions[row] for row in kept]][:, self.word_ids.to(logits.device)]
+                by_row = dict(zip(kept, scores.float().cpu()))
+                for row, (words, i) in enumerate(requested):
+                    results.append(_top_words(by_row[row], self.words, words[i], self.num_candidates)
+                                   if row in by_row else [])
         finally:
             self.model.train(was_training)
         return results
