@@ -7,6 +7,7 @@
     distilkit evaluate  --config recipe.yaml     metrics, size and CPU latency of models, as a table
     distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
     distilkit quickstart                         the whole pipeline on a built-in data set, offline, in minutes
+    distilkit augment   --config recipe.yaml     write N augmented copies of each example of a data file
 
 Each command module has SECTIONS (the recipe sections it reads), run(recipe), and optionally base_recipe() (a
 packaged recipe under the user's; only quickstart has one) and normalize_argv(argv) (a command's own short
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("distilkit.cli.evaluate", "Measure models: task metrics, parameters, size on disk, CPU latency."),
     "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
     "quickstart": ("distilkit.cli.quickstart", "Run the whole pipeline offline on a built-in sentiment set."),
+    "augment": ("distilkit.cli.augment", "Write augmented copies of a data file (word replacement, masking, n-grams)."),
 }
 
 

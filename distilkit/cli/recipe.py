@@ -11,6 +11,7 @@ A recipe file is YAML with these sections (all optional):
     evaluation: EvalArguments        metrics and the latency measurement
     push:       PushArguments        what `distilkit push` uploads
     quickstart: QuickstartArguments  the teacher fine-tuning of `distilkit quickstart`
+    augment:    AugmentFileArguments data augmentation (distilkit.augment) and the files of `distilkit augment`
 
 Every field is also a command-line flag of the same name (`--temperature 4`), which overrides the file. Field
 names are unique across sections, so a flag never needs its section. A field may also answer to another name,
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..augment import AugmentArguments
 from ..config import DistillationConfig
 from ..pruning.arguments import check_fraction
 
@@ -359,6 +361,33 @@ class QuickstartArguments:
             raise ValueError("teacher_epochs and teacher_learning_rate must be > 0.")
 
 
+@dataclass
+class AugmentFileArguments(AugmentArguments):
+    """Data augmentation (distilkit.augment.AugmentArguments) and the files `distilkit augment` reads and writes."""
+
+    augment_input: str | None = field(
+        default=None,
+        metadata={"help": "File to augment: a .csv, .tsv, .json, .jsonl, .parquet or .txt file. Default: train_file."},
+    )
+    augment_output: str | None = field(
+        default=None,
+        metadata={
+            "help": "File `distilkit augment` writes the augmented copies to, in the format of its suffix (.csv, "
+            ".tsv, .json and .jsonl as JSON lines, .parquet, .txt for a single text column without labels)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.augment_input and not Path(self.augment_input).is_file():
+            raise ValueError(f"augment_input {self.augment_input!r} does not exist (resolved to "
+                             f"{Path(self.augment_input).resolve()}).")
+        for name in ("augment_input", "augment_output"):
+            path = getattr(self, name)
+            if path and Path(path).suffix.lower() not in DATA_SUFFIXES:
+                raise ValueError(f"{name} {path!r}: use a {', '.join(DATA_SUFFIXES)} file.")
+
+
 # Section name in a recipe file -> its dataclass. The order is the order of --help.
 SECTIONS: dict[str, type] = {
     "model": ModelArguments,
@@ -369,6 +398,7 @@ SECTIONS: dict[str, type] = {
     "evaluation": EvalArguments,
     "push": PushArguments,
     "quickstart": QuickstartArguments,
+    "augment": AugmentFileArguments,
 }
 
 
@@ -386,5 +416,6 @@ class Recipe:
     evaluation: EvalArguments | None = None
     push: PushArguments | None = None
     quickstart: QuickstartArguments | None = None
+    augment: AugmentFileArguments | None = None
     # The recipe as given (file values merged with command-line overrides), per section; saved beside outputs.
     values: dict = field(default_factory=dict)
