@@ -220,7 +220,7 @@ def test_help_with_a_recipe_shows_the_recipe_values_as_defaults(tmp_path, capsys
 def test_overview_lists_the_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("train", "distill", "prune", "quantize", "evaluate", "push", "quickstart"):
+    for command in ("train", "distill", "prune", "quantize", "evaluate", "push", "quickstart", "augment"):
         assert f"  {command}" in out
 
 
@@ -526,3 +526,20 @@ def test_transfer_data_errors_name_the_field(tmp_path, capsys):
     assert "['txt'] not found" in capsys.readouterr().err
     assert main(["distill", "--config", str(path), "--task", "causal-lm"]) == 2
     assert "sequence classification only" in capsys.readouterr().err
+
+
+def test_distill_adds_augmented_copies_of_the_training_text_as_transfer_data(tmp_path):
+    path = tiny_recipe(tmp_path, augment={"augment_train": True, "num_copies": 2, "num_candidates": 3},
+                       training={"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": 16})
+    assert main(["distill", "--config", str(path)]) == 0
+    state = json.loads((tmp_path / "run" / "student" / "trainer_state.json").read_text())
+    assert state["global_step"] == (32 + 2 * 32) // 16  # 32 labelled rows and 2 unlabelled copies of each
+
+
+def test_distill_refuses_augment_settings_it_cannot_honour(tmp_path, capsys):
+    path = tiny_recipe(tmp_path, augment={"augment_train": True, "keep_labels": True})
+    assert main(["distill", "--config", str(path)]) == 2
+    assert "keep_labels is for files written by `distilkit augment`" in capsys.readouterr().err
+    path = tiny_recipe(tmp_path, augment={"augment_output": str(tmp_path / "x.csv")})
+    assert main(["distill", "--config", str(path)]) == 2
+    assert "belong to `distilkit augment`" in capsys.readouterr().err

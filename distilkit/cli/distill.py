@@ -17,7 +17,9 @@ from .parser import RecipeError
 from .pipeline import check_sharding, distill_and_compress, finish
 from .recipe import Recipe
 from .steps import (
+    add_augmented_copies,
     attention_for,
+    check_augment,
     check_launch,
     check_num_labels,
     load_model,
@@ -26,7 +28,7 @@ from .steps import (
     teacher_tokenizer_if_different,
 )
 
-SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation")
+SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation", "augment")
 
 
 def run(recipe: Recipe) -> None:
@@ -37,11 +39,15 @@ def run(recipe: Recipe) -> None:
         raise RecipeError("distill needs model.teacher: a model fine-tuned on the task (a folder or Hub id); "
                           "`distilkit train` makes one.")
     check_sharding(recipe)
+    check_augment(recipe)
     tokenizer = load_tokenizer(m.tokenizer or m.student or m.teacher, m.task)
     teacher_tokenizer = teacher_tokenizer_if_different(m, tokenizer, m.task)
     data = load_task_data(recipe.data, tokenizer, m.task, training.seed, teacher_tokenizer=teacher_tokenizer)
     teacher = load_model(m.teacher, m.task, "teacher", attn_implementation=attention_for(m, training))
     check_num_labels(teacher, data, "teacher")
+    if recipe.augment.augment_train:
+        data = add_augmented_copies(data, recipe.data, recipe.augment, tokenizer, training.seed, teacher,
+                                    teacher_tokenizer)
     outcome = distill_and_compress(recipe, teacher, m.teacher, tokenizer, data)
     if outcome is not None:
         finish(recipe, *outcome, data=data, teacher_source=m.teacher, started=started)

@@ -376,6 +376,14 @@ class AugmentFileArguments(AugmentArguments):
             ".tsv, .json and .jsonl as JSON lines, .parquet, .txt for a single text column without labels)."
         },
     )
+    augment_train: bool = field(
+        default=False,
+        metadata={
+            "help": "`distill`: add num_copies augmented copies of every training example to the transfer data "
+            "(unlabelled: the teacher labels them; TinyBERT's augmentation). Replacement words come from the "
+            "teacher's input embeddings, or its masked-LM head / a fill-mask model with augment_mlm."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -190,6 +190,46 @@ def load_transfer_data(data: DataArguments, tokenizer, task: str, seed: int = 42
         raise RecipeError(f"transfer data ({source}): {err}") from err
 
 
+def check_augment(recipe) -> None:
+    """What `distill`'s augment section may ask for, checked before anything is loaded."""
+    a = recipe.augment
+    given = [name for name in ("augment_input", "augment_output") if getattr(a, name)]
+    if given:
+        raise RecipeError(f"{', '.join(given)} belong to `distilkit augment` (it writes a file); distill augments "
+                          "its training data itself with augment_train: true.")
+    if not a.augment_train:
+        return
+    if recipe.model.task != "sequence-classification":
+        raise RecipeError(f"augment_train adds unlabelled copies as transfer data, which works for sequence "
+                          f"classification only, not {recipe.model.task}.")
+    if a.keep_labels:
+        raise RecipeError("distill adds augmented copies without labels (the teacher labels them); keep_labels is "
+                          "for files written by `distilkit augment` (then give the file as train_file).")
+
+
+def add_augmented_copies(data: TaskData, data_args: DataArguments, augment_args, tokenizer, seed: int, teacher,
+                         teacher_tokenizer=None) -> TaskData:
+    """`data` with augmented copies of its training text added to the transfer data (distilkit.augment): the raw
+    training split is read again, altered with the teacher's tokenizer and embeddings, and tokenised like the rest."""
+    from datasets import concatenate_datasets
+
+    from ..augment import augment_dataset
+
+    try:
+        raw = load_splits(data_args.dataset, data_args.dataset_config, data_args.train_file, None,
+                          data_args.train_split, None)["train"]
+        raw = subsample(raw, data_args.max_train_samples, seed)
+        copies = augment_dataset(raw, teacher_tokenizer or tokenizer, data_args.text_column,
+                                 data_args.text_pair_column, teacher=teacher, args=augment_args,
+                                 label_column=data_args.label_column)
+        tokenized = tokenize_texts(copies, tokenizer, data_args.text_column, data_args.text_pair_column,
+                                   data_args.max_length, teacher_tokenizer)
+    except (ValueError, OSError, KeyError) as err:
+        raise RecipeError(f"augment: {err}") from err
+    transfer = tokenized if data.transfer is None else concatenate_datasets([data.transfer, tokenized])
+    return dataclasses.replace(data, transfer=transfer)
+
+
 def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int = 42) -> TaskData:
     """The validation data alone, for evaluating `model` (no training data needed): data.validation_file, or the
     validation split of data.dataset. Label names in the data map through the model's own label2id."""
