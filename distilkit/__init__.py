@@ -1,8 +1,7 @@
 """distilkit: distillation, attention-head pruning and int8 quantization for transformers models."""
 
 from .config import DistillationConfig
-from .persistence import from_pretrained
-from .saving import save_pretrained
+from .serialization import from_pretrained, save_pretrained
 from .student import student_from_teacher
 from .trainer import DistillationTrainer
 

@@ -29,7 +29,7 @@ from transformers.models.auto import modeling_auto
 
 from .benchmarking import count_parameters, cpu_latency_ms, folder_size_mb
 from .config import DistillationConfig
-from .persistence import compression_record, load_config
+from .serialization import compression_record, load_config
 
 TEMPLATE_NAME = "distilled_model.md"
 DISTILKIT_URL = "https://pypi.org/project/distilkit/"

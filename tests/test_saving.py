@@ -17,10 +17,10 @@ from tiny_models import pad_collator, tiny_dataset, tiny_model
 
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.persistence import BASE_MODEL_TYPE_KEY, SAVING_MARKER
 from distilkit.pruning import kept_heads, prune_heads
 from distilkit.quantization import quantize_dynamic
-from distilkit.saving import STAGING_PREFIX
+from distilkit.serialization.atomic import SAVING_MARKER, STAGING_PREFIX
+from distilkit.serialization.format import BASE_MODEL_TYPE_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = {"input_ids": torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]]),

@@ -2,10 +2,9 @@
 
 from .callback import HeadPruningCallback
 from .importance import compute_head_importance
-from .persistence import restore_pruning
 from .remote_code import add_remote_code
 from .selection import least_important_heads, prune_to_fraction
-from .structural import kept_heads, prune_heads, pruned_heads
+from .structural import kept_heads, prune_heads, pruned_heads, restore_pruning
 
 __all__ = [
     "HeadPruningCallback",

@@ -7,8 +7,7 @@
 
 from .kernels import KERNEL_ENV, KERNELS, activation_reduce_range, select_kernel
 from .layer import Int8Embedding, Int8Linear, quantize_rows
-from .model import quantize_dynamic, select_modules, task_head_names
-from .persistence import restore_quantization
+from .model import quantize_dynamic, restore_quantization, select_modules, task_head_names
 
 __all__ = [
     "KERNELS",
