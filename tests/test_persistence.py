@@ -46,6 +46,14 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
         distilkit.from_pretrained(folder)
 
 
+def test_truncated_safetensors_in_a_plain_folder_is_the_same_clear_error(tmp_path):
+    folder = distilkit.save_pretrained(tiny_model("seq", seed=3), tmp_path / "plain")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(OSError, match=r"model\.safetensors is not a readable safetensors file.*truncated.*again"):
+        distilkit.from_pretrained(folder)
+
+
 def test_record_that_disagrees_with_the_tensors_is_named(tmp_path):
     _, folder = saved_pruned(tmp_path)
     config = json.loads((folder / "config.json").read_text())

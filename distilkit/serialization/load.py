@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, PreTrainedModel
 
@@ -90,30 +91,50 @@ def _model_class(config, model_class):
     )
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
-        raise OSError(
-            f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it may be truncated by an "
-            "interrupted save or a partial download. Save or download the model again."
-        ) from err
+def _unreadable(path: Path, err: Exception) -> OSError:
+    return OSError(
+        f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it may be truncated or "
+        "corrupted by an interrupted save or a partial download. Save or download the model again."
+    )
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of `model_dir`: model.safetensors, or the shards its index names (none: [])."""
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        return [model_dir / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return []
+
+
+def check_weights_readable(model_dir: Path) -> None:
+    """Raise a clear error for a truncated or corrupted safetensors weight file (reads only each file's header).
+
+    safetensors' own message ("incomplete metadata, file not fully covered") names neither the file nor the
+    likely cause."""
+    for path in _weight_files(model_dir):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
+            raise _unreadable(path, err) from err
 
 
 def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the safetensors weights in `model_dir` (one file or shards), with a clear error for a
     missing, truncated or corrupted file."""
-    single = model_dir / "model.safetensors"
-    if single.is_file():
-        return _load_safetensors(single)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(_load_safetensors(model_dir / shard))
-        return state
-    raise FileNotFoundError(f"No safetensors weights (model.safetensors) in {model_dir}.")
+    paths = _weight_files(model_dir)
+    if not paths:
+        raise FileNotFoundError(f"No safetensors weights (model.safetensors) in {model_dir}.")
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            state.update(load_file(path))
+        except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
+            raise _unreadable(path, err) from err
+    return state
 
 
 def from_pretrained(
@@ -140,6 +161,7 @@ def from_pretrained(
             f"know (known: {sorted(known_keys())}). Upgrade distilkit."
         )
     if not record:
+        check_weights_readable(model_dir)  # before transformers, whose error would not name the file
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
