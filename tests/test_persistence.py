@@ -1,6 +1,9 @@
 """distilkit.from_pretrained: plain folders, compressed folders, and the errors for damaged ones."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +81,19 @@ def test_unreachable_hub_id_without_local_folder(tmp_path, monkeypatch):
         distilkit.from_pretrained("someone/missing-model")
     with pytest.raises(ValueError, match="is a file"):
         distilkit.from_pretrained(__file__)
+
+
+def test_serialization_imports_no_compression_method_and_each_registration_resolves():
+    script = (
+        "import sys\n"
+        "from distilkit.serialization.compressions import COMPRESSIONS\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('distilkit.pruning', 'distilkit.quantization')))\n"
+        "assert not loaded, loaded\n"
+        "for c in COMPRESSIONS:\n"
+        "    assert callable(c.restore_function()), c\n"
+        "    assert c.remote_code is None or callable(c.remote_code_function()), c\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
