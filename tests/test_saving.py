@@ -258,8 +258,8 @@ _TOKENIZER_FROM_FOLDER = pytest.param("folder", marks=pytest.mark.xfail(
 def test_a_compressed_model_loaded_by_distilkit_runs_in_a_pipeline_without_a_prompt(tmp_path, kind, tokenizer):
     folder = tmp_path / "model"
     source = {"object": "transformers.BertTokenizerFast(vocab_file=vocab)", "folder": repr(str(folder))}[tokenizer]
-    script = _PIPELINE.format(tests=str(ROOT / "tests"), kind=kind, folder=str(folder), vocab=str(tmp_path / "vocab.txt"),
-                              tokenizer=source)
+    script = _PIPELINE.format(tests=str(ROOT / "tests"), kind=kind, folder=str(folder),
+                              vocab=str(tmp_path / "vocab.txt"), tokenizer=source)
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_MODULES_CACHE=str(tmp_path / "modules"))
     # stdin stays open and silent: a [y/N] prompt would wait for its answer instead of failing at once
     process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
