@@ -3,8 +3,8 @@
 The teacher forward is up to half of a distillation step. Its logits do not change during training (the teacher
 is frozen and run without dropout), so distilkit computes them in one pass, stores them under a key made of the
 dataset's fingerprint and a hash of the teacher's weights and config, and feeds them to the loss from the data
-loader. A changed dataset or teacher gives a new key; a folder is published with an atomic rename, so several
-processes (or an interrupted run) never read a half-written cache.
+loader. A changed dataset or teacher gives a new key; a folder is published with an atomic rename
+(`distilkit.serialization.atomic`), so several processes (or an interrupted run) never read a half-written cache.
 
 Classifiers store all logits. Language models store the top-k logits per position plus the log-normaliser at the
 training temperature (`teacher_cache_top_k`), which keeps the file small while the soft-label loss stays exact
@@ -17,8 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ from datasets import Dataset, load_from_disk
 from torch.utils.data import DataLoader
 
 from .data import pop_teacher_inputs
+from .serialization.atomic import publishing_folder
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -106,12 +105,9 @@ def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_di
         if not folder.is_dir():
             logger.info("Building the teacher output cache in %s", folder)
             cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device)
-            staging = Path(cache_dir) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-            cached.save_to_disk(str(staging))
-            try:
-                os.replace(staging, folder)  # atomic: readers see no folder or a complete one
-            except OSError:  # another process published the same key first
-                shutil.rmtree(staging, ignore_errors=True)
+            # readers see no folder or a complete one; a folder another process published first is kept
+            with publishing_folder(folder, keep_existing=True) as staging:
+                cached.save_to_disk(str(staging))
         else:
             logger.info("Reusing the teacher output cache in %s", folder)
         cached = load_from_disk(str(folder))

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
 from collections import defaultdict
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -20,15 +17,12 @@ from .data import TEACHER_INPUT_COLUMNS, pop_teacher_inputs
 from .distributed import prepare_teacher_deepspeed, shard_teacher_fsdp
 from .loss_terms import ATTENTIONS, HIDDEN_STATES, TeacherOutputs
 from .model_card import TrainingRun, save_card, trainer_model_card
-from .saving import LOADING_CODE_FILES, save_staged
+from .serialization import checkpoints
+from .serialization.save import save_staged
 from .tasks import Task, count_label_items, output_size, task_of
 from .transfer import NO_LABEL, check_transfer, with_transfer
 
 logger = logging.getLogger(__name__)
-
-PROJECTIONS_FILE = "distillation_projections.safetensors"
-# Written last into a checkpoint folder: a folder without it was interrupted while saving and is never resumed.
-COMPLETE_MARKER = "distilkit_checkpoint_complete"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -420,66 +414,26 @@ class DistillationTrainer(Trainer):
         push = getattr(self, "push_in_progress", None)
         busy = not self.args.hub_always_push and push is not None and not push.is_done()
         if self.is_world_process_zero() and not busy:
-            for name in LOADING_CODE_FILES:
-                source, target = os.path.join(checkpoint_folder, name), os.path.join(self.args.output_dir, name)
-                if os.path.isfile(source):
-                    shutil.copy(source, target)
-                elif os.path.isfile(target):
-                    os.remove(target)
+            checkpoints.copy_loading_code(checkpoint_folder, self.args.output_dir)
         super()._push_from_checkpoint(checkpoint_folder)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
-            if len(self.projections) > 0:
-                state = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
-                save_file(state, os.path.join(checkpoint, PROJECTIONS_FILE))
-            with open(os.path.join(checkpoint, COMPLETE_MARKER), "w") as marker:
-                marker.write(f"{self.state.global_step}\n")
+            checkpoints.finish_checkpoint(checkpoint, self.projections, self.state.global_step)
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = checkpoints.last_complete_checkpoint(self.args.output_dir)
         elif isinstance(resume_from_checkpoint, str | os.PathLike) and resume_from_checkpoint:
-            _check_complete(str(resume_from_checkpoint))
+            checkpoints.check_complete(str(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        _match_checkpoint_pruning(model if model is not None else self.model, resume_from_checkpoint)
+        checkpoints.match_checkpoint_pruning(model if model is not None else self.model, resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, PROJECTIONS_FILE)
-        if len(self.projections) > 0:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"{resume_from_checkpoint} has no {PROJECTIONS_FILE}: it was not written by a run with the same "
-                    "hidden-state projections (hidden_weight > 0 and different widths)."
-                )
-            self.projections.load_state_dict(load_file(path, device=str(next(self.projections.parameters()).device)))
-
-
-def _match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
-    """Remove the heads a checkpoint's student had lost (pruning while distilling) before its weights are loaded,
-    so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the pruned model."""
-    import json
-
-    config_path = os.path.join(checkpoint, "config.json")
-    if not os.path.isfile(config_path):
-        return
-    with open(config_path) as handle:
-        kept = ((json.load(handle).get("distilkit") or {}).get("pruning") or {}).get("kept_heads")
-    if kept is None:
-        return
-    from .pruning import kept_heads, prune_heads
-
-    current = kept_heads(model)
-    extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
-    if len(kept) != len(current) or any(extra):
-        raise ValueError(
-            f"{checkpoint} was saved with heads {kept}, which this model (heads {current}) no longer has; "
-            "resume with the student the run started with."
-        )
-    prune_heads(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
+        checkpoints.load_projections(resume_from_checkpoint, self.projections)
 
 
 def _check_labels(model, dataset) -> None:
@@ -507,26 +461,3 @@ def _check_labels(model, dataset) -> None:
             f"train_dataset has labels {bad[:10]} outside 0..{num_labels - 1}, but the model has num_labels="
             f"{num_labels}. Fix the labels or build the model with the right num_labels."
         )
-
-
-def _check_complete(checkpoint: str) -> None:
-    if os.path.isdir(checkpoint) and not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):
-        raise ValueError(
-            f"{checkpoint} is incomplete (no {COMPLETE_MARKER}): the run was stopped while saving it. Resume from "
-            "an earlier checkpoint, or pass resume_from_checkpoint=True to pick the last complete one."
-        )
-
-
-def last_complete_checkpoint(output_dir: str) -> str:
-    """The newest checkpoint folder in `output_dir` whose save finished; interrupted saves are skipped."""
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    candidates = sorted(
-        (int(m.group(1)), name) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
-        if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
-    )
-    for step, name in reversed(candidates):
-        path = os.path.join(output_dir, name)
-        if os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
-            return path
-        logger.warning("Skipping %s: its save did not finish (no %s).", path, COMPLETE_MARKER)
-    raise ValueError(f"No complete checkpoint found in {output_dir} to resume from.")

@@ -303,7 +303,7 @@ class Benchmark:
         from distilkit.measure import count_parameters, folder_size_mb
 
         if folder is None:
-            from distilkit.saving import save_pretrained
+            from distilkit import save_pretrained
 
             folder = save_pretrained(model, self.work / name, tokenizer)
         family = next(r.family for r in ROWS if r.name == name)

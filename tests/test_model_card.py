@@ -23,7 +23,7 @@ from distilkit.model_card import (
     render_model_card,
     write_model_card,
 )
-from distilkit.persistence import compression_record
+from distilkit.serialization import compression_record
 from distilkit.pruning import HeadPruningCallback, prune_heads
 from distilkit.quantization import quantize_dynamic
 

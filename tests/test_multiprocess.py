@@ -21,7 +21,7 @@ from test_cli_fixtures import tiny_recipe
 from test_multiprocess_recorder import install_recorder
 
 from distilkit.cli import main
-from distilkit.saving import STAGING_PREFIX
+from distilkit.serialization.atomic import STAGING_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 GLOO_CONFIG = REPO / "recipes" / "accelerate" / "cpu_2proc_gloo.yaml"

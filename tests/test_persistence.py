@@ -1,6 +1,9 @@
 """distilkit.from_pretrained: plain folders, compressed folders, and the errors for damaged ones."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +49,14 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
         distilkit.from_pretrained(folder)
 
 
+def test_truncated_safetensors_in_a_plain_folder_is_the_same_clear_error(tmp_path):
+    folder = distilkit.save_pretrained(tiny_model("seq", seed=3), tmp_path / "plain")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(OSError, match=r"model\.safetensors is not a readable safetensors file.*truncated.*again"):
+        distilkit.from_pretrained(folder)
+
+
 def test_record_that_disagrees_with_the_tensors_is_named(tmp_path):
     _, folder = saved_pruned(tmp_path)
     config = json.loads((folder / "config.json").read_text())
@@ -70,3 +81,19 @@ def test_unreachable_hub_id_without_local_folder(tmp_path, monkeypatch):
         distilkit.from_pretrained("someone/missing-model")
     with pytest.raises(ValueError, match="is a file"):
         distilkit.from_pretrained(__file__)
+
+
+def test_serialization_imports_no_compression_method_and_each_registration_resolves():
+    script = (
+        "import sys\n"
+        "from distilkit.serialization.compressions import COMPRESSIONS\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('distilkit.pruning', 'distilkit.quantization')))\n"
+        "assert not loaded, loaded\n"
+        "for c in COMPRESSIONS:\n"
+        "    assert callable(c.restore_function()), c\n"
+        "    assert c.remote_code is None or callable(c.remote_code_function()), c\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

@@ -11,7 +11,7 @@ import torch
 from tiny_models import pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.trainer import COMPLETE_MARKER, last_complete_checkpoint
+from distilkit.serialization.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 
 CHILD = Path(__file__).with_name("resume_child.py")
 ROOT = Path(__file__).resolve().parents[1]

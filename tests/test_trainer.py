@@ -10,7 +10,7 @@ from tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import Trainer, TrainingArguments
 
 from distilkit import DistillationConfig, DistillationTrainer, losses
-from distilkit.trainer import PROJECTIONS_FILE
+from distilkit.serialization.checkpoints import PROJECTIONS_FILE
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 

@@ -27,7 +27,7 @@ from ..data import (
     subsample,
     tokenize_texts,
 )
-from ..persistence import compression_record
+from ..serialization import compression_record
 from .parser import RecipeError
 from .recipe import DataArguments, ModelArguments, QuantizeArguments
 
@@ -319,7 +319,7 @@ def load_model(source: str, task: str, role: str, num_labels: int | None = None,
     `new_head`: the classifier is to be trained (`train`), so a saved head of another size is replaced by a fresh
     one instead of being an error.
     """
-    from ..persistence import from_pretrained, load_config
+    from ..serialization import from_pretrained, load_config
 
     try:
         config = load_config(source)
@@ -437,7 +437,7 @@ def quantize(model, quantize_args: QuantizeArguments):
 
 
 def save(model, tokenizer, folder: Path) -> Path:
-    from ..saving import save_pretrained
+    from ..serialization import save_pretrained
 
     return save_pretrained(model, folder, tokenizer)
 

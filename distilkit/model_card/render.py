@@ -15,7 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PretrainedConfig
 from transformers.models.auto import modeling_auto
 
-from ..persistence import compression_record, load_config
+from ..serialization import compression_record, load_config
 from .facts import CardFacts, hub_id
 from .recipe import format_number, pruning_facts, recipe_groups
 from .table import ModelRow, complete_rows

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from transformers import PreTrainedModel
 
 from ..config import DistillationConfig
-from ..persistence import compression_record
+from ..serialization import compression_record
 from .facts import CardFacts, as_list, hub_id
 from .recipe import pruning_callback_recipe, recipe_from_config
 from .render import render_card

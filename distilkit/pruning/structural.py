@@ -9,7 +9,7 @@ requests, keeps the records and carries optimizer state over.
 Head indices always refer to the ORIGINAL numbering of the unpruned model. Each attention module remembers the
 heads it still has (`KEPT_HEADS_ATTR`), so pruning can be applied repeatedly, and the same list is mirrored into
 `config.distilkit["pruning"]`, which `save_pretrained` writes to config.json and `distilkit.from_pretrained`
-reads back to rebuild the structure.
+reads back to rebuild the structure (`restore_pruning`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..architectures import ArchitectureSpec, get_architecture, get_layers
-from ..persistence import set_compression_record
+from ..serialization.format import set_compression_record
 from .surgery import KEPT_HEADS_ATTR, ParameterChange, prune_layer_heads
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,25 @@ def prune_heads(
         carry_optimizer_state(optimizer, changes)
     return model
 
+
+
+def restore_pruning(model: PreTrainedModel, record: dict) -> PreTrainedModel:
+    """Give `model`, freshly built from its config, the head structure described by `record`, the
+    `{"kept_heads": [[heads of layer 0], ...]}` that `prune_heads` keeps in `config.distilkit["pruning"]` (its
+    restore function for `distilkit.from_pretrained`, see `distilkit.serialization.compressions`)."""
+    layout = head_layout(model)
+    kept = record.get("kept_heads") if isinstance(record, dict) else None
+    if not isinstance(kept, list) or len(kept) != layout.num_layers:
+        raise ValueError(
+            f"config.distilkit['pruning'] must be {{'kept_heads': [one list of head indices per layer]}} with "
+            f"{layout.num_layers} lists for this model; got {record!r}."
+        )
+    heads_to_prune = {}
+    for layer, heads in enumerate(kept):
+        missing = sorted(set(range(layout.num_heads)) - {int(h) for h in heads})
+        if missing:
+            heads_to_prune[layer] = missing
+    return prune_heads(model, heads_to_prune)
 
 def _validated_request(
     layout: HeadLayout, heads_to_prune: Mapping[int, Iterable[int]], current: list[list[int]]

@@ -5,10 +5,29 @@
     model = distilkit.from_pretrained("out")           # the same int8 model back
 """
 
-from .kernels import KERNEL_ENV, KERNELS, activation_reduce_range, select_kernel
-from .layer import Int8Embedding, Int8Linear, quantize_rows
-from .model import quantize_dynamic, select_modules, task_head_names
-from .persistence import restore_quantization
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .kernels import KERNEL_ENV, KERNELS, activation_reduce_range, select_kernel
+    from .layer import Int8Embedding, Int8Linear, quantize_rows
+    from .model import quantize_dynamic, restore_quantization, select_modules, task_head_names
+
+_EXPORTS = {
+    "KERNEL_ENV": "kernels",
+    "KERNELS": "kernels",
+    "activation_reduce_range": "kernels",
+    "select_kernel": "kernels",
+    "Int8Embedding": "layer",
+    "Int8Linear": "layer",
+    "quantize_rows": "layer",
+    "quantize_dynamic": "model",
+    "restore_quantization": "model",
+    "select_modules": "model",
+    "task_head_names": "model",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "KERNELS",

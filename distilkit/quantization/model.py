@@ -3,7 +3,8 @@
 Which modules are quantized is decided here, in `select_modules`: every torch.nn.Linear except the task head
 (`task_head_names`), minus what `skip` names, and every torch.nn.Embedding when asked for. The result is recorded
 in `config.distilkit["quantization"]` as explicit module names, so loading does not depend on re-running this
-selection (whose defaults may change between versions).
+selection (whose defaults may change between versions); `restore_quantization` rebuilds the int8 modules from
+that record when `distilkit.from_pretrained` loads the model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from ..persistence import compression_record, set_compression_record
+from ..serialization.format import compression_record, set_compression_record
 from .kernels import AUTO, KERNELS
 from .layer import Int8Embedding, Int8Linear
 
@@ -238,4 +239,42 @@ def quantize_dynamic(
             model, RECORD_KEY, {"format": RECORD_FORMAT, "linear": linear, "embedding": embedding, "scheme": SCHEME}
         )
     logger.info("Quantized %d Linear and %d Embedding modules to int8.", len(linear), len(embedding))
+    return model
+
+
+_RESTORED_TYPES = {"linear": nn.Linear, "embedding": nn.Embedding}
+
+
+def restore_quantization(model: nn.Module, record: dict) -> nn.Module:
+    """Give `model`, freshly built from its config, the int8 modules described by `record` (what `quantize_dynamic`
+    keeps in `config.distilkit["quantization"]`); its restore function for `distilkit.from_pretrained`.
+
+    The named modules become empty int8 modules of the same shapes, which `load_state_dict` then fills with the
+    saved int8 weights and scales. Nothing is quantized at load time, so the reloaded model computes exactly what
+    the saved one did.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("linear"), list):
+        raise ValueError(
+            "config.distilkit['quantization'] must be a dict with a 'linear' list of module names (written by "
+            f"distilkit.quantization.quantize_dynamic); got {record!r}."
+        )
+    version = record.get("format", RECORD_FORMAT)
+    if version > RECORD_FORMAT:
+        raise ValueError(
+            f"This model was quantized with a newer distilkit (record format {version}; this version reads up to "
+            f"{RECORD_FORMAT}). Upgrade distilkit."
+        )
+    named = dict(model.named_modules(remove_duplicate=False))
+    for kind, expected in _RESTORED_TYPES.items():
+        for name in record.get(kind, []):
+            module = named.get(name)
+            if type(module) is not expected:
+                found = "no such module" if module is None else f"a {type(module).__name__}"
+                raise ValueError(
+                    f"The quantization record names {name!r} as a {expected.__name__} to restore in int8, but the "
+                    f"model built from config.json has {found} there. The folder's config.json does not match "
+                    "its weights, or the model was changed after quantization."
+                )
+    replace_modules(model, record["linear"], Int8Linear.like)
+    replace_modules(model, record.get("embedding", []), Int8Embedding.like)
     return model

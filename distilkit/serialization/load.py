@@ -1,90 +1,27 @@
-"""Loading models that distilkit compressed (pruned heads, int8 layers) from a folder or a Hub id.
+"""Loading models that distilkit saved (plain, pruned heads, int8 layers) from a folder or a Hub id.
 
-A compressed model records how its structure differs from the plain architecture in `config.distilkit`, a dict
-saved in config.json by `save_pretrained`. Each compression owns one key of that dict and one restore function
-that re-applies the structure to a freshly built model; `from_pretrained` applies them in the order below,
-then loads the saved weights strictly.
-
-Plain transformers must not load such a folder as if it were the plain architecture (a pruned model would fail
-with a size mismatch, an int8 one would load its int8 values as floats, silently wrong). So a compressed model's
-config is written with `model_type: "distilkit"`, a type transformers does not know, and the real one under
-`distilkit_base_model_type`: the Auto classes and pipelines refuse the folder instead of misreading it (a concrete
-class such as BertForSequenceClassification only warns about the model type, see the README's limits), and
-`distilkit.saving.save_pretrained` adds loading code (`auto_map`) that, with `trust_remote_code=True`, builds a
-pruned model with transformers alone or says to use `distilkit.from_pretrained` for int8.
+`from_pretrained` loads an uncompressed model with its class's own `from_pretrained`. A compressed one is built
+from its config, each compression recorded in `config.distilkit` re-applies its structure (its restore function,
+see `compressions.py`), then the saved weights are loaded strictly. `load_config` reads a config, mapping the
+model_type "distilkit" of a compressed model back to the real one (`format.py`).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import os
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, PreTrainedModel
 
-CONFIG_KEY = "distilkit"
-
-# key in config.distilkit -> "module:function" that re-applies that structure to a model built from config.
-# Order matters: a model is pruned before it is quantized.
-RESTORERS: dict[str, str] = {
-    "pruning": "distilkit.pruning.persistence:restore_pruning",
-    "quantization": "distilkit.quantization.persistence:restore_quantization",
-}
-
-
-# The model_type written for compressed models, and the key that keeps the real one.
-COMPRESSED_MODEL_TYPE = "distilkit"
-BASE_MODEL_TYPE_KEY = "distilkit_base_model_type"
-
-
-def _rebuild_compressed_config(base_class: type, state: dict):
-    config = base_class.__new__(compressed_config_class(base_class))
-    config.__dict__.update(state)
-    return config
-
-
-@functools.cache
-def compressed_config_class(base_class: type) -> type:
-    """A subclass of `base_class` (e.g. BertConfig) that behaves the same in memory (same class model_type, so
-    transformers' code paths are unchanged) but serialises with model_type "distilkit" and the real type under
-    `distilkit_base_model_type`."""
-
-    def to_dict(self):
-        output = base_class.to_dict(self)
-        output[BASE_MODEL_TYPE_KEY] = base_class.model_type
-        output["model_type"] = COMPRESSED_MODEL_TYPE
-        return output
-
-    def __reduce__(self):  # pickle by rebuilding from the base class (this class is made at run time)
-        return _rebuild_compressed_config, (base_class, dict(self.__dict__))
-
-    return type(f"Distilkit{base_class.__name__}", (base_class,),
-                {"to_dict": to_dict, "__reduce__": __reduce__, "__module__": base_class.__module__,
-                 "_distilkit_base_class": base_class})
-
-
-def base_config_class(config_class: type) -> type:
-    """The transformers config class behind a compressed one (itself for a plain config class)."""
-    return getattr(config_class, "_distilkit_base_class", config_class)
-
-
-def compression_record(config) -> dict:
-    """The `config.distilkit` dict of a model or config (empty for an uncompressed model)."""
-    config = getattr(config, "config", config)
-    record = getattr(config, CONFIG_KEY, None)
-    return dict(record) if record else {}
-
-
-def set_compression_record(model: PreTrainedModel, key: str, value) -> None:
-    record = compression_record(model.config)
-    record[key] = value
-    setattr(model.config, CONFIG_KEY, record)
-    model.config.__class__ = compressed_config_class(base_config_class(type(model.config)))
+from .atomic import check_not_interrupted
+from .compressions import known_keys, recorded
+from .format import BASE_MODEL_TYPE_KEY, COMPRESSED_MODEL_TYPE, compressed_config_class, compression_record, \
+    unmark_compressed
 
 
 def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
@@ -93,7 +30,7 @@ def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
     model_dir = Path(name_or_path)
     path = model_dir / "config.json"
     if model_dir.is_dir():
-        check_save_complete(model_dir)
+        check_not_interrupted(model_dir)
     else:  # a Hub id: fetch config.json alone
         from huggingface_hub import hf_hub_download
 
@@ -109,16 +46,14 @@ def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
         raise FileNotFoundError(f"{model_dir} has no config.json; save the model with save_pretrained.") from None
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it may be truncated. Save the model again.") from err
-    if raw.get("model_type") != COMPRESSED_MODEL_TYPE:
+    base = unmark_compressed(raw)
+    if base is None:
         return AutoConfig.from_pretrained(model_dir)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    base = raw.pop(BASE_MODEL_TYPE_KEY, None)
     if base not in CONFIG_MAPPING:
         raise ValueError(f"{path} has model_type {COMPRESSED_MODEL_TYPE!r} but names no known base model type "
                          f"({BASE_MODEL_TYPE_KEY}={base!r}); it was not written by distilkit or was edited.")
-    for key in ("auto_map", "model_type"):
-        raw.pop(key, None)
     config = CONFIG_MAPPING[base].from_dict(raw)
     if compression_record(config):
         config.__class__ = compressed_config_class(type(config))
@@ -143,19 +78,6 @@ def resolve_model_dir(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
         ) from err
 
 
-# Present in a folder while distilkit.saving moves a finished save into it (a few renames): a folder that still
-# holds it was interrupted at that moment and may mix files of two saves.
-SAVING_MARKER = ".distilkit-save-in-progress"
-
-
-def check_save_complete(model_dir: Path) -> None:
-    if (model_dir / SAVING_MARKER).exists():
-        raise OSError(
-            f"{model_dir} holds an interrupted save ({SAVING_MARKER} is present): its files may come from two "
-            "different saves. Save the model again, or load an earlier checkpoint."
-        )
-
-
 def _model_class(config, model_class):
     if model_class is not None:
         return model_class
@@ -169,35 +91,50 @@ def _model_class(config, model_class):
     )
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
-        raise OSError(
-            f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it may be truncated by an "
-            "interrupted save or a partial download. Save or download the model again."
-        ) from err
+def _unreadable(path: Path, err: Exception) -> OSError:
+    return OSError(
+        f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it may be truncated or "
+        "corrupted by an interrupted save or a partial download. Save or download the model again."
+    )
 
 
-def _read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+def _weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of `model_dir`: model.safetensors, or the shards its index names (none: [])."""
     single = model_dir / "model.safetensors"
     if single.is_file():
-        return _load_safetensors(single)
+        return [single]
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        import json
-
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(_load_safetensors(model_dir / shard))
-        return state
-    raise FileNotFoundError(f"No safetensors weights (model.safetensors) in {model_dir}.")
+        return [model_dir / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return []
 
 
-def _restore_function(key: str):
-    module_name, function_name = RESTORERS[key].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+def check_weights_readable(model_dir: Path) -> None:
+    """Raise a clear error for a truncated or corrupted safetensors weight file (reads only each file's header).
+
+    safetensors' own message ("incomplete metadata, file not fully covered") names neither the file nor the
+    likely cause."""
+    for path in _weight_files(model_dir):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
+            raise _unreadable(path, err) from err
+
+
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors weights in `model_dir` (one file or shards), with a clear error for a
+    missing, truncated or corrupted file."""
+    paths = _weight_files(model_dir)
+    if not paths:
+        raise FileNotFoundError(f"No safetensors weights (model.safetensors) in {model_dir}.")
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            state.update(load_file(path))
+        except Exception as err:  # safetensors raises its own error type for truncated or corrupted files
+            raise _unreadable(path, err) from err
+    return state
 
 
 def from_pretrained(
@@ -217,13 +154,14 @@ def from_pretrained(
     config = load_config(model_dir)  # also refuses a folder whose save was interrupted
     cls = _model_class(config, model_class)
     record = compression_record(config)
-    unknown = set(record) - set(RESTORERS)
+    unknown = set(record) - set(known_keys())
     if unknown:
         raise ValueError(
             f"{model_dir}/config.json records distilkit compressions {sorted(unknown)} that this version does not "
-            f"know (known: {sorted(RESTORERS)}). Upgrade distilkit."
+            f"know (known: {sorted(known_keys())}). Upgrade distilkit."
         )
     if not record:
+        check_weights_readable(model_dir)  # before transformers, whose error would not name the file
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
         if attn_implementation is not None:
             kwargs["attn_implementation"] = attn_implementation
@@ -232,10 +170,9 @@ def from_pretrained(
     model = cls(config)
     if attn_implementation is not None:
         model.set_attn_implementation(attn_implementation)
-    for key in RESTORERS:
-        if key in record:
-            model = _restore_function(key)(model, record[key])
-    state = _read_weights(model_dir)
+    for compression in recorded(record):
+        model = compression.restore_function()(model, record[compression.key])
+    state = read_weights(model_dir)
     expected = model.state_dict()
     wrong_shape = [f"{k}: saved {tuple(v.shape)}, structure {tuple(expected[k].shape)}"
                    for k, v in state.items() if k in expected and v.shape != expected[k].shape]

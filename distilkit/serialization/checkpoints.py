@@ -1,0 +1,105 @@
+"""The DistillationTrainer's checkpoint format, on top of transformers' checkpoint folders.
+
+A checkpoint folder also holds the distillation projections (`PROJECTIONS_FILE`, trained alongside the student
+but never part of the exported model) and, written last, `COMPLETE_MARKER`: a folder without it was interrupted
+while saving and is never resumed. A student pruned while distilling is pruned the same way before a checkpoint's
+weights are loaded into it. `DistillationTrainer` calls these functions from its save and resume hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .format import LOADING_CODE_FILE
+
+logger = logging.getLogger(__name__)
+
+PROJECTIONS_FILE = "distillation_projections.safetensors"
+# Written last into a checkpoint folder: a folder without it was interrupted while saving and is never resumed.
+COMPLETE_MARKER = "distilkit_checkpoint_complete"
+
+
+def finish_checkpoint(checkpoint: str, projections: nn.Module, step: int) -> None:
+    """Add the projections (if any) to a checkpoint transformers has written, then mark it complete."""
+    if len(projections) > 0:
+        state = {k: v.detach().cpu().contiguous() for k, v in projections.state_dict().items()}
+        save_file(state, os.path.join(checkpoint, PROJECTIONS_FILE))
+    with open(os.path.join(checkpoint, COMPLETE_MARKER), "w") as marker:
+        marker.write(f"{step}\n")
+
+
+def load_projections(checkpoint: str, projections: nn.Module) -> None:
+    """Load a checkpoint's projections into `projections` (nothing to do when there are none)."""
+    if len(projections) == 0:
+        return
+    path = os.path.join(checkpoint, PROJECTIONS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{checkpoint} has no {PROJECTIONS_FILE}: it was not written by a run with the same "
+            "hidden-state projections (hidden_weight > 0 and different widths)."
+        )
+    projections.load_state_dict(load_file(path, device=str(next(projections.parameters()).device)))
+
+
+def check_complete(checkpoint: str) -> None:
+    if os.path.isdir(checkpoint) and not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):
+        raise ValueError(
+            f"{checkpoint} is incomplete (no {COMPLETE_MARKER}): the run was stopped while saving it. Resume from "
+            "an earlier checkpoint, or pass resume_from_checkpoint=True to pick the last complete one."
+        )
+
+
+def last_complete_checkpoint(output_dir: str) -> str:
+    """The newest checkpoint folder in `output_dir` whose save finished; interrupted saves are skipped."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    candidates = sorted(
+        (int(m.group(1)), name) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
+        if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for step, name in reversed(candidates):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+            return path
+        logger.warning("Skipping %s: its save did not finish (no %s).", path, COMPLETE_MARKER)
+    raise ValueError(f"No complete checkpoint found in {output_dir} to resume from.")
+
+
+def match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
+    """Remove the heads a checkpoint's student had lost (pruning while distilling) before its weights are loaded,
+    so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the pruned model."""
+    config_path = os.path.join(checkpoint, "config.json")
+    if not os.path.isfile(config_path):
+        return
+    with open(config_path) as handle:
+        kept = ((json.load(handle).get("distilkit") or {}).get("pruning") or {}).get("kept_heads")
+    if kept is None:
+        return
+    from ..pruning import kept_heads, prune_heads
+
+    current = kept_heads(model)
+    extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
+    if len(kept) != len(current) or any(extra):
+        raise ValueError(
+            f"{checkpoint} was saved with heads {kept}, which this model (heads {current}) no longer has; "
+            "resume with the student the run started with."
+        )
+    prune_heads(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
+
+
+def copy_loading_code(checkpoint: str, output_dir: str) -> None:
+    """Make `output_dir`'s loading code that of `checkpoint` (transformers copies only config and weights from a
+    checkpoint into output_dir before pushing it; config.json's auto_map names these files)."""
+    wanted = {name for name in os.listdir(checkpoint) if LOADING_CODE_FILE.match(name)}
+    for name in os.listdir(output_dir):
+        if LOADING_CODE_FILE.match(name) and name not in wanted:
+            os.remove(os.path.join(output_dir, name))
+    for name in wanted:
+        shutil.copy(os.path.join(checkpoint, name), os.path.join(output_dir, name))
