@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_models import pad_collator, tiny_dataset, tiny_model
+from transformers import TrainerCallback
 
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.serialization.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
@@ -89,8 +90,65 @@ def test_resuming_an_incomplete_checkpoint_by_path_is_refused(tmp_path):
         train_dataset=tiny_dataset("seq", 4), data_collator=pad_collator)
     with pytest.raises(ValueError, match="checkpoint-2 is incomplete"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
-    with pytest.raises(ValueError, match="No complete checkpoint"):
+    # No finished checkpoint: transformers.Trainer's own words (scripts match on them).
+    with pytest.raises(ValueError, match=r"No valid checkpoint found in output directory \("):
         trainer.train(resume_from_checkpoint=True)
+
+
+def test_no_checkpoint_to_resume_is_worded_as_trainer_words_it(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    messages = []
+    for trainer_class, args_class, extra in ((Trainer, TrainingArguments, {}),
+                                             (DistillationTrainer, DistillationConfig, {"alpha": 0.0})):
+        trainer = trainer_class(model=tiny_model("seq"), args=args_class(
+            output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, max_steps=1, **extra),
+            train_dataset=tiny_dataset("seq", 4), data_collator=pad_collator)
+        with pytest.raises(ValueError) as raised:
+            trainer.train(resume_from_checkpoint=True)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("teacher", [False, True])
+def test_checkpoints_written_by_plain_trainer_resume_in_distilkit(tmp_path, teacher):
+    """A project switches from Trainer to DistillationTrainer mid-run: resume_from_checkpoint=True picks up the
+    Trainer's checkpoint (which has no distilkit marker). Without a teacher the result is Trainer's own resume."""
+    from transformers import Trainer, TrainingArguments
+
+    common = dict(per_device_train_batch_size=4, max_steps=4, save_steps=2, learning_rate=1e-3, report_to="none",
+                  use_cpu=True, seed=3, logging_steps=1)
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    def run(trainer_class, args_class, out, resume=None, callbacks=(), **extra):
+        kwargs = {"teacher_model": tiny_model("seq", seed=1)} if extra.get("alpha") else {}
+        trainer = trainer_class(model=tiny_model("seq", seed=2, **no_dropout),
+                                args=args_class(output_dir=str(out), **common, **extra),
+                                train_dataset=tiny_dataset("seq", 16), data_collator=pad_collator,
+                                callbacks=list(callbacks), **kwargs)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run(Trainer, TrainingArguments, tmp_path / "run", callbacks=[StopAt(3)])  # checkpoint-2, then stopped
+    assert not (tmp_path / "run" / "checkpoint-2" / COMPLETE_MARKER).exists()
+    extra = {"alpha": 0.5} if teacher else {"alpha": 0.0}
+    resumed = run(DistillationTrainer, DistillationConfig, tmp_path / "run", resume=True, **extra)
+    assert resumed.state.global_step == 4
+    steps = [e["step"] for e in resumed.state.log_history if "loss" in e]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 from the Trainer's checkpoint, 3-4 after the resume
+    if not teacher:
+        plain = run(Trainer, TrainingArguments, tmp_path / "plain")
+        for (name, a), b in zip(plain.model.state_dict().items(), resumed.model.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6), name
 
 
 class PoisonOnce:

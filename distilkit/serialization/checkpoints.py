@@ -20,6 +20,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .format import LOADING_CODE_FILE
 
+# The file transformers.Trainer writes last into a checkpoint (transformers.trainer.TRAINER_STATE_NAME).
+TRAINER_STATE_NAME = "trainer_state.json"
+
 logger = logging.getLogger(__name__)
 
 PROJECTIONS_FILE = "distillation_projections.safetensors"
@@ -49,16 +52,25 @@ def load_projections(checkpoint: str, projections: nn.Module) -> None:
     projections.load_state_dict(load_file(path, device=str(next(projections.parameters()).device)))
 
 
+def is_complete(checkpoint: str) -> bool:
+    """Whether a checkpoint's save finished: distilkit's marker is there, or (a checkpoint written by plain
+    `transformers.Trainer`, which has no marker) trainer_state.json, the file Trainer writes last."""
+    return any(os.path.isfile(os.path.join(checkpoint, name)) for name in (COMPLETE_MARKER, TRAINER_STATE_NAME))
+
+
 def check_complete(checkpoint: str) -> None:
-    if os.path.isdir(checkpoint) and not os.path.isfile(os.path.join(checkpoint, COMPLETE_MARKER)):
+    if os.path.isdir(checkpoint) and not is_complete(checkpoint):
         raise ValueError(
-            f"{checkpoint} is incomplete (no {COMPLETE_MARKER}): the run was stopped while saving it. Resume from "
-            "an earlier checkpoint, or pass resume_from_checkpoint=True to pick the last complete one."
+            f"{checkpoint} is incomplete (no {COMPLETE_MARKER} or {TRAINER_STATE_NAME}): the run was stopped while "
+            "saving it. Resume from an earlier checkpoint, or pass resume_from_checkpoint=True to pick the last "
+            "complete one."
         )
 
 
 def last_complete_checkpoint(output_dir: str) -> str:
-    """The newest checkpoint folder in `output_dir` whose save finished; interrupted saves are skipped."""
+    """The newest checkpoint folder in `output_dir` whose save finished; interrupted saves are skipped.
+
+    Raises transformers.Trainer's own error (same words) when there is none."""
     pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
     candidates = sorted(
         (int(m.group(1)), name) for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else [])
@@ -66,10 +78,11 @@ def last_complete_checkpoint(output_dir: str) -> str:
     )
     for step, name in reversed(candidates):
         path = os.path.join(output_dir, name)
-        if os.path.isfile(os.path.join(path, COMPLETE_MARKER)):
+        if is_complete(path):
             return path
-        logger.warning("Skipping %s: its save did not finish (no %s).", path, COMPLETE_MARKER)
-    raise ValueError(f"No complete checkpoint found in {output_dir} to resume from.")
+        logger.warning("Skipping %s: its save did not finish (no %s or %s).", path, COMPLETE_MARKER,
+                       TRAINER_STATE_NAME)
+    raise ValueError(f"No valid checkpoint found in output directory ({output_dir})")
 
 
 def match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
