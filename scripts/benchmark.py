@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import torch
 from bench_common import default_data_dir, evaluate, mpnet_dir, train
 
 from distilkit.cli.quickstart import minilm_dir
+from distilkit.serialization.atomic import publishing_file, publishing_folder
 
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_CACHE = Path.home() / ".cache" / "distilkit"
@@ -236,9 +235,8 @@ class Benchmark:
         self.results["machine"] = machine_info()
         self.results["settings"] = self.settings
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.results, indent=2))
-        os.replace(tmp, self.json_path)
+        with publishing_file(self.json_path) as staging:
+            staging.write_text(json.dumps(self.results, indent=2))
         write_reports(self.results, self.results_dir / f"{self.task}.md", self.results_dir / f"{self.task}.png",
                       ROWS, command=self.args.command)
 
@@ -349,13 +347,10 @@ class Benchmark:
             info.update(train_run(model, self.args, self.work / "teacher-run", self.split("mpnet", "train"),
                                   self.collator("mpnet"), self.tokenizer("mpnet"),
                                   learning_rate=self.args.teacher_learning_rate, teacher_run=True))
-            tmp = folder.with_name(folder.name + ".tmp")
-            model.save_pretrained(tmp)
-            self.tokenizer("mpnet").save_pretrained(tmp)
-            (tmp / "train_info.json").write_text(json.dumps(info))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
+            with publishing_folder(folder) as staging:
+                model.save_pretrained(staging)
+                self.tokenizer("mpnet").save_pretrained(staging)
+                (staging / "train_info.json").write_text(json.dumps(info))
         else:
             info = json.loads((folder / "train_info.json").read_text())
         self._models.pop("teacher", None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset
@@ -28,6 +27,7 @@ from ..augment import augment_dataset
 from ..augment.candidates import check_replacement_source
 from ..augment.dataset import check_input
 from ..data import read_table
+from ..serialization.atomic import publishing_file
 from .parser import RecipeError
 from .recipe import Recipe
 
@@ -68,17 +68,11 @@ WRITERS = {
 
 
 def write_table(dataset: Dataset, path: str | os.PathLike) -> Path:
-    """Write `dataset` in the format of the suffix, atomically: a temporary file in the same folder, renamed."""
+    """Write `dataset` in the format of the suffix, atomically (complete or not at all)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        WRITERS[path.suffix.lower()](dataset, Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with publishing_file(path) as staging:
+        WRITERS[path.suffix.lower()](dataset, staging)
     return path
 
 
