@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from .data import pop_teacher_inputs
 from .serialization.atomic import publishing_folder
-from .tasks import Task
+from .tasks import Task, output_size
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,34 @@ def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator
     return Dataset.from_list(rows)
 
 
+def estimated_bytes(dataset: Dataset, task: Task, width: int, top_k: int | None) -> int:
+    """About how many bytes the cache of `dataset` takes on disk (Arrow float64/int64 lists, 10% overhead)."""
+    if task.token_level:
+        column = "attention_mask" if "attention_mask" in dataset.column_names else "input_ids"
+        items = sum(sum(row) if column == "attention_mask" else len(row) for row in dataset[column])
+    else:
+        items = len(dataset)
+    per_item = (top_k * 16 + 8) if top_k else width * 8  # top-k: values, indices and the log-normaliser
+    return int(items * per_item * 1.1)
+
+
+def check_disk_space(dataset: Dataset, task: Task, width: int, top_k: int | None,
+                     cache_dir: str | os.PathLike) -> None:
+    """Refuse, before the teacher pass, a cache that would not fit on the disk of `cache_dir`."""
+    needed = estimated_bytes(dataset, task, width, top_k)
+    probe = Path(cache_dir)
+    while not probe.exists():  # the nearest existing folder is on the disk the cache will be written to
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise ValueError(
+            f"The teacher-output cache of {len(dataset)} examples needs about {needed / 2**20:,.0f} MiB in "
+            f"teacher_cache_dir={str(cache_dir)!r}, but that disk has {free / 2**20:,.0f} MiB free. Point "
+            "teacher_cache_dir at a larger disk, keep fewer logits (teacher_cache_top_k), or use fewer transfer "
+            "examples (max_transfer_samples)."
+        )
+
+
 def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_dir: str | os.PathLike, task: Task,
                   top_k: int | None, temperature: float, batch_size: int, device, args) -> Dataset:
     """`dataset` with the cached teacher columns added, building the cache on the main process if needed."""
@@ -103,6 +132,7 @@ def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_di
     folder = Path(cache_dir) / key
     with args.main_process_first(local=False, desc="teacher output cache"):
         if not folder.is_dir():
+            check_disk_space(dataset, task, output_size(teacher, task), top_k, cache_dir)
             logger.info("Building the teacher output cache in %s", folder)
             cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device)
             # readers see no folder or a complete one; a folder another process published first is kept

@@ -137,3 +137,29 @@ def test_transfer_data_is_refused_where_it_is_not_defined(tmp_path, task, messag
         DistillationTrainer(model=tiny_model(task, seed=2), teacher_model=tiny_model(task, seed=1),
                             args=config(tmp_path), train_dataset=tiny_dataset(task, 4), transfer_dataset=transfer,
                             data_collator=pad_collator)
+
+
+def test_a_cache_too_large_for_its_disk_is_refused_before_the_teacher_pass(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from distilkit import teacher_cache
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(teacher_cache.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    monkeypatch.setattr(teacher_cache, "compute_teacher_outputs",
+                        lambda *a, **k: pytest.fail("the teacher pass ran before the disk check"))
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"needs about .* MiB in teacher_cache_dir=.*has 0 MiB free.*max_transfer"):
+        make_trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1), n_transfer=40,
+                     teacher_cache_dir=str(cache))
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_cache_size_estimate_follows_the_stored_values():
+    from distilkit.teacher_cache import estimated_bytes
+    from distilkit.tasks import Task
+
+    rows = tiny_dataset("seq", 10)
+    assert estimated_bytes(rows, Task.SEQUENCE_CLASSIFICATION, 3, None) == int(10 * 3 * 8 * 1.1)
+    tokens = sum(sum(m) for m in rows["attention_mask"])
+    assert estimated_bytes(rows, Task.CAUSAL_LM, 100, 4) == int(tokens * (4 * 16 + 8) * 1.1)
