@@ -68,6 +68,16 @@ def launch(tmp_path: Path, args: list[str], record: Path | None = None, timeout:
     return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_same_training(two: Path, one: Path, steps: int) -> None:
+    """The two-process run's loss curve and trained student match the one-process run's."""
+    two_losses, one_losses = losses(two), losses(one)
+    assert len(two_losses) == len(one_losses) == steps
+    assert max(abs(x - y) for x, y in zip(two_losses, one_losses)) < LOSS_TOLERANCE, (two_losses, one_losses)
+    w2 = load_file(two / "student" / "model.safetensors")
+    w1 = load_file(one / "student" / "model.safetensors")
+    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < WEIGHT_TOLERANCE
+
+
 def test_two_gloo_processes_train_on_different_shards_like_one_process(tmp_path, monkeypatch):
     record = tmp_path / "record"
     record.mkdir()
@@ -94,12 +104,7 @@ def test_two_gloo_processes_train_on_different_shards_like_one_process(tmp_path,
         assert Counter(map(tuple, a["rows"] + b["rows"])) == Counter(map(tuple, whole["rows"]))
 
     # The loss curve and the trained weights match the one-process run.
-    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
-    assert len(two) == len(one) == 4
-    assert max(abs(x - y) for x, y in zip(two, one)) < LOSS_TOLERANCE, (two, one)
-    w2 = load_file(tmp_path / "two" / "student" / "model.safetensors")
-    w1 = load_file(tmp_path / "one" / "student" / "model.safetensors")
-    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < WEIGHT_TOLERANCE
+    assert_same_training(tmp_path / "two", tmp_path / "one", steps=4)
 
     # Only rank 0 wrote anything, only inside output_dir; it wrote the model, the table and the recipe once.
     assert read_jsonl(record / "writes-1.jsonl") == []
@@ -148,9 +153,4 @@ def test_two_processes_with_transfer_data_match_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     assert main(["distill", "--config", str(recipe), "--output_dir", str(tmp_path / "one"),
                  "--per_device_train_batch_size", "8"]) == 0
-    two, one = losses(tmp_path / "two"), losses(tmp_path / "one")
-    assert len(two) == len(one) == 4
-    assert max(abs(x - y) for x, y in zip(two, one)) < LOSS_TOLERANCE, (two, one)
-    w2 = load_file(tmp_path / "two" / "student" / "model.safetensors")
-    w1 = load_file(tmp_path / "one" / "student" / "model.safetensors")
-    assert max((w2[k] - w1[k]).abs().max().item() for k in w1) < WEIGHT_TOLERANCE
+    assert_same_training(tmp_path / "two", tmp_path / "one", steps=4)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
-from transformers import TrainerCallback
+from tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.serialization.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
@@ -108,15 +107,6 @@ def test_no_checkpoint_to_resume_is_worded_as_trainer_words_it(tmp_path):
             trainer.train(resume_from_checkpoint=True)
         messages.append(str(raised.value))
     assert messages[0] == messages[1]
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize("teacher", [False, True])

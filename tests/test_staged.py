@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
-from transformers import TrainerCallback
+from tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
 
@@ -28,17 +27,6 @@ def test_stages_train_their_own_terms_and_switch_after_the_intermediate_epochs(t
     for entry in logs[2:]:  # epochs 2-3: prediction stage
         assert {"loss_ce", "loss_kd"} <= entry.keys() and not {"loss_hidden", "loss_attn"} & entry.keys()
         assert entry["loss"] == pytest.approx(0.5 * entry["loss_ce"] + 0.5 * entry["loss_kd"], rel=1e-4)
-
-
-class StopAt(TrainerCallback):
-    """Ends training after `step` optimizer steps, as a kill would (the schedule still spans the whole run)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resumed_run_continues_in_its_stage(tmp_path):

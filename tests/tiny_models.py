@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import transformers as tf
+from transformers import TrainerCallback
 from datasets import Dataset
 
 VOCAB = 100
@@ -83,3 +84,14 @@ def pad_collator(features):
             values = [v + [fill] * (length - len(v)) for v in values]
         batch[key] = torch.tensor(values)
     return batch
+
+
+class StopAt(TrainerCallback):
+    """Ends training after `step` optimizer steps, as a kill would (the LR schedule still spans the whole run)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
