@@ -208,6 +208,6 @@ def weighted_total(args, parts: Mapping[str, torch.Tensor], labelled_share: floa
     return total
 
 
-def describe(args, number: Callable[[float], str] = str) -> str:
-    """The total loss in words, as the model card shows it."""
-    return " + ".join(t.describe(args, number(t.weight(args))) for t in LOSS_TERMS if t.active(args))
+def describe(args, number: Callable[[float], str] = str, stage: str | None = None) -> str:
+    """The total loss (of `stage`, or of every stage together) in words, as the model card shows it."""
+    return " + ".join(t.describe(args, number(t.weight(args))) for t in LOSS_TERMS if t.active(args, stage))

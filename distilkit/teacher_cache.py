@@ -119,8 +119,8 @@ def check_disk_space(dataset: Dataset, task: Task, width: int, top_k: int | None
         raise ValueError(
             f"The teacher-output cache of {len(dataset)} examples needs about {needed / 2**20:,.0f} MiB in "
             f"teacher_cache_dir={str(cache_dir)!r}, but that disk has {free / 2**20:,.0f} MiB free. Point "
-            "teacher_cache_dir at a larger disk, keep fewer logits (teacher_cache_top_k), or use fewer transfer "
-            "examples (max_transfer_samples)."
+            "teacher_cache_dir at a larger disk, keep fewer logits (teacher_cache_top_k), or cache fewer examples "
+            "(with transfer data: fewer transfer examples, max_transfer_samples in a recipe)."
         )
 
 

@@ -20,7 +20,7 @@ from .model_card import TrainingRun, save_card, trainer_model_card
 from .serialization import checkpoints
 from .serialization.save import save_staged
 from .tasks import Task, count_label_items, output_size, task_of
-from .transfer import NO_LABEL, check_transfer, with_transfer
+from .transfer import NO_LABEL, check_transfer, label_column, with_transfer
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,11 @@ class DistillationTrainer(Trainer):
         train_dataset = trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None)
         _check_labels(model, train_dataset)
         self.has_transfer = transfer_dataset is not None
+        self.transfer_examples = 0
         if self.has_transfer:
-            check_transfer(transfer_dataset, train_dataset, self.task, getattr(model.config, "num_labels", None), args)
+            num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+            check_transfer(transfer_dataset, train_dataset, self.task, num_labels, args)
+            self.transfer_examples = len(transfer_dataset)
             train_dataset = with_transfer(train_dataset, transfer_dataset)
             if "train_dataset" in trainer_kwargs:
                 trainer_kwargs["train_dataset"] = train_dataset
@@ -387,7 +390,7 @@ class DistillationTrainer(Trainer):
             log_history=self.state.log_history, optimizer_steps=self.state.global_step,
             pruning_callback=next((callback for callback in reversed(self.callback_handler.callbacks)
                                    if isinstance(callback, HeadPruningCallback)), None),
-            repo_id=getattr(self, "hub_model_id", None),
+            repo_id=getattr(self, "hub_model_id", None), transfer_examples=self.transfer_examples,
         )
         card = trainer_model_card(run, language=language, license=license, tags=tags, model_name=model_name,
                                   finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags,
@@ -418,8 +421,10 @@ class DistillationTrainer(Trainer):
         super()._push_from_checkpoint(checkpoint_folder)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
         checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            checkpoints.start_checkpoint(checkpoint)
+        super()._save_checkpoint(model, trial)
         if self.args.should_save:
             checkpoints.finish_checkpoint(checkpoint, self.projections, self.state.global_step)
 
@@ -442,9 +447,8 @@ def _check_labels(model, dataset) -> None:
         return
     if len(dataset) == 0:
         raise ValueError("train_dataset is empty: check the data files, the split and any filtering.")
-    columns = getattr(dataset, "column_names", None) or []
-    label_column = next((c for c in ("labels", "label") if c in columns), None)
-    if model is None or label_column is None:
+    column = label_column(dataset)
+    if model is None or column is None:
         return
     try:
         task = task_of(model)
@@ -452,10 +456,10 @@ def _check_labels(model, dataset) -> None:
         return
     if task.predicts_vocabulary or model.config.num_labels < 2:  # LM labels are token ids; 1 label = regression
         return
-    labels = dataset[label_column]
+    labels = dataset[column]
     flat = [v for row in labels for v in row] if labels and isinstance(labels[0], list) else labels
     num_labels = model.config.num_labels
-    bad = sorted({int(v) for v in flat if v != -100 and not 0 <= v < num_labels})
+    bad = sorted({int(v) for v in flat if v != NO_LABEL and not 0 <= v < num_labels})
     if bad:
         raise ValueError(
             f"train_dataset has labels {bad[:10]} outside 0..{num_labels - 1}, but the model has num_labels="

@@ -37,6 +37,11 @@ def check_transfer(transfer_dataset, train_dataset, task: Task | None, num_label
             f"transfer_dataset trains on the teacher's outputs only, but no teacher term is weighted "
             f"({loss_terms.weight_summary(args)}). Set alpha > 0 (and pass teacher_model=), or drop transfer_dataset."
         )
+    if args.intermediate_epochs > 0 and not loss_terms.teacher_terms(args, loss_terms.PREDICTION):
+        raise ValueError(
+            f"transfer_dataset with a staged schedule (intermediate_epochs={args.intermediate_epochs}): in the "
+            "prediction-layer stage the transfer examples would have nothing to learn, since alpha=0. Set alpha > 0."
+        )
     if not isinstance(transfer_dataset, Dataset):
         raise TypeError(f"transfer_dataset must be a datasets.Dataset, got {type(transfer_dataset).__name__}.")
     if not isinstance(train_dataset, Dataset):

@@ -543,3 +543,19 @@ def test_distill_refuses_augment_settings_it_cannot_honour(tmp_path, capsys):
     path = tiny_recipe(tmp_path, augment={"augment_output": str(tmp_path / "x.csv")})
     assert main(["distill", "--config", str(path)]) == 2
     assert "belong to `distilkit augment`" in capsys.readouterr().err
+
+
+def test_evaluate_compares_models_that_name_their_labels_differently_on_integer_labels(tmp_path, capsys):
+    """Integer labels need no names: a model with LABEL_0/1 and one with named labels are scored side by side."""
+    named = _named_label_model(tmp_path / "named")
+    plain = save_tiny_teacher(tmp_path / "plain", num_labels=2)
+    _, validation = write_data(tmp_path / "data")
+    assert main(["evaluate", "--eval_models", str(named), str(plain), "--validation_file", str(validation),
+                 "--text_column", "sentence", "--latency", "false", "--report_to", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "| named |" in out and "| plain |" in out
+
+
+def test_the_old_bench_command_points_to_the_script(capsys):
+    assert main(["bench"]) == 2
+    assert "scripts/benchmark.py" in capsys.readouterr().err

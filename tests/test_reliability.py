@@ -214,3 +214,20 @@ def test_distillation_trainer_without_args_is_trainer_without_args(tmp_path, mon
     # With a teacher and no args, the default distillation settings apply.
     distilling = DistillationTrainer(tiny_model("seq"), teacher_model=tiny_model("seq", seed=1))
     assert distilling.args.alpha == 0.5 and distilling.teacher is not None
+
+
+def test_a_distilkit_checkpoint_interrupted_after_trainer_state_is_not_resumed(tmp_path):
+    """trainer_state.json alone makes a plain Trainer checkpoint complete, not a DistillationTrainer one that was
+    killed before its projections and completion marker were written."""
+    from distilkit.serialization.checkpoints import SAVING_MARKER
+
+    out = tmp_path / "out"
+    for step, files in ((2, [SAVING_MARKER, "trainer_state.json", COMPLETE_MARKER]),
+                        (4, [SAVING_MARKER, "trainer_state.json"])):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        for name in files:
+            (out / f"checkpoint-{step}" / name).write_text("{}")
+    assert last_complete_checkpoint(str(out)).endswith("checkpoint-2")
+    (out / "checkpoint-6").mkdir()
+    (out / "checkpoint-6" / "trainer_state.json").write_text("{}")  # written by plain Trainer
+    assert last_complete_checkpoint(str(out)).endswith("checkpoint-6")

@@ -163,3 +163,21 @@ def test_cache_size_estimate_follows_the_stored_values():
     assert estimated_bytes(rows, Task.SEQUENCE_CLASSIFICATION, 3, None) == int(10 * 3 * 8 * 1.1)
     tokens = sum(sum(m) for m in rows["attention_mask"])
     assert estimated_bytes(rows, Task.CAUSAL_LM, 100, 4) == int(tokens * (4 * 16 + 8) * 1.1)
+
+
+def test_staged_schedule_with_transfer_data_needs_a_soft_label_term(tmp_path):
+    """With alpha=0 the prediction stage gives transfer examples nothing to learn: refused before training."""
+    with pytest.raises(ValueError, match="prediction-layer stage the transfer examples would have nothing"):
+        make_trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1), alpha=0.0, hidden_weight=1.0,
+                     intermediate_epochs=1, num_train_epochs=2, max_steps=-1)
+
+
+def test_card_names_the_transfer_data_and_the_schedule(tmp_path):
+    from distilkit.model_card import recipe_from_config
+
+    args = config(tmp_path, alpha=0.5, hidden_weight=1.0, intermediate_epochs=1, num_train_epochs=3, max_steps=-1)
+    group = recipe_from_config(args, transfer_examples=20000)["Distillation"]
+    assert group["transfer data"].startswith("20,000 unlabelled examples")
+    assert group["schedule"] == ("staged (TinyBERT): the first 1 epochs train 1 × hidden-state mse, summed over "
+                                 "matched layers alone, then 0.5 × cross-entropy on the labels + 0.5 × T²·KL(teacher "
+                                 "‖ student) on temperature-T soft labels alone")

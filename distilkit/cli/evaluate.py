@@ -29,10 +29,10 @@ def run(recipe: Recipe) -> None:
         raise RecipeError("Nothing to evaluate: give --eval_models FOLDER [FOLDER ...] or model.student.")
     tokenizer = load_tokenizer(m.tokenizer or models[0], m.task)
     loaded = [load_model(source, m.task, "model to evaluate") for source in models]
-    # Labels in the data take the first model's numbering; the others must number them the same way.
+    # Label names in the data take the first model's numbering; the others must number them the same way.
     data = load_eval_data(recipe.data, tokenizer, m.task, loaded[0], training.seed)
     for source, model in zip(models[1:], loaded[1:]):
-        if m.task != "causal-lm" and dict(model.config.id2label) != dict(loaded[0].config.id2label):
+        if data.label_names is not None and dict(model.config.id2label) != dict(loaded[0].config.id2label):
             raise RecipeError(
                 f"{source} numbers its labels {dict(model.config.id2label)}, but {models[0]} numbers them "
                 f"{dict(loaded[0].config.id2label)}: one label column cannot be scored for both. Evaluate them "

@@ -116,7 +116,9 @@ def prune_and_recover(recipe: Recipe, model, tokenizer, data, teacher, metrics):
         if is_main_process(training):
             save(model, tokenizer, stage_dir(training, "pruned"))
         return model, removed, None
-    recovery = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1)
+    # Recovery is prediction-layer distillation: a staged schedule belongs to the student's own training.
+    recovery = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1,
+                          intermediate_epochs=0)
     model = train(model, recovery, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
     return model, removed, recovery
 

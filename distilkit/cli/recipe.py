@@ -174,7 +174,7 @@ class DataArguments:
     )
     transfer_dataset: str | None = field(
         default=None, metadata={"help": "Unlabelled text from a Hub dataset (or local dataset folder), instead of "
-                                        "transfer_file; its labels, if any, are not read."}
+                                        "transfer_file; one with a label column needs transfer_ignore_labels."}
     )
     transfer_dataset_config: str | None = field(
         default=None, metadata={"help": "Configuration of transfer_dataset, e.g. 'sst2' for 'glue'."}

@@ -232,7 +232,8 @@ def add_augmented_copies(data: TaskData, data_args: DataArguments, augment_args,
 
 def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int = 42) -> TaskData:
     """The validation data alone, for evaluating `model` (no training data needed): data.validation_file, or the
-    validation split of data.dataset. Label names in the data map through the model's own label2id."""
+    validation split of data.dataset. Label names in the data map through the model's own label2id (then
+    `label_names` is the model's names; None when the data gave integer labels)."""
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
     if not (data.validation_file or (data.dataset and data.validation_split)):
@@ -251,13 +252,14 @@ def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int =
             prepared = prepare_causal_lm(split, tokenizer, data.text_column, data.max_length)
             return TaskData(None, prepared, DataCollatorForLanguageModeling(tokenizer, mlm=False),
                             description=description)
-        split = labels_to_model_ids(split, data.label_column, dict(model.config.label2id))
-        num_labels = model.config.num_labels
+        mapped = labels_to_model_ids(split, data.label_column, dict(model.config.label2id))
+        named = mapped is not split  # the data gave label names, now read through the model's label2id
+        split, num_labels = mapped, model.config.num_labels
         prepared = prepare_classification(split, tokenizer, data.text_column, data.label_column,
                                           data.text_pair_column, data.max_length, num_labels)
     except (ValueError, OSError, KeyError) as err:
         raise RecipeError(f"data ({description}): {err}") from err
-    names = [model.config.id2label[i] for i in range(num_labels)]
+    names = [model.config.id2label[i] for i in range(num_labels)] if named else None
     return TaskData(None, prepared, DataCollatorWithPadding(tokenizer), num_labels=num_labels, label_names=names,
                     description=description)
 

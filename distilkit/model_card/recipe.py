@@ -14,18 +14,28 @@ from ..config import DistillationConfig
 RECIPE_ORDER = ("Distillation", "Training", "Pruning", "Quantization")
 
 
-def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | None = None
-                       ) -> dict[str, dict[str, Any]]:
+def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | None = None,
+                       transfer_examples: int = 0) -> dict[str, dict[str, Any]]:
     """The distillation and training settings of a `DistillationConfig`, grouped as the card shows them.
 
     `layer_map` is the resolved student -> teacher hidden-state map (`DistillationTrainer.layer_map`); without it
-    the configured value ("uniform" or a dict) is shown.
+    the configured value ("uniform" or a dict) is shown. `transfer_examples`: how many unlabelled examples the run
+    learnt from (transfer data, augmented copies).
     """
     distillation: dict[str, Any] = {
         "temperature (T)": args.temperature,
         "alpha (soft-label weight)": args.alpha,
         "loss": loss_description(args),
     }
+    if args.intermediate_epochs > 0:
+        distillation["schedule"] = (
+            f"staged (TinyBERT): the first {format_number(args.intermediate_epochs)} epochs train "
+            f"{loss_terms.describe(args, format_number, loss_terms.INTERMEDIATE)} alone, then "
+            f"{loss_terms.describe(args, format_number, loss_terms.PREDICTION)} alone"
+        )
+    if transfer_examples:
+        distillation["transfer data"] = (f"{transfer_examples:,} unlabelled examples beside the labelled ones, "
+                                         "learnt from the teacher's outputs alone")
     if loss_terms.layer_terms(args):
         shown = layer_map if layer_map else args.layer_map
         distillation["layer map (student ← teacher hidden state)"] = (

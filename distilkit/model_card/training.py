@@ -38,6 +38,7 @@ class TrainingRun:
         optimizer_steps: optimizer steps taken.
         pruning_callback: the `HeadPruningCallback` that pruned the student while it trained, if any.
         repo_id: the Hub repo the run pushes to, if known.
+        transfer_examples: unlabelled examples the run learnt from (distilkit.transfer), if any.
     """
 
     args: DistillationConfig
@@ -48,6 +49,7 @@ class TrainingRun:
     optimizer_steps: int = 0
     pruning_callback: HeadPruningCallback | None = None
     repo_id: str | None = None
+    transfer_examples: int = 0
 
 
 def trainer_model_card(
@@ -76,7 +78,7 @@ def trainer_model_card(
     """
     args, model = run.args, run.student
     model_name = model_name or (args.hub_model_id or Path(args.output_dir).resolve().name).split("/")[-1]
-    recipe = recipe_from_config(args, run.layer_map or None)
+    recipe = recipe_from_config(args, run.layer_map or None, run.transfer_examples)
     recipe["Training"]["optimizer steps"] = run.optimizer_steps
     if run.pruning_callback is not None:
         recipe["Pruning"] = pruning_callback_recipe(run.pruning_callback)

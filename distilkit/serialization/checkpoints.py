@@ -1,8 +1,10 @@
 """The DistillationTrainer's checkpoint format, on top of transformers' checkpoint folders.
 
 A checkpoint folder also holds the distillation projections (`PROJECTIONS_FILE`, trained alongside the student
-but never part of the exported model) and, written last, `COMPLETE_MARKER`: a folder without it was interrupted
-while saving and is never resumed. A student pruned while distilling is pruned the same way before a checkpoint's
+but never part of the exported model) and, written last, `COMPLETE_MARKER`. `SAVING_MARKER` is written first, before
+transformers writes anything: a folder that has it but not `COMPLETE_MARKER` was interrupted while saving and is
+never resumed. A folder with neither was written by plain `transformers.Trainer`, and counts as complete when it has
+trainer_state.json, the file Trainer writes last (so a project can switch from Trainer to DistillationTrainer). A student pruned while distilling is pruned the same way before a checkpoint's
 weights are loaded into it. `DistillationTrainer` calls these functions from its save and resume hooks.
 """
 
@@ -28,6 +30,15 @@ logger = logging.getLogger(__name__)
 PROJECTIONS_FILE = "distillation_projections.safetensors"
 # Written last into a checkpoint folder: a folder without it was interrupted while saving and is never resumed.
 COMPLETE_MARKER = "distilkit_checkpoint_complete"
+# Written first: the folder is a DistillationTrainer checkpoint, complete only once COMPLETE_MARKER is there too.
+SAVING_MARKER = "distilkit_checkpoint_saving"
+
+
+def start_checkpoint(checkpoint: str) -> None:
+    """Mark a checkpoint folder as being saved by DistillationTrainer, before transformers writes into it."""
+    os.makedirs(checkpoint, exist_ok=True)
+    with open(os.path.join(checkpoint, SAVING_MARKER), "w") as marker:
+        marker.write("saving\n")
 
 
 def finish_checkpoint(checkpoint: str, projections: nn.Module, step: int) -> None:
@@ -53,9 +64,14 @@ def load_projections(checkpoint: str, projections: nn.Module) -> None:
 
 
 def is_complete(checkpoint: str) -> bool:
-    """Whether a checkpoint's save finished: distilkit's marker is there, or (a checkpoint written by plain
-    `transformers.Trainer`, which has no marker) trainer_state.json, the file Trainer writes last."""
-    return any(os.path.isfile(os.path.join(checkpoint, name)) for name in (COMPLETE_MARKER, TRAINER_STATE_NAME))
+    """Whether a checkpoint's save finished: distilkit's completion marker is there, or the folder was written by
+    plain `transformers.Trainer` (no distilkit marker at all) and has trainer_state.json, Trainer's last file."""
+    def has(name):
+        return os.path.isfile(os.path.join(checkpoint, name))
+
+    if has(COMPLETE_MARKER):
+        return True
+    return not has(SAVING_MARKER) and has(TRAINER_STATE_NAME)
 
 
 def check_complete(checkpoint: str) -> None:
