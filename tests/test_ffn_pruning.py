@@ -172,3 +172,56 @@ def test_ffn_pruned_folder_loads_with_transformers_alone(tmp_path, family, heads
     """, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "equal True" in result.stdout
+
+
+@pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])
+def test_distillation_trainer_prunes_ffn_while_training_and_the_saved_model_reloads(tmp_path, family, task):
+    args = DistillationConfig(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True, alpha=0.0,
+                              max_steps=6, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
+                              save_strategy="no", disable_tqdm=True, prune_ffn_fraction=0.5, prune_every_steps=2,
+                              prune_num_prunes=2, prune_batches=1)
+    trainer = DistillationTrainer(model=tiny_model(task, family), args=args, train_dataset=tiny_dataset(task, n=24),
+                                  data_collator=pad_collator)
+    trainer.train()
+
+    history = [e for e in trainer.state.log_history if "pruning/removed_neurons" in e]
+    assert [(e["step"], e["pruning/ffn_pruned_fraction"], e["pruning/neurons_kept"]) for e in history] == [
+        (2, 0.25, 96), (4, 0.5, 64)]
+    assert "pruning/removed_heads" not in history[0]  # heads untouched: prune_heads_fraction is 0
+    assert sum(map(len, kept_neurons(trainer.model))) == 64
+    assert sum(map(len, kept_heads(trainer.model))) == 8
+    # The optimizer trains exactly the model's current parameters and kept its state across pruning.
+    optimizer_params = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimizer_params == {id(p) for p in trainer.model.parameters()}
+    assert all(int(trainer.optimizer.state[p]["step"]) == 6 for p in trainer.model.parameters())
+
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = distilkit.from_pretrained(tmp_path / "final")
+    reloaded.set_attn_implementation(trainer.model.config._attn_implementation)
+    assert kept_neurons(reloaded) == kept_neurons(trainer.model)
+    batch = pad_collator([tiny_dataset(task, n=3, seed=1)[i] for i in range(3)])
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, trainer.model(**batch).logits)
+
+
+def test_callback_prunes_heads_and_ffn_together_and_resumes_from_a_checkpoint(tmp_path):
+    def run(model, output, resume=None):
+        args = DistillationConfig(output_dir=str(output), report_to="none", use_cpu=True, alpha=0.0, max_steps=6,
+                                  per_device_train_batch_size=4, learning_rate=1e-3, save_strategy="steps",
+                                  save_steps=3, disable_tqdm=True, prune_heads_fraction=0.5,
+                                  prune_ffn_fraction=0.25, prune_every_steps=2, prune_num_prunes=2, prune_batches=1)
+        trainer = DistillationTrainer(model=model, args=args, train_dataset=tiny_dataset("seq", n=24),
+                                      data_collator=pad_collator)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = run(tiny_model("seq", "bert"), tmp_path / "run")
+    assert sum(map(len, kept_heads(straight.model))) == 4 and sum(map(len, kept_neurons(straight.model))) == 96
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    # The model the run started with: resuming prunes it like the checkpoint's (heads and neurons) before loading.
+    resumed = run(tiny_model("seq", "bert"), tmp_path / "again", resume=str(checkpoint))
+    assert kept_heads(resumed.model) == kept_heads(straight.model)
+    assert kept_neurons(resumed.model) == kept_neurons(straight.model)
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
