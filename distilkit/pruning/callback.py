@@ -47,8 +47,8 @@ class HeadPruningCallback(TrainerCallback):
     Each pruning step is appended to `state.log_history` (and `self.history`) as
     `{"step", "pruning/removed_heads": {layer: [heads]}, "pruning/pruned_fraction", "pruning/heads_kept"}` (plus
     `"pruning/removed_neurons"`, `"pruning/ffn_pruned_fraction"`, `"pruning/neurons_kept"` when neurons were
-    removed) and logged on this module's logger. The model keeps its pruning record in its config, so `trainer.save_model()`
-    saves it pruned and `distilkit.from_pretrained` reloads it.
+    removed) and logged on this module's logger. The model keeps its pruning records in its config, so
+    `trainer.save_model()` saves it pruned and `distilkit.from_pretrained` reloads it.
 
     Pruning step k only tops the model up to its share, so steps that find enough heads already gone do nothing.
     Resuming works like any run: `DistillationTrainer.train(resume_from_checkpoint=...)` removes the heads the

@@ -3,7 +3,8 @@
 A checkpoint folder also holds the distillation projections (`PROJECTIONS_FILE`, trained alongside the student
 but never part of the exported model) and, written last, `COMPLETE_MARKER`: a folder without it was interrupted
 while saving and is never resumed. A student pruned while distilling (heads and/or FFN neurons) is pruned the same
-way before a checkpoint's weights are loaded into it. `DistillationTrainer` calls these functions from its save and resume hooks.
+way before a checkpoint's weights are loaded into it. `DistillationTrainer` calls these functions from its save and
+resume hooks.
 """
 
 from __future__ import annotations
