@@ -1,7 +1,7 @@
-"""Where each supported model family keeps its layers, attention heads and projections.
+"""Where each supported model family keeps its layers, attention heads, feed-forward blocks and projections.
 
 This is the one place that knows module names. Everything that walks a model's structure (building a student
-from a teacher, head pruning, ...) looks the family up here instead of testing model types itself.
+from a teacher, head and FFN pruning, ...) looks the family up here instead of testing model types itself.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from torch import nn
 class ArchitectureSpec:
     """Module paths for one model family.
 
-    `layers` is relative to the base model (`model.base_model`); the attention paths are relative to one layer.
+    `layers` is relative to the base model (`model.base_model`); the attention and FFN paths are relative to one
+    layer. The FFN's intermediate neurons are the output rows of every Linear in `ffn_in` (one for a plain FFN,
+    gate and up projections for a gated one) and the input columns of the Linear `ffn_out`.
     """
 
     family: str
@@ -25,6 +27,10 @@ class ArchitectureSpec:
     key: str
     value: str
     output: str
+    ffn_in: tuple[str, ...]
+    ffn_out: str
+    # Attribute of the config that holds the FFN's intermediate width (its number of neurons).
+    ffn_width_attr: str = "intermediate_size"
     # Grouped-query attention: key/value heads are shared by groups of query heads.
     grouped_kv: bool = False
     # Attribute of the config that holds the number of attention heads.
@@ -59,6 +65,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="attention.self.key",
             value="attention.self.value",
             output="attention.output.dense",
+            ffn_in=("intermediate.dense",),
+            ffn_out="output.dense",
             head_count_attrs=("num_attention_heads",),
             head_width_attrs=("all_head_size",),
         ),
@@ -70,6 +78,9 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="attention.k_lin",
             value="attention.v_lin",
             output="attention.out_lin",
+            ffn_in=("ffn.lin1",),
+            ffn_out="ffn.lin2",
+            ffn_width_attr="hidden_dim",
             heads_attr="n_heads",
             head_count_attrs=("n_heads",),
         ),
@@ -81,6 +92,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="attention.attn.k",
             value="attention.attn.v",
             output="attention.attn.o",
+            ffn_in=("intermediate.dense",),
+            ffn_out="output.dense",
             head_count_attrs=("num_attention_heads",),
             head_width_attrs=("all_head_size",),
             per_head_bias_arg="position_bias",
@@ -93,6 +106,8 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             key="self_attn.k_proj",
             value="self_attn.v_proj",
             output="self_attn.o_proj",
+            ffn_in=("mlp.gate_proj", "mlp.up_proj"),
+            ffn_out="mlp.down_proj",
             grouped_kv=True,
             head_dim_attr="head_dim",
         ),

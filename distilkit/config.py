@@ -65,7 +65,7 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
     attention_weight * sum(attention)`. With `alpha=0` and both weights 0 no teacher is needed and training is
     exactly `transformers.Trainer`.
 
-    The head-pruning fields (prune_heads_fraction, prune_every_steps, ...) come from
+    The pruning fields (prune_heads_fraction, prune_ffn_fraction, prune_every_steps, ...) come from
     `distilkit.pruning.HeadPruningArguments`, which also validates them.
     """
 

@@ -79,12 +79,13 @@ class DistillationTrainer(Trainer):
             else:
                 trainer_args = (trainer_args[0], train_dataset, *trainer_args[2:])
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
-        if args.prune_heads_fraction > 0:
+        if args.prune_heads_fraction > 0 or args.prune_ffn_fraction > 0:
             from .pruning import HeadPruningCallback
 
             self.add_callback(HeadPruningCallback(
                 target_fraction=args.prune_heads_fraction, prune_every_steps=args.prune_every_steps,
-                num_prunes=args.prune_num_prunes, seed=args.seed, **args.scoring(while_training=True),
+                num_prunes=args.prune_num_prunes, seed=args.seed, ffn_target_fraction=args.prune_ffn_fraction,
+                **args.scoring(while_training=True),
             ))
 
         self.projections = nn.ModuleDict()

@@ -368,7 +368,7 @@ def test_saved_folder_loads_with_plain_transformers_and_trust_remote_code(tmp_pa
         batch = padded_batch()
         expected[family] = outputs(model, batch)[0]
     torch.save({"batch": padded_batch(), "logits": expected}, tmp_path / "expected.pt")
-    with pytest.raises(ValueError, match="re-applies head pruning only.*none"):
+    with pytest.raises(ValueError, match="re-applies head and FFN pruning only.*none"):
         make("bert").save_pretrained(tmp_path / "plain")
         add_remote_code(tmp_path / "plain")
 

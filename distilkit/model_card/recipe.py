@@ -64,15 +64,18 @@ def loss_description(args: DistillationConfig) -> str:
 
 
 def pruning_callback_recipe(callback) -> dict[str, Any]:
-    """The "Pruning" settings of a `HeadPruningCallback` that pruned the model while it trained."""
+    """The "Pruning" settings of a `HeadPruningCallback` that pruned the model (heads, FFN neurons) while it trained."""
     schedule = f"every {callback.prune_every_steps} steps from step {callback.start_step}"
     if callback.num_prunes:
         schedule += f", {callback.num_prunes} times"
-    return {
+    recipe = {
         "target fraction of heads pruned": callback.target_fraction,
         "schedule": schedule,
         "head importance": f"{callback.method} on {callback.num_batches} batches",
     }
+    if callback.ffn_target_fraction > 0:
+        recipe["target fraction of FFN neurons pruned"] = callback.ffn_target_fraction
+    return recipe
 
 
 def recipe_groups(config: PretrainedConfig, record: Mapping, given: Mapping[str, Mapping[str, Any]] | None,

@@ -1,4 +1,5 @@
-"""Attention-head pruning: score heads, remove them structurally, save and reload, prune while training."""
+"""Attention-head and FFN-neuron pruning: score them, remove them structurally, save and reload, prune while
+training."""
 
 from typing import TYPE_CHECKING
 
@@ -7,19 +8,24 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .arguments import HeadPruningArguments
     from .callback import HeadPruningCallback
-    from .importance import compute_head_importance
+    from .importance import compute_ffn_importance, compute_head_importance
     from .remote_code import add_remote_code
-    from .selection import least_important_heads, prune_to_fraction
-    from .structural import kept_heads, prune_heads, pruned_heads, restore_pruning
+    from .selection import least_important_heads, least_important_neurons, prune_ffn_to_fraction, prune_to_fraction
+    from .structural import kept_heads, kept_neurons, prune_ffn, prune_heads, pruned_heads, restore_pruning
 
 _EXPORTS = {
     "HeadPruningArguments": "arguments",
     "HeadPruningCallback": "callback",
+    "compute_ffn_importance": "importance",
     "compute_head_importance": "importance",
     "add_remote_code": "remote_code",
     "least_important_heads": "selection",
+    "least_important_neurons": "selection",
+    "prune_ffn_to_fraction": "selection",
     "prune_to_fraction": "selection",
     "kept_heads": "structural",
+    "kept_neurons": "structural",
+    "prune_ffn": "structural",
     "prune_heads": "structural",
     "pruned_heads": "structural",
     "restore_pruning": "structural",
@@ -30,9 +36,14 @@ __all__ = [
     "HeadPruningArguments",
     "HeadPruningCallback",
     "add_remote_code",
+    "compute_ffn_importance",
     "compute_head_importance",
     "kept_heads",
+    "kept_neurons",
     "least_important_heads",
+    "least_important_neurons",
+    "prune_ffn",
+    "prune_ffn_to_fraction",
     "prune_heads",
     "prune_to_fraction",
     "pruned_heads",

@@ -3,7 +3,8 @@
 distilkit prunes attention heads in two ways, both configured here:
 
 - while training: `DistillationConfig` inherits these fields, and `DistillationTrainer` installs a
-  `HeadPruningCallback` when prune_heads_fraction > 0 (prune_every_steps, prune_num_prunes set its schedule);
+  `HeadPruningCallback` when prune_heads_fraction > 0 or prune_ffn_fraction > 0 (FFN neurons, on the same
+  schedule; prune_every_steps, prune_num_prunes set it);
 - once, after training: the CLI's prune step (`distilkit prune`, and the prune section of `distill` and
   `quickstart`) removes its `prune_fraction` of the heads in one go.
 
@@ -23,15 +24,16 @@ WHILE_TRAINING_DEFAULTS = {"num_batches": 4, "min_heads_per_layer": 0}
 ONE_SHOT_DEFAULTS = {"num_batches": 8, "min_heads_per_layer": 1}
 
 
-def check_fraction(name: str, value: float) -> None:
-    """A share of attention heads to remove: in [0, 1), 0 meaning no pruning."""
+def check_fraction(name: str, value: float, units: str = "attention heads") -> None:
+    """A share of `units` to remove: in [0, 1), 0 meaning no pruning."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1) (share of attention heads to remove), got {value}.")
+        raise ValueError(f"{name} must be in [0, 1) (share of {units} to remove), got {value}.")
 
 
 @dataclass
 class HeadPruningArguments:
-    """Head pruning: how heads are scored and chosen, and the schedule of pruning while training."""
+    """Head pruning: how heads are scored and chosen, and the schedule of pruning while training (which can prune
+    FFN neurons too, `prune_ffn_fraction`, scored with the same method and batches)."""
 
     prune_heads_fraction: float = field(
         default=0.0,
@@ -41,8 +43,18 @@ class HeadPruningArguments:
             "reached (by default halfway through training); training goes on to recover."
         },
     )
+    prune_ffn_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Prune this share of the student's FFN neurons (intermediate units of the feed-forward blocks) "
+            "while training (0 = off), on the same schedule as prune_heads_fraction and scored with "
+            "prune_heads_method. A layer may lose its whole FFN."
+        },
+    )
     prune_every_steps: int = field(
-        default=50, metadata={"help": "Optimizer steps between two pruning steps (with prune_heads_fraction)."}
+        default=50,
+        metadata={"help": "Optimizer steps between two pruning steps (with prune_heads_fraction or "
+                  "prune_ffn_fraction)."},
     )
     prune_num_prunes: int | None = field(
         default=None,
@@ -75,7 +87,8 @@ class HeadPruningArguments:
 
     def __post_init__(self):
         check_fraction("prune_heads_fraction", self.prune_heads_fraction)
-        if self.prune_heads_fraction > 0 and self.prune_every_steps < 1:
+        check_fraction("prune_ffn_fraction", self.prune_ffn_fraction, "FFN neurons")
+        if (self.prune_heads_fraction > 0 or self.prune_ffn_fraction > 0) and self.prune_every_steps < 1:
             raise ValueError(f"prune_every_steps must be >= 1, got {self.prune_every_steps}.")
         if self.prune_heads_method not in METHODS:
             raise ValueError(f"prune_heads_method (--prune_method) must be one of {METHODS}, got "

@@ -1,7 +1,8 @@
-"""Pruning attention heads gradually while a Trainer trains (or distils) the model.
+"""Pruning attention heads and FFN neurons gradually while a Trainer trains (or distils) the model.
 
 Removing many heads at once costs accuracy; removing a share every few steps and training in between lets the
-remaining heads take over (the schedule used by Michel et al. for iterative pruning, here during training).
+remaining heads take over (the schedule used by Michel et al. for iterative pruning, here during training). FFN
+neurons are pruned on the same schedule, after the heads of each pruning step.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .importance import METHODS, LossFn, compute_head_importance
-from .selection import groups_to_prune_for_fraction, least_important_heads
-from .structural import head_layout, kept_heads, prune_heads
+from .importance import METHODS, LossFn, compute_ffn_importance, compute_head_importance
+from .selection import (
+    groups_to_prune_for_fraction,
+    least_important_heads,
+    least_important_neurons,
+    neurons_to_prune_for_fraction,
+)
+from .structural import ffn_width, head_layout, kept_heads, kept_neurons, prune_ffn, prune_heads
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +32,10 @@ class HeadPruningCallback(TrainerCallback):
     The schedule has `num_prunes` pruning steps at `start_step`, `start_step + prune_every_steps`, ...; give either
     `num_prunes` or `end_step` (the last step that may prune). With neither, pruning ends halfway through training,
     leaving the second half to recover. Pruning step k of n removes heads until `target_fraction * k / n` of the
-    original heads are gone (whole key/value groups for grouped-query attention).
+    original heads are gone (whole key/value groups for grouped-query attention). With `ffn_target_fraction`, the
+    same step then removes FFN neurons until `ffn_target_fraction * k / n` of the original neurons are gone (ranked
+    with `compute_ffn_importance` on the same batches; `target_fraction=0` prunes neurons only). A layer may lose
+    all its neurons.
 
     Importance is computed on `num_batches` batches of `dataloader`; by default they are drawn from the Trainer's
     training set with its collator (shuffled with `seed + step`). `method` and `loss_fn` are passed to
@@ -36,9 +45,10 @@ class HeadPruningCallback(TrainerCallback):
 
     The Trainer's optimizer is kept: its state is sliced along with the pruned parameters (see `prune_heads`).
     Each pruning step is appended to `state.log_history` (and `self.history`) as
-    `{"step", "pruning/removed_heads": {layer: [heads]}, "pruning/pruned_fraction", "pruning/heads_kept"}` and
-    logged on this module's logger. The model keeps its pruning record in its config, so `trainer.save_model()`
-    saves it pruned and `distilkit.from_pretrained` reloads it.
+    `{"step", "pruning/removed_heads": {layer: [heads]}, "pruning/pruned_fraction", "pruning/heads_kept"}` (plus
+    `"pruning/removed_neurons"`, `"pruning/ffn_pruned_fraction"`, `"pruning/neurons_kept"` when neurons were
+    removed) and logged on this module's logger. The model keeps its pruning records in its config, so
+    `trainer.save_model()` saves it pruned and `distilkit.from_pretrained` reloads it.
 
     Pruning step k only tops the model up to its share, so steps that find enough heads already gone do nothing.
     Resuming works like any run: `DistillationTrainer.train(resume_from_checkpoint=...)` removes the heads the
@@ -62,9 +72,14 @@ class HeadPruningCallback(TrainerCallback):
         loss_fn: LossFn | None = None,
         min_heads_per_layer: int = 0,
         seed: int = 0,
+        ffn_target_fraction: float = 0.0,
     ):
-        if not 0.0 < target_fraction <= 1.0:
-            raise ValueError(f"target_fraction must be in (0, 1] (share of heads to prune), got {target_fraction}.")
+        if not 0.0 <= ffn_target_fraction <= 1.0:
+            raise ValueError(f"ffn_target_fraction must be in [0, 1] (share of FFN neurons to prune), got "
+                             f"{ffn_target_fraction}.")
+        if not 0.0 <= target_fraction <= 1.0 or (target_fraction == 0.0 and ffn_target_fraction == 0.0):
+            raise ValueError(f"target_fraction must be in (0, 1] (share of heads to prune; 0 only with "
+                             f"ffn_target_fraction > 0), got {target_fraction}.")
         if prune_every_steps < 1:
             raise ValueError(f"prune_every_steps must be at least 1, got {prune_every_steps}.")
         start_step = prune_every_steps if start_step is None else start_step
@@ -89,6 +104,7 @@ class HeadPruningCallback(TrainerCallback):
         if min_heads_per_layer < 0:
             raise ValueError(f"min_heads_per_layer must be 0 or more, got {min_heads_per_layer}.")
         self.target_fraction = target_fraction
+        self.ffn_target_fraction = ffn_target_fraction
         self.prune_every_steps = prune_every_steps
         self.num_prunes = num_prunes
         self.start_step = start_step
@@ -151,38 +167,76 @@ class HeadPruningCallback(TrainerCallback):
     ):
         if state.global_step not in self._prune_steps:
             return
-        k = self._prune_steps.index(state.global_step) + 1
-        count = groups_to_prune_for_fraction(model, self.target_fraction * k / len(self._prune_steps))
-        if count == 0:
-            return
-        layout = head_layout(model)
+        share = (self._prune_steps.index(state.global_step) + 1) / len(self._prune_steps)
+        entry = {"step": state.global_step}
+        if self.target_fraction > 0:
+            entry.update(self._prune_heads(model, optimizer, state.global_step, self.target_fraction * share))
+        if self.ffn_target_fraction > 0:
+            entry.update(self._prune_neurons(model, optimizer, state.global_step, self.ffn_target_fraction * share))
+        if len(entry) > 1:
+            state.log_history.append(entry)
+            self.history.append(entry)
+
+    def _scoring_data(self, step: int) -> Iterable:
         if self._sampler_generator is not None:
-            # Seeded by step, so a run resumed from a checkpoint scores heads on the same batches.
-            self._sampler_generator.manual_seed(self.seed + state.global_step)
+            # Seeded by step, so a run resumed from a checkpoint scores on the same batches.
+            self._sampler_generator.manual_seed(self.seed + step)
+        return self._importance_data
+
+    def _prune_heads(self, model, optimizer, step: int, fraction: float) -> dict:
+        count = groups_to_prune_for_fraction(model, fraction)
+        if count == 0:
+            return {}
+        layout = head_layout(model)
         importance = compute_head_importance(
-            model, self._importance_data, self.method, loss_fn=self.loss_fn, num_batches=self.num_batches
+            model, self._scoring_data(step), self.method, loss_fn=self.loss_fn, num_batches=self.num_batches
         )
         heads = least_important_heads(importance, count, layout.group_size, self.min_heads_per_layer)
         prune_heads(model, heads, optimizer=optimizer)
 
         remaining = sum(len(kept) for kept in kept_heads(model))
         total = layout.num_layers * layout.num_heads
-        entry = {
-            "step": state.global_step,
+        logger.info(
+            "Step %d: pruned heads %s (layer: heads, original numbering); %d of %d heads left.",
+            step, heads, remaining, total,
+        )
+        return {
             "pruning/removed_heads": {str(layer): removed for layer, removed in heads.items()},
             "pruning/pruned_fraction": round(1 - remaining / total, 4),
             "pruning/heads_kept": remaining,
         }
-        state.log_history.append(entry)
-        self.history.append(entry)
-        logger.info(
-            "Step %d: pruned heads %s (layer: heads, original numbering); %d of %d heads left.",
-            state.global_step, heads, remaining, total,
+
+    def _prune_neurons(self, model, optimizer, step: int, fraction: float) -> dict:
+        count = neurons_to_prune_for_fraction(model, fraction)
+        if count == 0:
+            return {}
+        importance = compute_ffn_importance(
+            model, self._scoring_data(step), self.method, loss_fn=self.loss_fn, num_batches=self.num_batches
         )
+        neurons = least_important_neurons(importance, count)
+        prune_ffn(model, neurons, optimizer=optimizer)
+
+        kept = kept_neurons(model)
+        remaining, total = sum(map(len, kept)), len(kept) * ffn_width(model)
+        logger.info(
+            "Step %d: pruned %d FFN neurons (per layer: %s); %d of %d neurons left.",
+            step, count, {layer: len(removed) for layer, removed in neurons.items()}, remaining, total,
+        )
+        return {
+            "pruning/removed_neurons": {str(layer): removed for layer, removed in neurons.items()},
+            "pruning/ffn_pruned_fraction": round(1 - remaining / total, 4),
+            "pruning/neurons_kept": remaining,
+        }
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
-        if model is not None and groups_to_prune_for_fraction(model, self.target_fraction) > 0:
+        if model is None:
+            return
+        short = [f"target_fraction={self.target_fraction} of heads"] if groups_to_prune_for_fraction(
+            model, self.target_fraction) > 0 else []
+        if neurons_to_prune_for_fraction(model, self.ffn_target_fraction) > 0:
+            short.append(f"ffn_target_fraction={self.ffn_target_fraction} of FFN neurons")
+        if short:
             logger.warning(
-                "Training ended before reaching target_fraction=%s of heads pruned (%d steps were run; pruning "
-                "steps: %s).", self.target_fraction, state.global_step, self._prune_steps,
+                "Training ended before reaching %s pruned (%d steps were run; pruning steps: %s).",
+                " and ".join(short), state.global_step, self._prune_steps,
             )

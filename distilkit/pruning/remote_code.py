@@ -4,10 +4,11 @@ A pruned model's weights do not fit the architecture its config.json describes, 
 load them (and its config.json says model_type "distilkit", so transformers does not try). `add_remote_code`
 writes a configuration file (the base config class under model_type "distilkit", from
 `distilkit.serialization.format`) and a self-contained modeling file into the folder (the torch-only `surgery.py`
-plus a subclass of the saved transformers class that re-applies the recorded pruning after building the model),
-and points config.json's `auto_map` at them. Loading then needs transformers and trust_remote_code, not distilkit.
-It is pruning's loading code in `distilkit.serialization.compressions`: `distilkit.save_pretrained` calls it for
-every model that is pruned and not otherwise compressed.
+plus a subclass of the saved transformers class that re-applies the recorded head and/or FFN pruning after
+building the model), and points config.json's `auto_map` at them. Loading then needs transformers and
+trust_remote_code, not distilkit. It is the loading code of both pruning compressions in
+`distilkit.serialization.compressions`: `distilkit.save_pretrained` calls it for every model that is pruned (heads,
+FFN neurons or both) and not otherwise compressed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ..serialization.load import load_config
 from . import surgery
 
 MODELING_FILE = "modeling_distilkit_pruned.py"
+# The config.distilkit keys this loading code re-applies (their registrations in compressions.py name it).
+REMOTE_KEYS = {"pruning", "ffn_pruning"}
 
 # Auto classes whose mapping may hold the saved class; the base model (AutoModel) is always offered too.
 _AUTO_CLASSES = (
@@ -46,21 +49,24 @@ _AUTO_CLASSES = (
 _CLASS_TEMPLATE = '''
 
 class {name}(transformers.{name}):
-    """transformers' {name} with the attention heads recorded in config.distilkit["pruning"] removed."""
+    """transformers' {name} with the attention heads and FFN neurons recorded in config.distilkit removed."""
 
     config_class = {config_class}
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        restore_kept_heads(self, SPEC, config.distilkit["pruning"]["kept_heads"])
+        if "pruning" in config.distilkit:
+            restore_kept_heads(self, SPEC, config.distilkit["pruning"]["kept_heads"])
+        if "ffn_pruning" in config.distilkit:
+            restore_kept_neurons(self, SPEC, config.distilkit["ffn_pruning"]["kept_neurons"])
 '''
 
 
 def add_remote_code(folder: str | os.PathLike) -> Path:
     """Write the modeling file into `folder` (saved with `save_pretrained` after pruning) and set `auto_map`.
 
-    Returns the path of the modeling file. Only pruning can be re-applied this way; a model with other distilkit
-    compressions (int8 layers) still needs `distilkit.from_pretrained`.
+    Returns the path of the modeling file. Only head and FFN pruning can be re-applied this way; a model with other
+    distilkit compressions (int8 layers) still needs `distilkit.from_pretrained`.
     """
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -68,9 +74,9 @@ def add_remote_code(folder: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{folder} has no config.json; save the model with save_pretrained first.")
     raw = json.loads(config_path.read_text())
     record = raw.get("distilkit") or {}
-    if set(record) != {"pruning"}:
+    if not record or not set(record) <= REMOTE_KEYS:
         raise ValueError(
-            f"add_remote_code re-applies head pruning only, but {config_path} records distilkit compressions "
+            f"add_remote_code re-applies head and FFN pruning only, but {config_path} records distilkit compressions "
             f"{sorted(record) or 'none'}. Load such a model with distilkit.from_pretrained."
         )
     config = load_config(folder)

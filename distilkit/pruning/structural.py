@@ -1,4 +1,4 @@
-"""Structural attention-head pruning: heads are deleted from the weights, not masked.
+"""Structural pruning of attention heads and FFN neurons: they are deleted from the weights, not masked.
 
 Removing head h of a layer deletes its rows of the query/key/value projections and its columns of the output
 projection. The pruned model is smaller and faster, and computes exactly what the unpruned model computes with
@@ -10,6 +10,13 @@ Head indices always refer to the ORIGINAL numbering of the unpruned model. Each 
 heads it still has (`KEPT_HEADS_ATTR`), so pruning can be applied repeatedly, and the same list is mirrored into
 `config.distilkit["pruning"]`, which `save_pretrained` writes to config.json and `distilkit.from_pretrained`
 reads back to rebuild the structure (`restore_pruning`).
+
+FFN neurons (the intermediate units of each layer's feed-forward block) work the same way: removing neuron n of
+a layer deletes its rows of the FFN's input projection(s) and its column of the output projection, so the model
+computes what the unpruned one computes with that neuron's activation zeroed. `prune_ffn` takes original
+numbering too, each layer remembers its neurons (`KEPT_NEURONS_ATTR`), and the record is
+`config.distilkit["ffn_pruning"] = {"kept_neurons": [...]}` (`restore_ffn_pruning`). A layer may lose its whole
+FFN: the block then adds only the output projection's bias.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from transformers import PreTrainedModel
 
 from ..architectures import ArchitectureSpec, get_architecture, get_layers
 from ..serialization.format import set_compression_record
-from .surgery import KEPT_HEADS_ATTR, ParameterChange, prune_layer_heads
+from .surgery import KEPT_HEADS_ATTR, KEPT_NEURONS_ATTR, ParameterChange, prune_layer_heads, prune_layer_neurons
 
 logger = logging.getLogger(__name__)
 
@@ -133,27 +140,66 @@ def restore_pruning(model: PreTrainedModel, record: dict) -> PreTrainedModel:
             heads_to_prune[layer] = missing
     return prune_heads(model, heads_to_prune)
 
+
+def ffn_width(model: PreTrainedModel) -> int:
+    """The number of FFN neurons per layer before pruning, read from the config (which pruning never changes)."""
+    return int(getattr(model.config, get_architecture(model).ffn_width_attr))
+
+
+def kept_neurons(model: PreTrainedModel) -> list[list[int]]:
+    """Per layer, the FFN neurons the model still has, in the original numbering."""
+    width = ffn_width(model)
+    return [list(getattr(layer, KEPT_NEURONS_ATTR, range(width))) for layer in get_layers(model)]
+
+
+def prune_ffn(
+    model: PreTrainedModel,
+    neurons_to_prune: Mapping[int, Iterable[int]],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> PreTrainedModel:
+    """Remove FFN neurons from `model` in place and return it.
+
+    `neurons_to_prune` maps a layer index to neuron indices in the ORIGINAL numbering (0..intermediate size - 1),
+    e.g. `{0: [3, 17]}`; neurons already gone are skipped, so the call can be repeated. A layer may lose all its
+    neurons: its FFN then adds only the output projection's bias. `optimizer`: as for `prune_heads`.
+    """
+    spec = get_architecture(model)
+    current = kept_neurons(model)
+    checked = _checked_indices(neurons_to_prune, len(current), ffn_width(model), "neurons")
+    changes: list[ParameterChange] = []
+    for layer_index, neurons in checked.items():
+        remove = neurons & set(current[layer_index])
+        if remove:
+            changes += prune_layer_neurons(get_layers(model)[layer_index], spec, current[layer_index], remove)
+            logger.debug("Pruned %d FFN neurons of layer %d.", len(remove), layer_index)
+    if changes:
+        set_compression_record(model, "ffn_pruning", {"kept_neurons": kept_neurons(model)})
+        if optimizer is not None:
+            carry_optimizer_state(optimizer, changes)
+    return model
+
+
+def restore_ffn_pruning(model: PreTrainedModel, record: dict) -> PreTrainedModel:
+    """Give `model`, freshly built from its config, the FFN structure described by `record`, the
+    `{"kept_neurons": [[neurons of layer 0], ...]}` that `prune_ffn` keeps in `config.distilkit["ffn_pruning"]`
+    (its restore function for `distilkit.from_pretrained`)."""
+    num_layers, width = len(get_layers(model)), ffn_width(model)
+    kept = record.get("kept_neurons") if isinstance(record, dict) else None
+    if not isinstance(kept, list) or len(kept) != num_layers:
+        raise ValueError(
+            f"config.distilkit['ffn_pruning'] must be {{'kept_neurons': [one list of neuron indices per layer]}} "
+            f"with {num_layers} lists for this model; got {record!r}."
+        )
+    return prune_ffn(model, {layer: sorted(set(range(width)) - {int(n) for n in neurons})
+                             for layer, neurons in enumerate(kept)})
+
+
 def _validated_request(
     layout: HeadLayout, heads_to_prune: Mapping[int, Iterable[int]], current: list[list[int]]
 ) -> dict[int, set[int]]:
     """The heads still present that `heads_to_prune` asks to remove, per layer, after checking every index."""
-    if not isinstance(heads_to_prune, Mapping):
-        raise TypeError(
-            f"heads_to_prune must map layer index -> head indices, e.g. {{0: [1, 2]}}; got "
-            f"{type(heads_to_prune).__name__}."
-        )
     request: dict[int, set[int]] = {}
-    for layer_key, heads in heads_to_prune.items():
-        layer = operator.index(layer_key)
-        if not 0 <= layer < layout.num_layers:
-            raise ValueError(f"Layer {layer} does not exist: the model has layers 0..{layout.num_layers - 1}.")
-        heads = {operator.index(h) for h in heads}
-        bad = sorted(h for h in heads if not 0 <= h < layout.num_heads)
-        if bad:
-            raise ValueError(
-                f"Heads {bad} of layer {layer} do not exist: each layer has heads 0..{layout.num_heads - 1} "
-                "(indices refer to the original, unpruned numbering)."
-            )
+    for layer, heads in _checked_indices(heads_to_prune, layout.num_layers, layout.num_heads, "heads").items():
         present = set(current[layer])
         if layout.group_size > 1:
             _check_whole_groups(layout, layer, heads, present)
@@ -161,6 +207,30 @@ def _validated_request(
         if remove:
             request[layer] = remove
     return request
+
+
+def _checked_indices(to_prune: Mapping[int, Iterable[int]], num_layers: int, count: int, unit: str
+                     ) -> dict[int, set[int]]:
+    """`to_prune` ({layer: [indices]}) as sets, after checking that every layer and index (< `count`) exists."""
+    if not isinstance(to_prune, Mapping):
+        raise TypeError(
+            f"{unit}_to_prune must map layer index -> {unit[:-1]} indices, e.g. {{0: [1, 2]}}; got "
+            f"{type(to_prune).__name__}."
+        )
+    checked: dict[int, set[int]] = {}
+    for layer_key, indices in to_prune.items():
+        layer = operator.index(layer_key)
+        if not 0 <= layer < num_layers:
+            raise ValueError(f"Layer {layer} does not exist: the model has layers 0..{num_layers - 1}.")
+        indices = {operator.index(i) for i in indices}
+        bad = sorted(i for i in indices if not 0 <= i < count)
+        if bad:
+            raise ValueError(
+                f"{unit.capitalize()} {bad} of layer {layer} do not exist: each layer has {unit} 0..{count - 1} "
+                "(indices refer to the original, unpruned numbering)."
+            )
+        checked[layer] = checked.get(layer, set()) | indices
+    return checked
 
 
 def _check_whole_groups(layout: HeadLayout, layer: int, heads: set[int], present: set[int]) -> None:

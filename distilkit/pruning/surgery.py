@@ -1,4 +1,4 @@
-"""The weight surgery of head pruning, for one layer at a time. Depends on torch only, on purpose.
+"""The weight surgery of head and FFN-neuron pruning, for one layer at a time. Depends on torch only, on purpose.
 
 `distilkit.pruning.structural` validates requests and keeps records around these functions. This file is also
 copied verbatim into a saved model folder by `distilkit.pruning.add_remote_code`, so that folder loads with
@@ -8,6 +8,11 @@ distilkit imports and relative imports.
 `spec` below is anything with the attributes of `distilkit.architectures.ArchitectureSpec` (module paths
 relative to a layer, and the names of the attributes that count heads), plus `attention`, the path of the module
 that owns the query projection.
+
+Both kinds of pruning come down to `_slice_linear`: heads are rows of q/k/v and columns of the output projection,
+FFN neurons are rows of the FFN's input projection(s) and columns of its output projection. A layer may lose all
+of its neurons: zero-width Linears compute an empty intermediate activation, and the output projection adds only
+its bias, which is what the unpruned FFN computes with every neuron zeroed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ KEPT_HEADS_ATTR = "distilkit_kept_heads"
 # Attributes set on attention modules that need special handling after pruning (see the functions below).
 _HEADLESS_OUTPUT_ATTR = "distilkit_headless_output"
 _PER_HEAD_BIAS_ATTR = "distilkit_per_head_bias"
+# Attribute of a transformer layer: its kept FFN neurons, in the original numbering. Absent means "all neurons".
+KEPT_NEURONS_ATTR = "distilkit_kept_neurons"
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,21 @@ def prune_layer_heads(
     return changes
 
 
+def prune_layer_neurons(layer: nn.Module, spec, kept: list[int], remove: set[int]) -> list[ParameterChange]:
+    """Delete the FFN neurons in `remove` from one layer that currently has the neurons `kept` (original
+    numbering): their rows of every `spec.ffn_in` projection and their columns of `spec.ffn_out`. Returns the
+    replaced parameters so an optimizer can follow them."""
+    new_kept = [n for n in kept if n not in remove]
+    device = layer.get_submodule(spec.ffn_out).weight.device
+    index = torch.tensor([kept.index(n) for n in new_kept], dtype=torch.long, device=device)
+    changes = []
+    for path in spec.ffn_in:
+        changes += _slice_linear(layer, path, index, dim=0)
+    changes += _slice_linear(layer, spec.ffn_out, index, dim=1)
+    setattr(layer, KEPT_NEURONS_ATTR, new_kept)
+    return changes
+
+
 def _head_rows(positions: list[int], head_dim: int, device: torch.device) -> torch.Tensor:
     """Row indices of the heads at `positions` (current numbering) in a [heads * head_dim] projection."""
     rows = [p * head_dim + i for p in positions for i in range(head_dim)]
@@ -91,8 +113,8 @@ def _slice_linear(root: nn.Module, path: str, index: torch.Tensor, dim: int) -> 
     old = getattr(parent, name)
     if type(old) is not nn.Linear:
         raise TypeError(
-            f"Cannot prune heads: {path} is a {type(old).__name__}, not a torch.nn.Linear. Prune heads before "
-            "quantizing the model or wrapping its projections (e.g. with LoRA adapters)."
+            f"Cannot prune {path}: it is a {type(old).__name__}, not a torch.nn.Linear. Prune heads and FFN neurons "
+            "before quantizing the model or wrapping its projections (e.g. with LoRA adapters)."
         )
     weight = old.weight.detach().index_select(dim, index)
     # A 1x1 placeholder on the meta device: nothing is initialised only to be overwritten, and a layer that lost
@@ -106,7 +128,7 @@ def _slice_linear(root: nn.Module, path: str, index: torch.Tensor, dim: int) -> 
             new.bias = nn.Parameter(old.bias.detach().index_select(0, index), requires_grad=old.bias.requires_grad)
             changes.append(ParameterChange(old.bias, new.bias, 0, index))
         else:
-            new.bias = old.bias  # the output projection's bias belongs to no head: keep the very same parameter
+            new.bias = old.bias  # an output projection's bias belongs to no head or neuron: keep the same parameter
     new.train(old.training)
     setattr(parent, name, new)
     return changes
@@ -183,3 +205,16 @@ def restore_kept_heads(model: nn.Module, spec, kept_heads: list[list[int]]) -> N
         remove = set(range(num_heads)) - {int(h) for h in kept}
         if remove:
             prune_layer_heads(layer, spec, list(range(num_heads)), remove, group_size)
+
+
+def restore_kept_neurons(model: nn.Module, spec, kept_neurons: list[list[int]]) -> None:
+    """Prune a model freshly built from its config down to `kept_neurons` (one list per layer, original numbering).
+
+    The loader of the self-contained remote code; distilkit's own loader validates first (`restore_ffn_pruning`).
+    """
+    width = int(getattr(model.config, spec.ffn_width_attr))
+    layers = model.base_model.get_submodule(spec.layers)
+    for layer, kept in zip(layers, kept_neurons, strict=True):
+        remove = set(range(width)) - {int(n) for n in kept}
+        if remove:
+            prune_layer_neurons(layer, spec, list(range(width)), remove)

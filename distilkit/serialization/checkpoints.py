@@ -4,8 +4,9 @@ A checkpoint folder also holds the distillation projections (`PROJECTIONS_FILE`,
 but never part of the exported model) and, written last, `COMPLETE_MARKER`. `SAVING_MARKER` is written first, before
 transformers writes anything: a folder that has it but not `COMPLETE_MARKER` was interrupted while saving and is
 never resumed. A folder with neither was written by plain `transformers.Trainer`, and counts as complete when it has
-trainer_state.json, the file Trainer writes last (so a project can switch from Trainer to DistillationTrainer). A student pruned while distilling is pruned the same way before a checkpoint's
-weights are loaded into it. `DistillationTrainer` calls these functions from its save and resume hooks.
+trainer_state.json, the file Trainer writes last (so a project can switch from Trainer to DistillationTrainer). A
+student pruned while distilling (heads and/or FFN neurons) is pruned the same way before a checkpoint's weights are
+loaded into it. `DistillationTrainer` calls these functions from its save and resume hooks.
 """
 
 from __future__ import annotations
@@ -102,25 +103,29 @@ def last_complete_checkpoint(output_dir: str) -> str:
 
 
 def match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
-    """Remove the heads a checkpoint's student had lost (pruning while distilling) before its weights are loaded,
-    so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the pruned model."""
+    """Remove the heads and FFN neurons a checkpoint's student had lost (pruning while distilling) before its
+    weights are loaded, so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the
+    pruned model."""
     config_path = os.path.join(checkpoint, "config.json")
     if not os.path.isfile(config_path):
         return
     with open(config_path) as handle:
-        kept = ((json.load(handle).get("distilkit") or {}).get("pruning") or {}).get("kept_heads")
-    if kept is None:
-        return
-    from ..pruning import kept_heads, prune_heads
+        record = json.load(handle).get("distilkit") or {}
+    from ..pruning import kept_heads, kept_neurons, prune_ffn, prune_heads
 
-    current = kept_heads(model)
-    extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
-    if len(kept) != len(current) or any(extra):
-        raise ValueError(
-            f"{checkpoint} was saved with heads {kept}, which this model (heads {current}) no longer has; "
-            "resume with the student the run started with."
-        )
-    prune_heads(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
+    for key, field, kept_of, prune, units in (("pruning", "kept_heads", kept_heads, prune_heads, "heads"),
+                                              ("ffn_pruning", "kept_neurons", kept_neurons, prune_ffn, "FFN neurons")):
+        kept = (record.get(key) or {}).get(field)
+        if kept is None:
+            continue
+        current = kept_of(model)
+        extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
+        if len(kept) != len(current) or any(extra):
+            raise ValueError(
+                f"{checkpoint} was saved with {units} {kept}, which this model ({units} {current}) no longer has; "
+                "resume with the student the run started with."
+            )
+        prune(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
 
 
 def copy_loading_code(checkpoint: str, output_dir: str) -> None:

@@ -5,8 +5,9 @@ registers here, by dotted name so that this package imports none of them (they i
   * `restore`: `function(model, record) -> model` that gives a model freshly built from config.json the
     structure its record describes, before `from_pretrained` loads the saved weights strictly;
   * `remote_code` (optional): `function(folder)` that writes loading code rebuilding the model with transformers
-    alone (`AutoModel...from_pretrained(folder, trust_remote_code=True)`), for a folder with this compression only.
-    Any other compressed folder gets a configuration file that names `distilkit.from_pretrained` instead.
+    alone (`AutoModel...from_pretrained(folder, trust_remote_code=True)`), for a folder whose compressions all name
+    this same function (head and FFN pruning share one). Any other compressed folder gets a configuration file that
+    names `distilkit.from_pretrained` instead.
 
 The order is the order of restoring: a model is pruned before it is quantized. A new compression (FFN pruning,
 say) is one more entry, its restore function living with the method.
@@ -35,6 +36,8 @@ class Compression:
 
 COMPRESSIONS: tuple[Compression, ...] = (
     Compression("pruning", "pruned attention heads", "distilkit.pruning.structural:restore_pruning",
+                remote_code="distilkit.pruning.remote_code:add_remote_code"),
+    Compression("ffn_pruning", "pruned FFN neurons", "distilkit.pruning.structural:restore_ffn_pruning",
                 remote_code="distilkit.pruning.remote_code:add_remote_code"),
     Compression("quantization", "int8 layers", "distilkit.quantization.model:restore_quantization"),
 )

@@ -7,8 +7,8 @@ long part: a kill there leaves the previous save untouched), then moves the fini
 
 A compressed model (config.distilkit records pruning or int8 layers) is written with model_type "distilkit" (see
 `format.py`) and `auto_map` loading code (`add_loading_code`):
-  * a compression that transformers can rebuild alone (pruning, see `compressions.py`): its own loading code, so
-    `AutoModel...from_pretrained(folder, trust_remote_code=True)` works with transformers alone;
+  * compressions that transformers can rebuild alone (head and/or FFN pruning, see `compressions.py`): their
+    loading code, so `AutoModel...from_pretrained(folder, trust_remote_code=True)` works with transformers alone;
   * anything else (int8 layers, or several compressions): a configuration file whose import raises an error that
     names `distilkit.from_pretrained`.
 """
@@ -82,7 +82,8 @@ def add_loading_code(folder: str | os.PathLike) -> None:
     if not record:
         return
     compressions = recorded(record)
-    if len(record) == 1 and len(compressions) == 1 and compressions[0].remote_code:
+    remote_codes = {c.remote_code for c in compressions}
+    if len(compressions) == len(record) and len(remote_codes) == 1 and None not in remote_codes:
         compressions[0].remote_code_function()(folder)  # also marks config.json as a compressed model's
         return
     descriptions = ", ".join(c.description for c in compressions if not c.remote_code) or "its compressions"
