@@ -55,7 +55,7 @@ ROWS = MAIN_ROWS + EXTRA_ROWS
 DISTILLED = ("logits_labelled", "logits_transfer", "logits_transfer_2ep")
 TRANSFER_ROWS = ("logits_transfer", "logits_transfer_2ep")
 LONG_TRANSFER_EPOCHS = 2  # logits_transfer_2ep
-LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled 4k)",
+LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled only)",
           "logits_labelled": "MiniLM-L6, logit KD, labelled only",
           "logits_transfer": "MiniLM-L6, logit KD, labelled + transfer text",
           "logits_transfer_2ep": "MiniLM-L6, logit KD, labelled + transfer text, up to 2 epochs"}
@@ -214,7 +214,9 @@ def markdown(results: dict) -> str:
         f"logits_transfer: {st['transfer_epochs']} epoch(s) over labelled + transfer, logits_transfer_2ep: "
         f"{LONG_TRANSFER_EPOCHS} epochs over the same; the epoch with the best selection accuracy is reported.",
         "",
-        f"Seeds (student training seed): {results['seeds']}. Mean ± sample std of dev accuracy (%).",
+        f"Seeds (student training seed): {results['seeds']}. Finished runs: "
+        + "; ".join(f"{row} seeds {', '.join(map(str, summary[row]['seeds'])) or 'none'}" for row in ROWS)
+        + ". Mean ± sample std of dev accuracy (%).",
         "",
         "| row | dev acc. mean ± std | % of teacher | gain over no_teacher (points) | per seed: dev acc. (epoch) "
         "| agreement with teacher | s/step |",
