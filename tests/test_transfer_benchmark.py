@@ -1,0 +1,77 @@
+"""scripts/transfer_benchmark.py bookkeeping: per-row statistics, goal verdicts and the report, without models."""
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
+
+import transfer_benchmark as tb  # noqa: E402
+
+
+def run(acc, epoch=1, agree=0.9, sps=0.5):
+    return {"dev_accuracy": acc, "chosen_epoch": epoch, "dev_agreement_with_teacher": agree, "seconds_per_step": sps}
+
+
+def results(no_teacher, labelled, transfer, teacher=0.90, cached=1.05):
+    runs = {name: {str(seed): run(acc) for seed, acc in zip((1, 2, 3), accs)}
+            for name, accs in (("no_teacher", no_teacher), ("logits_labelled", labelled),
+                               ("logits_transfer", transfer)) if accs}
+    return {"teacher": {"dev_accuracy": teacher, "selection_accuracy": 0.9}, "runs": runs,
+            "step_timing": {"plain": {"seconds_per_step": 1.0, "steps": 20},
+                            "distilled_cached": {"seconds_per_step": cached, "ratio_to_plain": cached},
+                            "distilled_live": {"seconds_per_step": 2.0, "ratio_to_plain": 2.0}, "warmup_steps": 2}}
+
+
+def test_summary_is_the_mean_and_sample_std_per_row():
+    r = results([0.80, 0.82, 0.84], [0.81, 0.83, 0.85], [0.88, 0.89, 0.90])
+    s = tb.summarize(r)
+    assert s["no_teacher"]["mean"] == pytest.approx(0.82)
+    assert s["no_teacher"]["std"] == pytest.approx(statistics.stdev([0.80, 0.82, 0.84]))
+    assert s["logits_transfer"]["gain_points"] == pytest.approx(7.0)
+    assert s["logits_transfer"]["gain_points_per_seed"] == pytest.approx([8.0, 7.0, 6.0])
+    assert s["logits_transfer"]["percent_of_teacher"] == pytest.approx(100 * 0.89 / 0.90)
+    assert s["no_teacher"]["gain_points"] is None
+
+
+def test_verdicts_on_the_means_and_gains_within_the_spread():
+    r = results([0.80, 0.82, 0.84], [0.81, 0.83, 0.85], [0.88, 0.89, 0.90])
+    s = tb.summarize(r)
+    v = tb.verdicts(r, s)
+    assert v["best_distilled"] == "logits_transfer"
+    assert v["gain_over_no_teacher"]["met"] and v["gain_over_no_teacher"]["measurable"]
+    assert not v["of_teacher"]["met"]  # 98.9% of the teacher
+    assert v["cached_step"]["met"]
+    # logits_labelled gains 1 point with a 2-point spread: no measurable gain.
+    assert tb.measurable(s["logits_labelled"]["gain_points"], s["logits_labelled"]["spread_points"]) is False
+    r.update(summary=s, verdicts=v, settings=_settings(), data=_data(), seeds=[1, 2, 3], command="python x",
+             threads=2, machine={}, lscpu_vnni="")
+    md = tb.markdown(r)
+    assert "+1.00 (no measurable gain: spread 2.00)" in md
+    assert "logits_transfer) vs no_teacher: +7.00 points (goal >= +2: met; larger than the spread" in md
+    assert "Cached-teacher step 1.05x a plain step (goal <= 1.1x: met)" in md
+
+
+def test_one_seed_has_no_spread_and_missing_rows_are_marked():
+    r = results([0.80], [], [0.83])
+    s = tb.summarize(r)
+    assert s["no_teacher"]["std"] is None and s["logits_labelled"]["n"] == 0
+    v = tb.verdicts(r, s)
+    assert v["gain_over_no_teacher"]["measurable"] is None
+    r.update(summary=s, verdicts=v, settings=_settings(), data=_data(), seeds=[1], command="python x", threads=2,
+             machine={}, lscpu_vnni="")
+    md = tb.markdown(r)
+    assert "| logits_labelled: MiniLM-L6, logit KD, labelled only | not run |" in md
+    assert "(1 seed)" in md
+
+
+def _settings():
+    return {"split_seed": 0, "max_length": 64, "batch_size": 32, "teacher_epochs": 1.0, "teacher_learning_rate": 5e-5,
+            "teacher_seed": 42, "student_learning_rate": 1e-4, "warmup": 0.06, "weight_decay": 0.01, "alpha": 0.5,
+            "temperature": 2.0, "epochs": 3, "transfer_epochs": 1}
+
+
+def _data():
+    return {"source": "sst2", "labelled_rows": 4000, "selection_rows": 1000, "transfer_rows": 20000, "dev_rows": 872}
