@@ -175,6 +175,12 @@ def load_hub_split(name: str, config: str | None, split: str) -> Dataset:
         ) from err
 
 
+def read_split(file: str | os.PathLike | None, dataset: str | None = None, dataset_config: str | None = None,
+               split: str | None = None) -> Dataset:
+    """One split: the local `file` when given, else `split` of the Hub (or local folder) `dataset`."""
+    return read_table(file) if file else load_hub_split(dataset, dataset_config, split)
+
+
 def load_splits(
     dataset: str | None = None,
     dataset_config: str | None = None,
@@ -186,14 +192,10 @@ def load_splits(
     """{"train": ..., "validation": ...} from a Hub dataset or local files ("validation" may be absent)."""
     if bool(dataset) == bool(train_file):
         raise ValueError("Give either a Hub dataset name or a local train_file (exactly one of them).")
-    if train_file:
-        splits = {"train": read_table(train_file)}
-        if validation_file:
-            splits["validation"] = read_table(validation_file)
-        return splits
-    splits = {"train": load_hub_split(dataset, dataset_config, train_split)}
-    if validation_split:
-        splits["validation"] = load_hub_split(dataset, dataset_config, validation_split)
+    splits = {"train": read_split(train_file, dataset, dataset_config, train_split)}
+    validation = validation_file if train_file else validation_split  # local files, or Hub splits
+    if validation:
+        splits["validation"] = read_split(validation_file, dataset, dataset_config, validation_split)
     return splits
 
 

@@ -19,11 +19,10 @@ from ..data import (
     encode_label_names,
     label_names,
     labels_to_model_ids,
-    load_hub_split,
     load_splits,
     prepare_causal_lm,
     prepare_classification,
-    read_table,
+    read_split,
     subsample,
     tokenize_texts,
 )
@@ -174,10 +173,8 @@ def load_transfer_data(data: DataArguments, tokenizer, task: str, seed: int = 42
     text_column = data.transfer_text_column or data.text_column
     pair_column = data.transfer_text_pair_column or data.text_pair_column
     try:
-        if data.transfer_file:
-            split = read_table(data.transfer_file)
-        else:
-            split = load_hub_split(data.transfer_dataset, data.transfer_dataset_config, data.transfer_split)
+        split = read_split(data.transfer_file, data.transfer_dataset, data.transfer_dataset_config,
+                           data.transfer_split)
         if data.label_column in split.column_names and not data.transfer_ignore_labels:
             raise ValueError(
                 f"it has a label column {data.label_column!r}, but transfer data is text the teacher labels. Remove "
@@ -216,8 +213,7 @@ def add_augmented_copies(data: TaskData, data_args: DataArguments, augment_args,
     from ..augment import augment_dataset
 
     try:
-        raw = load_splits(data_args.dataset, data_args.dataset_config, data_args.train_file, None,
-                          data_args.train_split, None)["train"]
+        raw = read_split(data_args.train_file, data_args.dataset, data_args.dataset_config, data_args.train_split)
         raw = subsample(raw, data_args.max_train_samples, seed)
         copies = augment_dataset(raw, teacher_tokenizer or tokenizer, data_args.text_column,
                                  data_args.text_pair_column, teacher=teacher, args=augment_args,
@@ -243,10 +239,7 @@ def load_eval_data(data: DataArguments, tokenizer, task: str, model, seed: int =
         )
     description = describe_data(data, "validation")
     try:
-        if data.validation_file:
-            split = read_table(data.validation_file)
-        else:
-            split = load_hub_split(data.dataset, data.dataset_config, data.validation_split)
+        split = read_split(data.validation_file, data.dataset, data.dataset_config, data.validation_split)
         split = subsample(split, data.max_eval_samples, seed)
         if task == "causal-lm":
             prepared = prepare_causal_lm(split, tokenizer, data.text_column, data.max_length)
