@@ -81,19 +81,36 @@ def _per_example(task: Task, logits: torch.Tensor, attention_mask: torch.Tensor 
 @torch.inference_mode()
 def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator, task: Task, top_k: int | None,
                             temperature: float, batch_size: int, device) -> Dataset:
-    """One in-order pass of the teacher over `dataset`; returns a Dataset of per-example cached outputs."""
+    """One pass of the teacher over `dataset`; returns a Dataset of per-example cached outputs, in `dataset`'s order.
+
+    The examples are batched shortest first (by the length of the inputs the teacher reads), so that a batch pads
+    to about its own length: on SST-2 sentences this makes the pass several times cheaper than batching in the
+    dataset's order. Padding does not change a row's outputs beyond float rounding."""
     from tqdm.auto import tqdm
 
     teacher.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    rows: list[dict] = []
+    order = _shortest_first(dataset)
+    loader = DataLoader(dataset.select(order), batch_size=batch_size, shuffle=False, collate_fn=collator)
+    rows: list[dict | None] = [None] * len(dataset)
+    position = 0
     for batch in tqdm(loader, desc="Caching teacher outputs"):
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
         # A teacher with its own tokenizer reads its own `teacher_` inputs (see data.TeacherInputsCollator).
         inputs = pop_teacher_inputs(inputs) or inputs
         logits = teacher(**inputs).logits.float()
-        rows.extend(_per_example(task, logits.cpu(), inputs.get("attention_mask", None), top_k, temperature))
+        for row in _per_example(task, logits.cpu(), inputs.get("attention_mask", None), top_k, temperature):
+            rows[order[position]] = row
+            position += 1
     return Dataset.from_list(rows)
+
+
+def _shortest_first(dataset: Dataset) -> list[int]:
+    """Row indices sorted by input length (stable: equal lengths keep the dataset's order)."""
+    column = next((c for c in ("teacher_input_ids", "input_ids") if c in dataset.column_names), None)
+    if column is None:
+        return list(range(len(dataset)))
+    lengths = [len(ids) for ids in dataset[column]]
+    return sorted(range(len(dataset)), key=lengths.__getitem__)
 
 
 def estimated_bytes(dataset: Dataset, task: Task, width: int, top_k: int | None) -> int:

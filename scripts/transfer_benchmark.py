@@ -50,15 +50,18 @@ import torch  # noqa: E402
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "transfer-bench"
 MAIN_ROWS = ("no_teacher", "logits_labelled", "logits_transfer")
-EXTRA_ROWS = ("logits_transfer_2ep",)  # after all seeds of MAIN_ROWS
+EXTRA_ROWS = ("logits_transfer_2ep", "logits_transfer_aug_2ep")  # after all seeds of MAIN_ROWS
 ROWS = MAIN_ROWS + EXTRA_ROWS
-DISTILLED = ("logits_labelled", "logits_transfer", "logits_transfer_2ep")
-TRANSFER_ROWS = ("logits_transfer", "logits_transfer_2ep")
-LONG_TRANSFER_EPOCHS = 2  # logits_transfer_2ep
+DISTILLED = ("logits_labelled", "logits_transfer", "logits_transfer_2ep", "logits_transfer_aug_2ep")
+TRANSFER_ROWS = ("logits_transfer", "logits_transfer_2ep", "logits_transfer_aug_2ep")
+AUGMENTED_ROWS = ("logits_transfer_aug_2ep",)
+LONG_TRANSFER_EPOCHS = 2  # logits_transfer_2ep, logits_transfer_aug_2ep
 LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled only)",
           "logits_labelled": "MiniLM-L6, logit KD, labelled only",
           "logits_transfer": "MiniLM-L6, logit KD, labelled + transfer text",
-          "logits_transfer_2ep": "MiniLM-L6, logit KD, labelled + transfer text, up to 2 epochs"}
+          "logits_transfer_2ep": "MiniLM-L6, logit KD, labelled + transfer text, up to 2 epochs",
+          "logits_transfer_aug_2ep": "MiniLM-L6, logit KD, labelled + transfer text + augmented copies of the "
+                                     "labelled text, up to 2 epochs"}
 # Settings that change a figure: a json made with other values is set aside, not mixed with new runs.
 SETTINGS_KEYS = ("labelled_rows", "selection_rows", "transfer_rows", "dev_rows", "split_seed", "max_length",
                  "batch_size", "epochs", "transfer_epochs", "teacher_epochs", "teacher_learning_rate", "teacher_seed",
@@ -95,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--timing-steps", type=int, default=22,
                    help="Steps per configuration of the step timing; the first 2 are warm-up and not counted.")
+    p.add_argument("--augment-copies", type=int, default=2,
+                   help="logits_transfer_aug_2ep: augmented copies per labelled sentence (labels dropped).")
+    p.add_argument("--augment-methods", default="replace", help="distilkit.augment methods, comma-separated.")
+    p.add_argument("--teacher-from", default=None,
+                   help="A transfer_sst2.json whose teacher facts (dev predictions...) to reuse when its teacher "
+                   "folder is this run's (sweeps: saves scoring the teacher again).")
+    p.add_argument("--skip-step-timing", action="store_true",
+                   help="Do not time plain / cached / live steps (sweeps: the main run has timed them).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", default=str(DEFAULT_WORK),
                    help="Teacher, extracted weights, teacher-output caches and run folders (outside the repo).")
@@ -124,6 +135,7 @@ def summarize(results: dict) -> dict:
             "seeds": [int(s) for s in seeds], "dev_accuracy": accs,
             "chosen_epoch": [runs[s]["chosen_epoch"] for s in seeds],
             "agreement_with_teacher": [runs[s]["dev_agreement_with_teacher"] for s in seeds],
+            "train_agreement_with_teacher": [runs[s].get("train_agreement_with_teacher") for s in seeds],
             "seconds_per_step": [runs[s]["seconds_per_step"] for s in seeds],
             "mean": mean, "std": std, "n": len(accs),
             "percent_of_teacher": 100 * mean / teacher if mean is not None and teacher else None,
@@ -192,6 +204,21 @@ def _gain_text(s: dict) -> str:
     return text
 
 
+def _teacher_train_lines(teacher: dict, augment: dict | None) -> list[str]:
+    lines = []
+    if "labelled_accuracy" in teacher:
+        probs = ", ".join(f"{k.rsplit('_', 1)[1]}: {v:.3f}" for k, v in teacher.items()
+                          if k.startswith("labelled_mean_top_probability"))
+        lines += ["", f"Teacher on its own labelled (training) rows: accuracy {_pct(teacher['labelled_accuracy'])}%, "
+                  f"mean probability of its top class ({probs})."]
+    if augment:
+        lines += ["", f"Augmented copies (logits_transfer_aug_2ep): {augment['num_copies']} per labelled sentence, "
+                  f"{augment['rows']:,} rows, methods {'+'.join(augment['methods'])}, replace_prob "
+                  f"{augment['replace_prob']}, {augment['num_candidates']} candidates, seed {augment['augment_seed']}; "
+                  f"candidates: {augment['candidates']}; labels dropped (the teacher labels them)."]
+    return lines
+
+
 def markdown(results: dict) -> str:
     summary, verdict = results["summary"], results["verdicts"]
     teacher = results.get("teacher") or {}
@@ -213,13 +240,14 @@ def markdown(results: dict) -> str:
         f"{st['temperature']:g}, cached teacher logits. no_teacher and logits_labelled: up to {st['epochs']} epochs, "
         f"logits_transfer: {st['transfer_epochs']} epoch(s) over labelled + transfer, logits_transfer_2ep: "
         f"{LONG_TRANSFER_EPOCHS} epochs over the same; the epoch with the best selection accuracy is reported.",
+        *_teacher_train_lines(teacher, results.get("augment")),
         "",
         f"Seeds (student training seed): {results['seeds']}. Finished runs: "
         + "; ".join(f"{row} seeds {', '.join(map(str, summary[row]['seeds'])) or 'none'}" for row in ROWS)
         + ". Mean ± sample std of dev accuracy (%).",
         "",
         "| row | dev acc. mean ± std | % of teacher | gain over no_teacher (points) | per seed: dev acc. (epoch) "
-        "| agreement with teacher | s/step |",
+        "| agreement with teacher: dev / train | s/step |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
@@ -230,14 +258,16 @@ def markdown(results: dict) -> str:
         spread = f" ± {100 * s['std']:.2f}" if s["std"] is not None else " (1 seed)"
         per_seed = ", ".join(f"s{seed}: {100 * a:.2f} (ep {e})"
                              for seed, a, e in zip(s["seeds"], s["dev_accuracy"], s["chosen_epoch"]))
-        agree = statistics.fmean(s["agreement_with_teacher"])
+        agree = f"{100 * statistics.fmean(s['agreement_with_teacher']):.1f}%"
+        train_agree = [v for v in s["train_agreement_with_teacher"] if v is not None]
+        agree += f" / {100 * statistics.fmean(train_agree):.1f}%" if train_agree else " / n/a"
         sps = statistics.fmean(s["seconds_per_step"])
         pot = "n/a" if s["percent_of_teacher"] is None else f"{s['percent_of_teacher']:.1f}%"
         lines.append(f"| {row}: {LABELS[row]} | {100 * s['mean']:.2f}{spread} | {pot} | {_gain_text(s)} | "
-                     f"{per_seed} | {100 * agree:.1f}% | {sps:.3f} |")
+                     f"{per_seed} | {agree} | {sps:.3f} |")
     lines += ["", "Gain is mean minus no_teacher's mean; \"no measurable gain\" means the gain is smaller than the "
-              "larger sample std of the two rows. Agreement: share of dev sentences where the student's argmax "
-              "equals the teacher's.", "", "## Goals (judged on the means)", ""]
+              "larger sample std of the two rows. Agreement: share of dev sentences (and of the labelled training "
+              "rows; n/a for runs made before it was recorded) where the student's argmax equals the teacher's.", "", "## Goals (judged on the means)", ""]
     if "of_teacher" in verdict:
         v = verdict["of_teacher"]
         lines.append(f"- Best distilled row ({v['row']}) keeps {v['percent']:.1f}% of the teacher's accuracy "
@@ -319,7 +349,10 @@ class Experiment:
         return fresh
 
     def done(self, row: str, seed: int) -> bool:
-        return str(seed) in self.results["runs"].get(row, {})
+        run = self.results["runs"].get(row, {}).get(str(seed))
+        if run and row in AUGMENTED_ROWS:  # made with other augmentation settings: run again
+            return run.get("augment") == self.augment_settings()
+        return run is not None
 
     def save(self) -> None:
         a = self.args
@@ -359,6 +392,38 @@ class Experiment:
                 "dev_positive_share": round(statistics.fmean(int(v) for v in dev["label"]), 4)}
         return self._cache["raw"]
 
+    def augment_settings(self) -> dict:
+        a = self.args
+        return {"num_copies": a.augment_copies, "methods": a.augment_methods.split(","), "replace_prob": 0.4,
+                "num_candidates": 15, "augment_seed": 42, "source": "labelled rows, labels dropped",
+                "candidates": "nearest neighbours in the teacher's input embeddings (all-mpnet-base-v2 has no "
+                              "masked-LM head)"}
+
+    def augmented_text(self):
+        """Augmented copies of the labelled sentences (no labels), made once with distilkit.augment and kept in
+        --work-dir; replacements are the teacher's embedding neighbours."""
+        if "augmented" not in self._cache:
+            from datasets import load_from_disk
+
+            from distilkit.augment import AugmentArguments, augment_dataset
+            from distilkit.serialization.atomic import publishing_folder
+
+            settings = self.augment_settings()
+            folder = self.work / "augmented" / (f"{self.teacher_folder().name}-copies{settings['num_copies']}-"
+                                                f"{'+'.join(settings['methods'])}-p0.4-m15-seed42")
+            if not folder.is_dir():
+                labelled = self.splits()[0]
+                args = AugmentArguments(methods=settings["methods"], num_copies=settings["num_copies"],
+                                        replace_prob=0.4, num_candidates=15, augment_seed=42)
+                augmented = augment_dataset(labelled, self.tokenizer("mpnet"), "sentence", teacher=self.teacher(),
+                                            args=args)
+                with publishing_folder(folder) as staging:
+                    augmented.save_to_disk(str(staging))
+            self._cache["augmented"] = load_from_disk(str(folder))
+            self.results["augment"] = {**settings, "rows": len(self._cache["augmented"]), "folder": str(folder)}
+            print(f"augmented text: {len(self._cache['augmented'])} rows from {folder}", flush=True)
+        return self._cache["augmented"]
+
     def tokenizer(self, family: str):
         from transformers import AutoTokenizer
 
@@ -381,9 +446,12 @@ class Experiment:
 
         key = f"{family}-{split}-{teacher_inputs}"
         if key not in self._cache:
-            raw = dict(zip(("labelled", "selection", "transfer", "dev"), self.splits()))[split]
+            if split == "augmented":
+                raw = self.augmented_text()
+            else:
+                raw = dict(zip(("labelled", "selection", "transfer", "dev"), self.splits()))[split]
             teacher_tok = self.tokenizer("mpnet") if teacher_inputs else None
-            if split == "transfer":
+            if split in ("transfer", "augmented"):
                 self._cache[key] = tokenize_texts(raw, self.tokenizer(family), "sentence",
                                                   max_length=self.args.max_length, teacher_tokenizer=teacher_tok)
             else:
@@ -451,41 +519,47 @@ class Experiment:
     # -- evaluation
     @staticmethod
     @torch.inference_mode()
-    def predict(model, dataset, collator, batch_size: int = 64) -> list[int]:
-        """Argmax predictions in the dataset's order (rows batched by length; the model's mode is restored)."""
+    def predict(model, dataset, collator, batch_size: int = 64, logits: bool = False):
+        """Argmax predictions in the dataset's order (rows batched by length; the model's mode is restored); with
+        logits=True the logits instead, as one (rows, labels) tensor."""
         was_training = model.training
         model.eval()
         inputs = dataset.select_columns([c for c in ("input_ids", "attention_mask", "token_type_ids")
                                          if c in dataset.column_names])
         lengths = [len(ids) for ids in inputs["input_ids"]]
         order = sorted(range(len(inputs)), key=lengths.__getitem__)
-        predictions = [0] * len(inputs)
+        outputs: list = [None] * len(inputs)
         device = next(model.parameters()).device
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             chunk = inputs.select(index)
             batch = collator([chunk[i] for i in range(len(chunk))])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            for i, p in zip(index, logits.argmax(-1).tolist()):
-                predictions[i] = p
+            out = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            for i, row in zip(index, out if logits else out.argmax(-1).tolist()):
+                outputs[i] = row
         model.train(was_training)
-        return predictions
+        return torch.stack(outputs) if logits else outputs
 
     @staticmethod
     def accuracy(predictions, labels) -> float:
         return round(sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels), 4)
 
     def student_scores(self, model) -> dict:
-        """Selection and dev accuracy of a student, and its agreement with the teacher on dev."""
+        """Selection and dev accuracy of a student, its agreement with the teacher on dev and on the labelled
+        (training) rows, and its accuracy on those rows."""
         selection = self.tokenized("minilm", "selection")
         dev = self.tokenized("minilm", "dev")
+        labelled = self.tokenized("minilm", "labelled")
         collator = self.collator("minilm")
         sel_pred = self.predict(model, selection, collator)
         dev_pred = self.predict(model, dev, collator)
-        teacher_pred = self.results["teacher"]["dev_predictions"]
+        train_pred = self.predict(model, labelled, collator)
+        teacher = self.results["teacher"]
         return {"selection_accuracy": self.accuracy(sel_pred, selection["labels"]),
                 "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
-                "dev_agreement_with_teacher": self.accuracy(dev_pred, teacher_pred)}
+                "dev_agreement_with_teacher": self.accuracy(dev_pred, teacher["dev_predictions"]),
+                "train_accuracy": self.accuracy(train_pred, labelled["labels"]),
+                "train_agreement_with_teacher": self.accuracy(train_pred, teacher["labelled_predictions"])}
 
     # -- the teacher
     def teacher_folder(self) -> Path:
@@ -527,8 +601,15 @@ class Experiment:
         os.replace(tmp, folder)
 
     def run_teacher(self) -> None:
+        if "teacher" not in self.results and self.args.teacher_from:
+            other = json.loads(Path(self.args.teacher_from).read_text()).get("teacher", {})
+            if other.get("folder") == str(self.teacher_folder()):
+                self.results["teacher"] = other
         if self.results.get("teacher", {}).get("dev_predictions") and \
                 (self.teacher_folder() / "model.safetensors").is_file():
+            if "labelled_predictions" not in self.results["teacher"]:  # results made before this was recorded
+                self.results["teacher"].update(self.teacher_on_labelled())
+                self.save()
             return
         model = self.teacher()
         info = json.loads((self.teacher_folder() / "train_info.json").read_text())
@@ -540,10 +621,26 @@ class Experiment:
             "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
             "selection_accuracy": self.accuracy(self.predict(model, selection, collator), selection["labels"]),
             "steps": info["steps"], "seconds_per_step": info["seconds_per_step"],
-            "train_seconds": info["train_seconds"], "last_log": info["last_log"], "dev_predictions": dev_pred}
+            "train_seconds": info["train_seconds"], "last_log": info["last_log"], "dev_predictions": dev_pred,
+            **self.teacher_on_labelled()}
         self.save()
         print(f"teacher: dev {self.results['teacher']['dev_accuracy']}, selection "
               f"{self.results['teacher']['selection_accuracy']}", flush=True)
+
+    def teacher_on_labelled(self) -> dict:
+        """The teacher on its own training rows: how far its soft labels can say more than the hard ones."""
+        model, collator = self.teacher(), self.collator("mpnet")
+        labelled = self.tokenized("mpnet", "labelled")
+        logits = self.predict(model, labelled, collator, logits=True)
+        labels = torch.tensor(labelled["labels"])
+        facts = {"labelled_predictions": logits.argmax(-1).tolist(),
+                 "labelled_accuracy": round(float((logits.argmax(-1) == labels).float().mean()), 4)}
+        for t in (1.0, self.args.temperature):
+            probs = (logits / t).softmax(-1)
+            facts[f"labelled_mean_top_probability_T{t:g}"] = round(float(probs.max(-1).values.mean()), 4)
+        print(f"teacher on its labelled rows: {({k: v for k, v in facts.items() if 'predictions' not in k})}",
+              flush=True)
+        return facts
 
     # -- step timing
     def step_timing(self) -> None:
@@ -589,13 +686,18 @@ class Experiment:
         set_seed(seed)
         student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
         epochs = {"logits_transfer": a.transfer_epochs, "logits_transfer_2ep": LONG_TRANSFER_EPOCHS}.get(row, a.epochs)
+        epochs = LONG_TRANSFER_EPOCHS if row in AUGMENTED_ROWS else epochs
         config = self.config(self.work / "runs" / f"{row}-seed{seed}", seed=seed,
                              learning_rate=a.student_learning_rate, epochs=epochs,
                              alpha=a.alpha if distil else 0.0, cache=distil)
+        transfer = self.tokenized("minilm", "transfer", True) if row in TRANSFER_ROWS else None
+        if row in AUGMENTED_ROWS:
+            from datasets import concatenate_datasets
+
+            transfer = concatenate_datasets([transfer, self.tokenized("minilm", "augmented", True)])
         info = self.train(student, config, self.tokenized("minilm", "labelled", distil), self.collator("minilm", distil),
                           self.tokenizer("minilm"), teacher=self.teacher() if distil else None,
-                          transfer=self.tokenized("minilm", "transfer", True) if row in TRANSFER_ROWS else None,
-                          epoch_eval=self.student_scores)
+                          transfer=transfer, epoch_eval=self.student_scores)
         records = info.pop("epochs")
         if len(records) != epochs:
             raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
@@ -604,7 +706,11 @@ class Experiment:
         run = {"seed": seed, "dev_accuracy": best["dev_accuracy"], "chosen_epoch": best["epoch"],
                "selection_accuracy": best["selection_accuracy"],
                "dev_agreement_with_teacher": best["dev_agreement_with_teacher"],
+               "train_agreement_with_teacher": best.get("train_agreement_with_teacher"),
+               "train_accuracy": best.get("train_accuracy"),
                "per_epoch": records, "epochs_trained": epochs, **info}
+        if row in AUGMENTED_ROWS:
+            run["augment"] = self.augment_settings()
         self.results["runs"].setdefault(row, {})[str(seed)] = run
         self.save()
         print(f"{row} seed {seed}: dev {run['dev_accuracy']} (epoch {run['chosen_epoch']}), "
@@ -618,7 +724,7 @@ class Experiment:
             for row in MAIN_ROWS:
                 if row in self.args.rows and not self.done(row, seed):
                     self.run_student(row, seed)
-            if i == 0:  # after the first seed's rows, so that comparable rows come first
+            if i == 0 and not self.args.skip_step_timing:  # after the first seed's rows: comparable rows first
                 self.step_timing()
         for row in EXTRA_ROWS:
             for seed in self.args.seeds:

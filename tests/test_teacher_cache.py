@@ -95,3 +95,25 @@ def test_top_k_loss_with_whole_vocabulary_equals_full_loss():
     log_p_s = torch.log_softmax(s / 3.0, -1).gather(-1, indices)
     expected = 9.0 * (p_t * (p_t.log() - log_p_s)).sum(-1)[mask].mean()
     assert torch.allclose(losses.soft_label_loss_topk(s, values, indices, lse, 3.0, mask), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["seq", "token"])
+def test_teacher_pass_batches_shortest_first_and_keeps_the_dataset_order(task):
+    from distilkit.tasks import Task
+    from distilkit.teacher_cache import compute_teacher_outputs
+
+    teacher = tiny_model(task, seed=1, **NO_DROPOUT).eval()
+    dataset = tiny_dataset(task, 11, seed=5)
+    widths = []
+    teacher.register_forward_hook(lambda module, args, kwargs, out: widths.append(kwargs["input_ids"].shape[1]),
+                                  with_kwargs=True)
+    kind = Task.SEQUENCE_CLASSIFICATION if task == "seq" else Task.TOKEN_CLASSIFICATION
+    cached = compute_teacher_outputs(dataset, teacher, pad_collator, kind, top_k=None, temperature=1.0,
+                                     batch_size=4, device="cpu")
+    assert widths == sorted(widths) and len(widths) == 3  # padded widths grow: batches go shortest first
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    assert lengths != sorted(lengths)  # otherwise the order would not be tested
+    with torch.no_grad():
+        for i in range(len(dataset)):  # reference: each example alone, unpadded
+            expected = teacher(input_ids=torch.tensor([dataset[i]["input_ids"]])).logits[0]
+            torch.testing.assert_close(torch.tensor(cached[i]["teacher_logits"]), expected, atol=1e-5, rtol=1e-5)
