@@ -51,7 +51,10 @@ DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "transfer-bench"
 MAIN_ROWS = ("no_teacher", "logits_labelled", "logits_transfer")
 EXTRA_ROWS = ("logits_transfer_2ep", "logits_transfer_aug_2ep")  # after all seeds of MAIN_ROWS
-ROWS = MAIN_ROWS + EXTRA_ROWS
+# The 6-layer MPNet student (every other layer of the pretrained, not fine-tuned, MPNet-base; the teacher's
+# tokenizer, so hidden states and attention maps line up): logit KD vs TinyBERT's staged schedule, labelled rows only.
+MPNET6_ROWS = ("mpnet6_logits", "mpnet6_staged")
+ROWS = MAIN_ROWS + EXTRA_ROWS + MPNET6_ROWS
 DISTILLED = ("logits_labelled", "logits_transfer", "logits_transfer_2ep", "logits_transfer_aug_2ep")
 TRANSFER_ROWS = ("logits_transfer", "logits_transfer_2ep", "logits_transfer_aug_2ep")
 AUGMENTED_ROWS = ("logits_transfer_aug_2ep",)
@@ -61,7 +64,9 @@ LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled only)",
           "logits_transfer": "MiniLM-L6, logit KD, labelled + transfer text",
           "logits_transfer_2ep": "MiniLM-L6, logit KD, labelled + transfer text, up to 2 epochs",
           "logits_transfer_aug_2ep": "MiniLM-L6, logit KD, labelled + transfer text + augmented copies of the "
-                                     "labelled text, up to 2 epochs"}
+                                     "labelled text, up to 2 epochs",
+          "mpnet6_logits": "MPNet 6 layers, logit KD, labelled only",
+          "mpnet6_staged": "MPNet 6 layers, staged: hidden + attention stage, then logit KD; labelled only"}
 # Settings that change a figure: a json made with other values is set aside, not mixed with new runs.
 SETTINGS_KEYS = ("labelled_rows", "selection_rows", "transfer_rows", "dev_rows", "split_seed", "max_length",
                  "batch_size", "epochs", "transfer_epochs", "teacher_epochs", "teacher_learning_rate", "teacher_seed",
@@ -101,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-copies", type=int, default=2,
                    help="logits_transfer_aug_2ep: augmented copies per labelled sentence (labels dropped).")
     p.add_argument("--augment-methods", default="replace", help="distilkit.augment methods, comma-separated.")
+    p.add_argument("--mpnet6-epochs", type=int, default=2,
+                   help="mpnet6 rows: epochs of logit KD (after the staged row's intermediate stage).")
+    p.add_argument("--intermediate-epochs", type=int, default=1,
+                   help="mpnet6_staged: epochs of the intermediate-layer stage (hidden + attention, weights 1).")
     p.add_argument("--teacher-from", default=None,
                    help="A transfer_sst2.json whose teacher facts (dev predictions...) to reuse when its teacher "
                    "folder is this run's (sweeps: saves scoring the teacher again).")
@@ -204,6 +213,17 @@ def _gain_text(s: dict) -> str:
     return text
 
 
+def _mpnet6_lines(results: dict) -> list[str]:
+    lines = []
+    for row in MPNET6_ROWS:
+        runs = results.get("runs", {}).get(row, {})
+        if runs:
+            settings = next(iter(runs.values()))["mpnet6"]
+            lines += ["", f"{row}: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "; lr, warmup, weight "
+                      "decay, batch as above; the epoch is chosen on the selection slice among the logit-KD epochs."]
+    return lines
+
+
 def _teacher_train_lines(teacher: dict, augment: dict | None) -> list[str]:
     lines = []
     if "labelled_accuracy" in teacher:
@@ -240,6 +260,7 @@ def markdown(results: dict) -> str:
         f"{st['temperature']:g}, cached teacher logits. no_teacher and logits_labelled: up to {st['epochs']} epochs, "
         f"logits_transfer: {st['transfer_epochs']} epoch(s) over labelled + transfer, logits_transfer_2ep: "
         f"{LONG_TRANSFER_EPOCHS} epochs over the same; the epoch with the best selection accuracy is reported.",
+        *_mpnet6_lines(results),
         *_teacher_train_lines(teacher, results.get("augment")),
         "",
         f"Seeds (student training seed): {results['seeds']}. Finished runs: "
@@ -250,8 +271,11 @@ def markdown(results: dict) -> str:
         "| agreement with teacher: dev / train | s/step |",
         "|---|---|---|---|---|---|---|",
     ]
+    minilm_run = any(summary[row]["n"] for row in MAIN_ROWS + EXTRA_ROWS)
     for row in ROWS:
         s = summary[row]
+        if not s["n"] and (row in MPNET6_ROWS or not minilm_run):
+            continue
         if not s["n"]:
             lines.append(f"| {row}: {LABELS[row]} | not run | | | | | |")
             continue
@@ -352,6 +376,8 @@ class Experiment:
         run = self.results["runs"].get(row, {}).get(str(seed))
         if run and row in AUGMENTED_ROWS:  # made with other augmentation settings: run again
             return run.get("augment") == self.augment_settings()
+        if run and row in MPNET6_ROWS:
+            return run.get("mpnet6") == self.mpnet6_settings(row)
         return run is not None
 
     def save(self) -> None:
@@ -470,7 +496,7 @@ class Experiment:
 
     # -- training
     def config(self, out: Path, *, seed: int, learning_rate: float, epochs: float, max_steps: int = -1,
-               alpha: float = 0.0, cache: bool = False):
+               alpha: float = 0.0, cache: bool = False, **distillation):
         from distilkit import DistillationConfig
 
         a = self.args
@@ -480,7 +506,7 @@ class Experiment:
             weight_decay=a.weight_decay, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
             use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, train_sampling_strategy=a.sampling,
             teacher_cache_dir=str(self.work / "teacher-outputs") if cache else None,
-            alpha=alpha, temperature=a.temperature, disable_tqdm=True)
+            alpha=alpha, temperature=a.temperature, disable_tqdm=True, **distillation)
 
     def train(self, model, config, train_set, collator, tokenizer, *, teacher=None, transfer=None,
               epoch_eval=None) -> dict:
@@ -544,13 +570,13 @@ class Experiment:
     def accuracy(predictions, labels) -> float:
         return round(sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels), 4)
 
-    def student_scores(self, model) -> dict:
+    def student_scores(self, model, family: str = "minilm") -> dict:
         """Selection and dev accuracy of a student, its agreement with the teacher on dev and on the labelled
         (training) rows, and its accuracy on those rows."""
-        selection = self.tokenized("minilm", "selection")
-        dev = self.tokenized("minilm", "dev")
-        labelled = self.tokenized("minilm", "labelled")
-        collator = self.collator("minilm")
+        selection = self.tokenized(family, "selection")
+        dev = self.tokenized(family, "dev")
+        labelled = self.tokenized(family, "labelled")
+        collator = self.collator(family)
         sel_pred = self.predict(model, selection, collator)
         dev_pred = self.predict(model, dev, collator)
         train_pred = self.predict(model, labelled, collator)
@@ -675,6 +701,40 @@ class Experiment:
         self.save()
 
     # -- the rows
+    def mpnet6_settings(self, row: str) -> dict:
+        a = self.args
+        settings = {"student": "MPNet-base layers 0, 2, 4, 6, 8, 10 (pretrained, not fine-tuned), new head",
+                    "alpha": a.alpha, "temperature": a.temperature, "kd_epochs": a.mpnet6_epochs}
+        if row == "mpnet6_staged":
+            settings.update(intermediate_epochs=a.intermediate_epochs, hidden_weight=1.0, attention_weight=1.0,
+                            layer_map="uniform", teacher="live (hidden states and attention maps are not cached)")
+        return settings
+
+    def run_mpnet6(self, row: str, seed: int) -> None:
+        """A 6-layer MPNet student on the labelled rows: logit KD (cached teacher), or the staged schedule
+        (intermediate_epochs of hidden + attention matching, then the same logit KD; live teacher). The epoch
+        is chosen on the selection slice among the logit-KD epochs."""
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        from distilkit.student import student_from_teacher
+
+        a = self.args
+        print(f"{row} seed {seed}: start {time.strftime('%H:%M:%S')}", flush=True)
+        set_seed(seed)
+        student = student_from_teacher(AutoModelForSequenceClassification.from_pretrained(self.mpnet(), num_labels=2),
+                                       6)
+        staged = row == "mpnet6_staged"
+        first = a.intermediate_epochs if staged else 0
+        extra = dict(hidden_weight=1.0, attention_weight=1.0, intermediate_epochs=first) if staged else {}
+        config = self.config(self.work / "runs" / f"{row}-seed{seed}", seed=seed,
+                             learning_rate=a.student_learning_rate, epochs=first + a.mpnet6_epochs, alpha=a.alpha,
+                             cache=not staged, **extra)
+        info = self.train(student, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
+                          self.tokenizer("mpnet"), teacher=self.teacher(),
+                          epoch_eval=lambda model: self.student_scores(model, "mpnet"))
+        self.record(row, seed, info, first + a.mpnet6_epochs, skip_epochs=first,
+                    extra={"mpnet6": self.mpnet6_settings(row)})
+
     def run_student(self, row: str, seed: int) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
@@ -698,19 +758,24 @@ class Experiment:
         info = self.train(student, config, self.tokenized("minilm", "labelled", distil), self.collator("minilm", distil),
                           self.tokenizer("minilm"), teacher=self.teacher() if distil else None,
                           transfer=transfer, epoch_eval=self.student_scores)
+        self.record(row, seed, info, epochs,
+                    extra={"augment": self.augment_settings()} if row in AUGMENTED_ROWS else {})
+
+    def record(self, row: str, seed: int, info: dict, epochs: int, skip_epochs: int = 0,
+               extra: dict | None = None) -> None:
+        """Keep the epoch with the best selection accuracy (the earliest on a tie; the first skip_epochs are not
+        candidates) and save the run."""
         records = info.pop("epochs")
         if len(records) != epochs:
             raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
-        best = max(records, key=lambda r: (r["selection_accuracy"], -r["epoch"]))  # earliest on a tie
+        best = max(records[skip_epochs:], key=lambda r: (r["selection_accuracy"], -r["epoch"]))  # earliest on tie
         info.pop("step_durations")
         run = {"seed": seed, "dev_accuracy": best["dev_accuracy"], "chosen_epoch": best["epoch"],
                "selection_accuracy": best["selection_accuracy"],
                "dev_agreement_with_teacher": best["dev_agreement_with_teacher"],
                "train_agreement_with_teacher": best.get("train_agreement_with_teacher"),
                "train_accuracy": best.get("train_accuracy"),
-               "per_epoch": records, "epochs_trained": epochs, **info}
-        if row in AUGMENTED_ROWS:
-            run["augment"] = self.augment_settings()
+               "per_epoch": records, "epochs_trained": epochs, **info, **(extra or {})}
         self.results["runs"].setdefault(row, {})[str(seed)] = run
         self.save()
         print(f"{row} seed {seed}: dev {run['dev_accuracy']} (epoch {run['chosen_epoch']}), "
@@ -726,10 +791,10 @@ class Experiment:
                     self.run_student(row, seed)
             if i == 0 and not self.args.skip_step_timing:  # after the first seed's rows: comparable rows first
                 self.step_timing()
-        for row in EXTRA_ROWS:
+        for row in EXTRA_ROWS + MPNET6_ROWS:
             for seed in self.args.seeds:
                 if row in self.args.rows and not self.done(row, seed):
-                    self.run_student(row, seed)
+                    (self.run_mpnet6 if row in MPNET6_ROWS else self.run_student)(row, seed)
         self.save()
 
 
