@@ -332,12 +332,51 @@ def save(results: dict, results_dir: Path) -> None:
     results["machine"] = machine_info()
     results["summary"] = summarize(results)
     results["verdicts"] = verdicts(results, results["summary"])
+    write_atomically(results_dir, {"transfer_sst2.json": json.dumps(results, indent=2),
+                                   "transfer_sst2.md": markdown(results)})
+
+
+def write_atomically(results_dir: Path, files: dict[str, str]) -> None:
+    """Each file written to a temp file and moved into place, in order."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("transfer_sst2.json", json.dumps(results, indent=2)),
-                       ("transfer_sst2.md", markdown(results))):
+    for name, text in files.items():
         tmp = results_dir / (name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, results_dir / name)
+
+
+def load_previous(json_path: Path, fresh: dict) -> dict:
+    """The results in `json_path` when they were made with `fresh["settings"]`; otherwise `fresh`, and a json made
+    with other settings is set aside (renamed), not mixed with new runs."""
+    if json_path.is_file():
+        previous = json.loads(json_path.read_text())
+        if previous.get("settings") == fresh["settings"]:
+            return previous
+        aside = json_path.with_suffix(f".json.old-{int(time.time())}")
+        os.replace(json_path, aside)
+        print(f"settings differ from {json_path}: set aside as {aside.name}, starting again.", flush=True)
+    return fresh
+
+
+def best_epoch(records: list[dict]) -> dict:
+    """The epoch record with the best selection accuracy, the earliest on a tie."""
+    return max(records, key=lambda r: (r["selection_accuracy"], -r["epoch"]))
+
+
+def training_config(a, out: Path, *, seed: int, learning_rate: float, epochs: float, max_steps: int = -1,
+                    alpha: float = 0.0, cache_dir: Path | None = None, **distillation):
+    """The DistillationConfig of every benchmark run: batch, warm-up, weight decay, sampling and temperature from
+    the parsed flags `a`; cached teacher logits under `cache_dir` when given; other DistillationConfig fields
+    (hidden_weight, intermediate_epochs...) as keywords."""
+    from distilkit import DistillationConfig
+
+    return DistillationConfig(
+        output_dir=str(out), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
+        num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, warmup_steps=a.warmup,
+        weight_decay=a.weight_decay, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, train_sampling_strategy=a.sampling,
+        teacher_cache_dir=str(cache_dir) if cache_dir else None, alpha=alpha, temperature=a.temperature,
+        disable_tqdm=True, **distillation)
 
 
 def lscpu_vnni() -> str:
@@ -358,19 +397,9 @@ class Experiment:
         self.results_dir = Path(args.results_dir)
         self.json_path = self.results_dir / "transfer_sst2.json"
         self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
-        self.results = self._load_previous()
+        self.results = load_previous(self.json_path, {"experiment": "transfer_sst2", "settings": self.settings,
+                                                       "runs": {}})
         self._cache: dict = {}
-
-    def _load_previous(self) -> dict:
-        fresh = {"experiment": "transfer_sst2", "settings": self.settings, "runs": {}}
-        if self.json_path.is_file():
-            previous = json.loads(self.json_path.read_text())
-            if previous.get("settings") == self.settings:
-                return previous
-            aside = self.json_path.with_suffix(f".json.old-{int(time.time())}")
-            os.replace(self.json_path, aside)
-            print(f"settings differ from {self.json_path}: set aside as {aside.name}, starting again.", flush=True)
-        return fresh
 
     def done(self, row: str, seed: int) -> bool:
         run = self.results["runs"].get(row, {}).get(str(seed))
@@ -495,20 +524,11 @@ class Experiment:
         return TeacherInputsCollator(collator, self.tokenizer("mpnet")) if teacher_inputs else collator
 
     # -- training
-    def config(self, out: Path, *, seed: int, learning_rate: float, epochs: float, max_steps: int = -1,
-               alpha: float = 0.0, cache: bool = False, **distillation):
-        from distilkit import DistillationConfig
+    def config(self, out: Path, *, cache: bool = False, **kw):
+        return training_config(self.args, out, cache_dir=self.work / "teacher-outputs" if cache else None, **kw)
 
-        a = self.args
-        return DistillationConfig(
-            output_dir=str(out), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
-            num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, warmup_steps=a.warmup,
-            weight_decay=a.weight_decay, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
-            use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, train_sampling_strategy=a.sampling,
-            teacher_cache_dir=str(self.work / "teacher-outputs") if cache else None,
-            alpha=alpha, temperature=a.temperature, disable_tqdm=True, **distillation)
-
-    def train(self, model, config, train_set, collator, tokenizer, *, teacher=None, transfer=None,
+    @staticmethod
+    def train(model, config, train_set, collator, tokenizer, *, teacher=None, transfer=None,
               epoch_eval=None) -> dict:
         """Train in place (bench_common.train, plus transfer data and a per-epoch evaluation callback)."""
         from bench_common import StepTimer
@@ -768,7 +788,7 @@ class Experiment:
         records = info.pop("epochs")
         if len(records) != epochs:
             raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
-        best = max(records[skip_epochs:], key=lambda r: (r["selection_accuracy"], -r["epoch"]))  # earliest on tie
+        best = best_epoch(records[skip_epochs:])
         info.pop("step_durations")
         run = {"seed": seed, "dev_accuracy": best["dev_accuracy"], "chosen_epoch": best["epoch"],
                "selection_accuracy": best["selection_accuracy"],
