@@ -135,7 +135,9 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
             "help": "TinyBERT's staged schedule: the first intermediate_epochs epochs (of num_train_epochs) are the "
             "intermediate-layer stage, which trains the hidden-state and attention terms alone; the rest is the "
             "prediction-layer stage, which trains the hard- and soft-label terms alone. 0: every weighted term "
-            "trains together. The stage follows the optimizer step, so a resumed run continues in its stage."
+            "trains together. The stage follows the optimizer step, so a resumed run continues in its stage. With "
+            "teacher_cache_dir, the prediction stage reads cached teacher logits and only the intermediate stage "
+            "runs the teacher."
         },
     )
     nonfinite_loss: str = field(
@@ -163,12 +165,15 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
             raise ValueError(f"teacher_dtype must be one of {TEACHER_DTYPES} or None, got {self.teacher_dtype!r}.")
         if self.nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {self.nonfinite_loss!r}.")
-        uncached = [t.weight_field for t in loss_terms.teacher_terms(self) if not t.cacheable]
+        # Under a staged schedule only the prediction stage reads the cache; the intermediate stage runs the teacher.
+        served_by_cache = loss_terms.PREDICTION if self.intermediate_epochs > 0 else None
+        uncached = [t.weight_field for t in loss_terms.teacher_terms(self, served_by_cache) if not t.cacheable]
         if self.teacher_cache_dir and uncached:
             weights = " and ".join(f"{name}={getattr(self, name)}" for name in uncached)
             raise ValueError(
                 f"teacher_cache_dir caches teacher logits only, but {weights} need the teacher's forward at every "
-                f"step. Set {' and '.join(uncached)} to 0 or drop teacher_cache_dir."
+                f"step. Set {' and '.join(uncached)} to 0, drop teacher_cache_dir, or train them in a staged "
+                "schedule (intermediate_epochs > 0), whose prediction stage reads the cache."
             )
         if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
             raise ValueError(f"teacher_cache_top_k must be >= 1 or None, got {self.teacher_cache_top_k}.")

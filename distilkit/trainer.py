@@ -302,7 +302,7 @@ class DistillationTrainer(Trainer):
             student_inputs[f"output_{name}"] = True
         # The model's loss is its per-batch mean; it is rescaled below like the distillation terms.
         outputs = model(**student_inputs)
-        if cached:
+        if cached and stage != loss_terms.INTERMEDIATE:  # the intermediate stage needs live hidden states/attention
             teacher_outputs = TeacherOutputs.from_cache(cached)
         else:
             teacher_outputs = self._teacher_forward(teacher_inputs or model_inputs, stage)

@@ -57,3 +57,31 @@ def test_resumed_run_continues_in_its_stage(tmp_path):
 def test_bad_schedules_are_refused(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         config(tmp_path, **kw)
+
+
+def test_prediction_stage_reads_the_teacher_cache_and_matches_a_live_teacher(tmp_path):
+    """With teacher_cache_dir the teacher runs once over the data (the cache) and in the intermediate stage only;
+    the losses equal those of the same run with a live teacher."""
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    def run(name, **kw):
+        teacher = tiny_model("seq", seed=1, **no_dropout)
+        calls = []
+        teacher.register_forward_hook(lambda *a: calls.append(1))
+        t = DistillationTrainer(model=tiny_model("seq", seed=2, **no_dropout), teacher_model=teacher,
+                                args=config(tmp_path, output_dir=str(tmp_path / name), **kw),
+                                train_dataset=tiny_dataset("seq", 8), data_collator=pad_collator)
+        t.train()
+        return [e["loss"] for e in t.state.log_history if "loss" in e], len(calls)
+
+    live, live_calls = run("live")
+    cached, cached_calls = run("cached", teacher_cache_dir=str(tmp_path / "cache"))
+    assert live_calls == 1 + 6  # the set-up probe of the layer outputs + 2 steps per epoch, 3 epochs
+    # the probe + the cache pass (8 examples, one eval batch) + the 2 steps of the intermediate stage
+    assert cached_calls == 1 + 1 + 2
+    assert cached == pytest.approx(live, abs=1e-6) and len(cached) == 6
+
+
+def test_a_cache_without_a_staged_schedule_still_refuses_layer_terms(tmp_path):
+    with pytest.raises(ValueError, match="staged schedule"):
+        config(tmp_path, intermediate_epochs=0, teacher_cache_dir=str(tmp_path / "cache"))
