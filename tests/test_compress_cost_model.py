@@ -62,7 +62,7 @@ def measured(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ shapes and twins
 
-@pytest.mark.parametrize("family", ["bert", "mpnet", "llama"])
+@pytest.mark.parametrize("family", ["bert", "mpnet", "llama", "qwen2"])
 @pytest.mark.parametrize("int8,int8_embeddings", [(False, False), (True, False), (True, True)])
 def test_twin_has_exactly_the_requested_shape(family, int8, int8_embeddings):
     shape = ModelShape(heads=(4, 2, 0), ffn=(64, 10, 0), int8=int8, int8_embeddings=int8_embeddings)
@@ -113,6 +113,14 @@ def test_twin_of_a_compressed_config_starts_from_the_plain_architecture():
     pruned = random_twin(config(), ModelShape((2, 2), (64, 64), int8=True))
     twin = random_twin(pruned.config, ModelShape((4,), (32,)))
     assert ModelShape.of(twin) == ModelShape((4,), (32,))
+
+
+def test_twin_of_a_config_without_padding_token_runs_batches():
+    llama = config("llama")
+    llama.pad_token_id = None  # as in most Llama-family configs
+    twin = random_twin(llama, ModelShape((2, 4), (64, 8)))
+    assert twin(input_ids=torch.randint(5, 100, (3, 8))).logits.shape == (3, 2)
+    assert llama.pad_token_id is None  # the caller's config is left alone
 
 
 def test_shape_key_and_dict_round_trip():
@@ -209,7 +217,8 @@ COEFFICIENTS = {
 def reference_latency(shape: ModelShape) -> float:
     """The latency the known coefficients give, written out by hand."""
     c = COEFFICIENTS["int8" if shape.int8 else "float"]
-    value = c["constant"] + c["layers"] * shape.num_layers + c["heads"] * sum(shape.heads) + c["neurons"] * sum(shape.ffn)
+    value = (c["constant"] + c["layers"] * shape.num_layers + c["heads"] * sum(shape.heads)
+             + c["neurons"] * sum(shape.ffn))
     return value + (c["int8_embeddings"] if shape.int8_embeddings else 0.0)
 
 

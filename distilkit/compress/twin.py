@@ -23,14 +23,18 @@ from .shape import ModelShape
 
 
 def twin_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
-    """A copy of `config` for an uncompressed model of `num_layers` layers (compression records dropped;
-    per-layer lists such as Qwen2's layer_types follow evenly spaced layers, as `student_from_teacher` keeps)."""
+    """A copy of `config` for an uncompressed model of `num_layers` layers: compression records dropped, per-layer
+    lists such as Qwen2's layer_types following evenly spaced layers (as `student_from_teacher` keeps), and a
+    padding token (0) where the config has none, so any batch runs."""
     original_layers = int(config.num_hidden_layers)
     twin = copy.deepcopy(config)
     twin.__class__ = base_config_class(type(config))
     if hasattr(twin, CONFIG_KEY):
         delattr(twin, CONFIG_KEY)
     twin.num_hidden_layers = num_layers
+    if getattr(twin, "pad_token_id", None) is None:
+        # Decoder families' classification heads need one to find each row's last token once batch size > 1.
+        twin.pad_token_id = 0
     layer_types = getattr(twin, "layer_types", None)
     if isinstance(layer_types, list) and len(layer_types) == original_layers:
         twin.layer_types = [layer_types[i] for i in every_kth_layer(original_layers, num_layers)]
