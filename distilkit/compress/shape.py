@@ -117,7 +117,8 @@ def _counts(values, name: str) -> tuple[int, ...]:
     try:
         counts = tuple(operator.index(v) for v in values)
     except TypeError:
-        raise TypeError(f"ModelShape.{name} must be a sequence of integers, one per kept layer; got {values!r}.") from None
+        raise TypeError(
+            f"ModelShape.{name} must be a sequence of integers, one per kept layer; got {values!r}.") from None
     negative = [c for c in counts if c < 0]
     if negative:
         raise ValueError(f"ModelShape.{name} counts must be >= 0; got {negative} in {list(counts)}.")
