@@ -59,11 +59,17 @@ def head_layout(model: PreTrainedModel) -> HeadLayout:
     """The original head layout of `model`, read from its config (which pruning never changes)."""
     spec = get_architecture(model)
     num_heads = int(getattr(model.config, spec.heads_attr))
-    group_size = 1
-    if spec.grouped_kv:
-        num_kv_heads = getattr(model.config, spec.kv_heads_attr, None) or num_heads
-        group_size = num_heads // int(num_kv_heads)
-    return HeadLayout(spec, len(get_layers(model)), num_heads, group_size)
+    return HeadLayout(spec, len(get_layers(model)), num_heads, head_group_size(model.config))
+
+
+def head_group_size(config) -> int:
+    """Query heads per key/value head in a model with `config`: heads are pruned in groups of this size (1 for
+    ordinary multi-head attention)."""
+    spec = get_architecture(config)
+    if not spec.grouped_kv:
+        return 1
+    num_heads = int(getattr(config, spec.heads_attr))
+    return num_heads // int(getattr(config, spec.kv_heads_attr, None) or num_heads)
 
 
 def attention_modules(model: PreTrainedModel) -> list[nn.Module]:

@@ -1,0 +1,70 @@
+"""Random-weight twins: a model of exactly a given `ModelShape`, built from a config, and its exact weight size.
+
+Speed and size depend on a model's shape, not on its weights' values, so the cost of a compression plan can be
+measured on a twin with random weights instead of compressing the real model. A twin is made the way distilkit
+makes the real thing: the sequence-classification model of the config with the shape's number of layers,
+structurally pruned (`distilkit.pruning`) down to the shape's head and neuron counts (which ones does not matter
+for cost: the last ones go), then quantized (`distilkit.quantization.quantize_dynamic`) when the shape is int8.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+
+from ..architectures import get_architecture
+from ..pruning.structural import prune_ffn, prune_heads
+from ..quantization.model import quantize_dynamic
+from ..serialization.format import CONFIG_KEY, base_config_class
+from ..student import every_kth_layer
+from .shape import ModelShape
+
+
+def twin_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
+    """A copy of `config` for an uncompressed model of `num_layers` layers: compression records dropped, per-layer
+    lists such as Qwen2's layer_types following evenly spaced layers (as `student_from_teacher` keeps), and a
+    padding token (0) where the config has none, so any batch runs."""
+    original_layers = int(config.num_hidden_layers)
+    twin = copy.deepcopy(config)
+    twin.__class__ = base_config_class(type(config))
+    if hasattr(twin, CONFIG_KEY):
+        delattr(twin, CONFIG_KEY)
+    twin.num_hidden_layers = num_layers
+    if getattr(twin, "pad_token_id", None) is None:
+        # Decoder families' classification heads need one to find each row's last token once batch size > 1.
+        twin.pad_token_id = 0
+    layer_types = getattr(twin, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == original_layers:
+        twin.layer_types = [layer_types[i] for i in every_kth_layer(original_layers, num_layers)]
+    return twin
+
+
+def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch.device = "cpu") -> PreTrainedModel:
+    """A float32 model with random weights and exactly `shape` (in eval mode), for a config of any family in
+    `distilkit.architectures`. `device="meta"` builds it without allocating weights (for sizes).
+
+    Raises ValueError for an unsupported model type (naming the supported ones) or a shape the config cannot have.
+    """
+    spec = get_architecture(config)
+    shape.check_fits(config)
+    with torch.device(device):
+        model = AutoModelForSequenceClassification.from_config(twin_config(config, shape.num_layers),
+                                                               dtype=torch.float32)
+    num_heads = int(getattr(config, spec.heads_attr))
+    width = int(getattr(config, spec.ffn_width_attr))
+    prune_heads(model, {layer: range(kept, num_heads) for layer, kept in enumerate(shape.heads) if kept < num_heads})
+    prune_ffn(model, {layer: range(kept, width) for layer, kept in enumerate(shape.ffn) if kept < width})
+    if shape.int8:
+        quantize_dynamic(model, quantize_embeddings=shape.int8_embeddings)
+    return model.eval()
+
+
+def size_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
+    """Exact bytes of the weights a model of `shape` saves (float32 values, or int8 values plus float32 scales and
+    float biases): the state dict of its twin built on the meta device, so nothing is allocated. The saved file
+    adds only its header (a few KB of tensor names and offsets)."""
+    model = random_twin(config, shape, device="meta")
+    tensors = {id(tensor): tensor for tensor in model.state_dict(keep_vars=True).values()}
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
