@@ -188,8 +188,14 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
     assert len(trainer_runs) == runs_before == 1  # the distillation was not repeated
     plan = result.plan
     assert [s.stage for s in result.stages] == ["teacher", "01-layers", "02-distilled", "03-int8"]
-    for name in ("plan.json", "plan.md", "results.json", "results.md"):
+    for name in ("plan.json", "plan.md", "results.json", "results.md", "02-distilled-training/trainer_state.json"):
         assert (out / name).is_file()
+    try:
+        import matplotlib  # noqa: F401  (optional: the plot is drawn only with it)
+        drawn = True
+    except ImportError:
+        drawn = False
+    assert (out / "tradeoff.png").is_file() == drawn and (result.plot == "tradeoff.png") == drawn
     final = distilkit.from_pretrained(out / "03-int8")
     shape = ModelShape.of(final)
     assert shape.num_layers == plan.shape.num_layers and shape.int8
@@ -207,6 +213,18 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
 
 
 # ---- the command line ----
+
+
+def test_the_shipped_recipe_parses_with_its_machine_settings():
+    from pathlib import Path
+
+    from distilkit.cli import compress as command
+    from distilkit.cli.parser import RecipeParser
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "compress_sst2.yaml"
+    recipe = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path)])
+    assert str(recipe.compress.target) == "target_speedup=8" and recipe.data.dataset == "glue"
+    assert command.machine_settings(recipe) == MachineSettings(batch_size=8, seq_len=128, threads=2)
 
 
 def compress_recipe(tmp_path, **compress_values):

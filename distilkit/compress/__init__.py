@@ -15,7 +15,7 @@ meets the target), `compress` (run.py: layer selection, distillation with gradua
 resumable stage folder) and its `CompressResult` (results.py: measured against the teacher, results files, cards).
 
     result = compress(teacher, tokenizer, train, validation, CompressArguments(target_speedup=4),
-                      DistillationConfig(output_dir="out/02-distilled", ...), "out", machine=settings)
+                      DistillationConfig(output_dir="out", ...), "out", machine=settings)
     result.target_met, result.summary()
 """
 

@@ -243,8 +243,8 @@ def _choose(target: Target, machine, teacher: dict, candidates: list[Candidate])
             "candidate_*_fractions.")
     chosen = max(within, key=lambda c: (c.parameters, c.shape.num_layers, not c.shape.int8,
                                         not c.shape.int8_embeddings))
-    reason = (f"Of {len(candidates)} candidates, {len(within)} are within the {measure_name} budget "
-              f"({target} less a {target.margin:.0%} margin: {target.format(target.achieved(budget, teacher_ms))}); "
+    reason = (f"Candidates within the {measure_name} budget ({target} less a {target.margin:.0%} margin: "
+              f"{target.format(target.achieved(budget, teacher_ms))}): {len(within)} of {len(candidates)}; "
               f"this one has the most parameters ({chosen.parameters / 1e6:.3f}M; ties: more layers, then float) "
               f"at {described(chosen)}.")
     return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(), reason)

@@ -8,7 +8,8 @@ whose plan differs (another target, machine settings, teacher or chosen shape) i
     plan.json, plan.md   the plan (`plan.make_plan`)
     01-layers/           the teacher's planned layers (`student_from_teacher`)
     02-distilled/        distilled from the teacher (with the transfer data), heads and FFN neurons pruned
-                         gradually while distilling down to the planned totals
+                         gradually while distilling down to the planned totals (checkpoints and logs in
+                         02-distilled-training/)
     03-int8/             int8 (`quantize_dynamic`), when the plan is int8
     results.*, tradeoff.png, README.md cards: `results.write_outcome`
 """
@@ -30,6 +31,9 @@ from .target import CompressArguments
 
 STAGE_MARKER = "distilkit_stage.json"
 LAYERS, DISTILLED, INT8 = "01-layers", "02-distilled", "03-int8"
+# The distillation's checkpoints, logs and state: beside its stage folder, so that folder holds the model alone
+# (its size on disk is the model's) and a killed distillation resumes from its last checkpoint.
+DISTILLED_TRAINING = "02-distilled-training"
 
 
 def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArguments,
@@ -40,8 +44,8 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     `machine`: the batch size, sequence length and threads latency is measured at (needed for latency and speedup
     targets; with a size target it only adds latency to the results). `training_args` drive the distillation
-    (its output_dir is replaced by output_dir/02-distilled; pruning fractions come from the plan). The datasets are
-    tokenised (`train_dataset` labelled, `transfer_dataset` not); `compute_metrics` as for a Trainer.
+    (its output_dir is replaced by output_dir/02-distilled-training; pruning fractions come from the plan). The
+    datasets are tokenised (`train_dataset` labelled, `transfer_dataset` not); `compute_metrics` as for a Trainer.
 
     Every check (target, machine settings, architecture, training schedule, an output_dir holding another plan)
     runs before anything is trained or written to output_dir.
@@ -66,22 +70,21 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         save_pretrained(student_from_teacher(teacher, plan.keep_layers), folder, tokenizer)
 
     def distilled(folder: Path) -> None:
-        from transformers.trainer_utils import get_last_checkpoint
-
         from .. import from_pretrained
         from ..trainer import DistillationTrainer
 
         heads_fraction, ffn_fraction = plan.prune_fractions
-        stage_args = dataclasses.replace(training_args, output_dir=str(folder), prune_heads_fraction=heads_fraction,
-                                         prune_ffn_fraction=ffn_fraction)
+        training_dir = output_dir / DISTILLED_TRAINING
+        stage_args = dataclasses.replace(training_args, output_dir=str(training_dir),
+                                         prune_heads_fraction=heads_fraction, prune_ffn_fraction=ffn_fraction)
         trainer = DistillationTrainer(model=from_pretrained(output_dir / LAYERS), args=stage_args,
                                       teacher_model=teacher, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                       data_collator=data_collator, processing_class=tokenizer,
                                       compute_metrics=compute_metrics, transfer_dataset=transfer_dataset)
-        trainer.train(resume_from_checkpoint=get_last_checkpoint(str(folder)) if folder.is_dir() else None)
+        trainer.train(resume_from_checkpoint=last_checkpoint(training_dir))
         check_shape(trainer.model, plan)
-        trainer.save_model()
         trainer.save_state()
+        trainer.save_model(str(folder))
 
     def int8(folder: Path) -> None:
         from .. import from_pretrained, save_pretrained
@@ -94,7 +97,10 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     stages: list[tuple[str, Callable[[Path], None]]] = [(LAYERS, layers), (DISTILLED, distilled)]
     if plan.shape.int8:
         stages.append((INT8, int8))
-    for name, make in stages:
+    for number, (name, make) in enumerate(stages, 1):
+        if progress:
+            state = "complete, skipped" if stage_complete(output_dir / name, plan) else "making"
+            print(f"[{number}/{len(stages)}] {name}: {state}", flush=True)
         run_stage(output_dir / name, plan, make)
     return write_outcome(plan, teacher, tokenizer, [name for name, _ in stages], output_dir, training_args,
                          eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
@@ -169,6 +175,16 @@ def check_resumable(output_dir: Path, plan: Plan) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- stages
+
+def last_checkpoint(training_dir: Path) -> str | None:
+    """The newest complete checkpoint of an interrupted distillation, or None to start it afresh."""
+    from ..serialization.checkpoints import last_complete_checkpoint
+
+    try:
+        return last_complete_checkpoint(str(training_dir))
+    except ValueError:  # no (complete) checkpoint
+        return None
+
 
 def stage_complete(folder: Path, plan: Plan) -> bool:
     marker = folder / STAGE_MARKER
