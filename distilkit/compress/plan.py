@@ -23,7 +23,15 @@ from transformers import PretrainedConfig
 from ..architectures import get_architecture
 from ..measure import count_parameters
 from ..student import every_kth_layer
-from .cost_model import PRECISIONS, LatencyModel, MachineSettings, MeasurementCache, candidate_shapes, measure_shapes
+from .cost_model import (
+    PRECISIONS,
+    LatencyModel,
+    MachineSettings,
+    Measurement,
+    MeasurementCache,
+    candidate_shapes,
+    measure_shapes,
+)
 from .shape import ModelShape
 from .target import CompressArguments, Target
 from .twin import random_twin, size_bytes
@@ -206,8 +214,6 @@ def _measure(config, shapes: Sequence[ModelShape], machine: MachineSettings, arg
 def _predictions(shapes: Sequence[ModelShape], latencies: Sequence[float | None]) -> list[float | None]:
     """The latency model's prediction of every shape, fitted on all of them; None when there is nothing to fit
     or too few shapes of a precision to fit its coefficients."""
-    from .cost_model import Measurement
-
     if latencies[0] is None:
         return [None] * len(shapes)
     try:
