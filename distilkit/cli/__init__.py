@@ -8,6 +8,7 @@
     distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
     distilkit quickstart                         the whole pipeline on a built-in data set, offline, in minutes
     distilkit augment   --config recipe.yaml     write N augmented copies of each example of a data file
+    distilkit compress  --config recipe.yaml     compress a teacher to a latency, speedup or size target
 
 Each command module has SECTIONS (the recipe sections it reads), run(recipe), and optionally base_recipe() (a
 packaged recipe under the user's; only quickstart has one) and normalize_argv(argv) (a command's own short
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
     "quickstart": ("distilkit.cli.quickstart", "Run the whole pipeline offline on a built-in sentiment set."),
     "augment": ("distilkit.cli.augment", "Write augmented copies of a data file (word replacement, masking, n-grams)."),
+    "compress": ("distilkit.cli.compress", "Compress the teacher to a latency, speedup or size target on this machine."),
 }
 
 

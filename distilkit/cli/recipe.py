@@ -12,6 +12,7 @@ A recipe file is YAML with these sections (all optional):
     push:       PushArguments        what `distilkit push` uploads
     quickstart: QuickstartArguments  the teacher fine-tuning of `distilkit quickstart`
     augment:    AugmentFileArguments data augmentation (distilkit.augment) and the files of `distilkit augment`
+    compress:   CompressArguments    the target of `distilkit compress` (distilkit.compress.CompressArguments)
 
 Every field is also a command-line flag of the same name (`--temperature 4`), which overrides the file. Field
 names are unique across sections, so a flag never needs its section. A field may also answer to another name,
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..augment import AugmentArguments
+from ..compress.target import CompressArguments
 from ..config import DistillationConfig
 from ..pruning.arguments import check_fraction
 
@@ -407,6 +409,7 @@ SECTIONS: dict[str, type] = {
     "push": PushArguments,
     "quickstart": QuickstartArguments,
     "augment": AugmentFileArguments,
+    "compress": CompressArguments,
 }
 
 
@@ -425,5 +428,6 @@ class Recipe:
     push: PushArguments | None = None
     quickstart: QuickstartArguments | None = None
     augment: AugmentFileArguments | None = None
+    compress: CompressArguments | None = None
     # The recipe as given (file values merged with command-line overrides), per section; saved beside outputs.
     values: dict = field(default_factory=dict)

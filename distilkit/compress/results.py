@@ -1,0 +1,206 @@
+"""What a `compress` run reports: every stage measured against the teacher, whether the target was met, and the
+files that say so (results.json, results.md, tradeoff.png, and a model card in every stage folder).
+
+Latency is measured in ONE interleaved run over the teacher and every stage (`measure.interleaved_latency_ms`), so
+the speedups compare models under the same machine load; sizes are the stage folders' weight files
+(`measure.folder_size_mb`; the teacher's, which may have no folder, is its exact weight size from the plan);
+metrics come from a Trainer's evaluation with the run's `compute_metrics`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .. import measure
+from ..serialization.atomic import publishing_file
+from .plan import PLAN_MD, Plan
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+TRADEOFF_PNG = "tradeoff.png"
+# Trainer.evaluate's bookkeeping, not metrics of the model.
+NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
+
+
+@dataclasses.dataclass
+class StageOutcome:
+    """One model of the run (the teacher, then each stage) as measured at the end."""
+
+    stage: str
+    folder: str | None
+    metrics: dict[str, float]
+    parameters: int
+    size_mb: float
+    latency_ms: float | None
+    speedup: float | None
+
+
+@dataclasses.dataclass
+class CompressResult:
+    """The plan, every model measured (teacher first, the final stage last) and whether the final one meets the
+    target (`achieved`: its speedup, latency or size, in the target's unit)."""
+
+    plan: Plan
+    stages: list[StageOutcome]
+    target_met: bool
+    achieved: float
+    plot: str | None  # tradeoff.png, or why it was not drawn
+
+    @property
+    def final(self) -> StageOutcome:
+        return self.stages[-1]
+
+    def summary(self) -> str:
+        target = self.plan.target
+        verdict = "met" if self.target_met else "NOT met"
+        return (f"{target}: {verdict}; {self.final.stage} measures {target.format(self.achieved)} "
+                f"(planned {self.plan.chosen}).")
+
+    def to_dict(self) -> dict:
+        return {"target": str(self.plan.target), "target_met": self.target_met, "achieved": self.achieved,
+                "summary": self.summary(), "plan": self.plan.chosen, "plot": self.plot,
+                "stages": [dataclasses.asdict(s) for s in self.stages]}
+
+
+def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
+                  eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
+                  teacher_name: str | None = None, transfer_examples: int = 0) -> CompressResult:
+    """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards."""
+    from .. import from_pretrained
+
+    models = {"teacher": teacher, **{name: from_pretrained(output_dir / name) for name in stage_names}}
+    machine = plan.machine
+    latency = ({} if machine is None else measure.interleaved_latency_ms(
+        models, machine.batch_size, machine.seq_len, machine.threads, rounds=rounds))
+    teacher_ms = latency["teacher"]["median"] if latency else None
+    stages = []
+    for name, model in models.items():
+        folder = None if name == "teacher" else output_dir / name
+        ms = latency[name]["median"] if latency else None
+        stages.append(StageOutcome(
+            stage=name, folder=None if folder is None else str(folder),
+            metrics=evaluate(model, training_args, output_dir, eval_dataset, compute_metrics, data_collator,
+                             tokenizer),
+            parameters=measure.count_parameters(model),
+            size_mb=plan.teacher_candidate.size_mb if folder is None else measure.folder_size_mb(folder),
+            latency_ms=ms, speedup=None if ms is None else teacher_ms / ms))
+    final = stages[-1]
+    cost = final.latency_ms if plan.target.is_latency else final.size_mb
+    plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
+    result = CompressResult(plan, stages, plan.target.met(cost, teacher_ms), plan.target.achieved(cost, teacher_ms),
+                            plot)
+    _write(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
+                                                  "latency_setup": latency_setup(plan)}, indent=1) + "\n")
+    _write(output_dir / RESULTS_MD, results_markdown(result))
+    write_cards(result, output_dir, training_args, teacher_name, transfer_examples)
+    return result
+
+
+def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metrics, data_collator,
+             tokenizer) -> dict[str, float]:
+    """The model's metrics on `eval_dataset` ({} without one), named without the "eval_" prefix."""
+    if eval_dataset is None:
+        return {}
+    from transformers import Trainer
+
+    args = dataclasses.replace(training_args, output_dir=str(output_dir))
+    trainer = Trainer(model=model, args=args, eval_dataset=eval_dataset, data_collator=data_collator,
+                      processing_class=tokenizer, compute_metrics=compute_metrics)
+    scores = trainer.evaluate()
+    return {key.removeprefix("eval_"): float(value) for key, value in scores.items()
+            if key.startswith("eval_") and key.removeprefix("eval_") not in NOT_METRICS}
+
+
+def latency_setup(plan: Plan) -> str | None:
+    if plan.machine is None:
+        return None
+    m, info = plan.machine, measure.machine_info()
+    return (f"batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), median of one interleaved run over "
+            f"the teacher and every stage, {info.get('cpu_model', 'unknown CPU')}, torch {info.get('torch')}")
+
+
+def _cell(value, spec: str, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def results_markdown(result: CompressResult) -> str:
+    """The table (stage, metrics, parameters, size, latency, speedup, target met?) and how it was measured."""
+    names = list(dict.fromkeys(name for s in result.stages for name in s.metrics))
+    header = ["Stage", *names, "Parameters", "Size (MB)", "Latency (ms)", "Speedup", "Target met"]
+    lines = [f"# {result.summary()}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for s in result.stages:
+        met = ("yes" if result.target_met else "no") if s is result.final else "–"
+        lines.append("| " + " | ".join([
+            s.stage, *(_cell(s.metrics.get(n), ".4f") for n in names), f"{s.parameters / 1e6:.3f}M",
+            f"{s.size_mb:.3f}", _cell(s.latency_ms, ".2f"), _cell(s.speedup, ".2f", "x"), met]) + " |")
+    notes = ["", f"Plan: {result.plan.chosen} ({PLAN_MD}). {result.plan.reason}"]
+    setup = latency_setup(result.plan)
+    if setup:
+        notes.append(f"Latency: {setup}.")
+    notes.append("Size: weight files of each stage folder (the teacher: its exact weight size).")
+    notes.append(f"Plot: {result.plot}")
+    return "\n".join(lines + notes) + "\n"
+
+
+
+def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
+    """tradeoff.png: the first metric of each model against its latency (size, for a size target), with the
+    target and the candidates' latencies (sizes) as ticks. Returns the file name, or why it was not drawn."""
+    metric = next((name for s in stages for name in s.metrics if name != "loss"), None)
+    if metric is None:
+        return "not drawn: no evaluation metrics (give eval data and compute_metrics)."
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "not drawn: matplotlib is not installed (pip install matplotlib)."
+    latency = plan.target.is_latency
+    unit = "latency (ms)" if latency else "size (MB)"
+    points = [(s.latency_ms if latency else s.size_mb, s.metrics.get(metric), s.stage) for s in stages]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for x, y, label in points:
+        if x is not None and y is not None:
+            axes.scatter([x], [y])
+            axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    limit = plan.target.budget(stages[0].latency_ms) / (1 - plan.target.margin)
+    axes.axvline(limit, linestyle="--", color="grey", label=str(plan.target))
+    costs = [plan.cost(c) for c in plan.candidates if plan.cost(c) is not None]
+    axes.plot(costs, [axes.get_ylim()[0]] * len(costs), "|", color="grey", alpha=0.5, label="candidates measured")
+    axes.set_xlabel(unit)
+    axes.set_ylabel(metric)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with publishing_file(path) as staging:
+        figure.savefig(staging, format="png")
+    plt.close(figure)
+    return path.name
+
+
+def write_cards(result: CompressResult, output_dir: Path, training_args, teacher_name: str | None,
+                transfer_examples: int) -> None:
+    """A model card in every stage folder: the whole table, the recipe, and the target with the measured result."""
+    from ..model_card import ModelRow, recipe_from_config, write_model_card
+
+    plan = result.plan
+    compression = {"target": str(plan.target) + (f" at {latency_setup(plan)}" if plan.machine else ""),
+                   "plan": f"{plan.chosen}, teacher layers {', '.join(map(str, plan.keep_layers))}",
+                   "measured": result.summary()}
+    heads_fraction, ffn_fraction = plan.prune_fractions
+    stage_args = dataclasses.replace(training_args, prune_heads_fraction=heads_fraction,
+                                     prune_ffn_fraction=ffn_fraction)
+    for this in result.stages[1:]:
+        rows = [ModelRow(name=s.stage, metrics=s.metrics, parameters=s.parameters, size_mb=s.size_mb,
+                         latency_ms=s.latency_ms, this_model=s is this) for s in result.stages]
+        trained = this.stage != result.stages[1].stage  # the layer-selection stage is not trained
+        recipe = recipe_from_config(stage_args, transfer_examples=transfer_examples) if trained else {}
+        write_model_card(this.folder, teacher=teacher_name, rows=rows, model_name=f"{output_dir.name}-{this.stage}",
+                         recipe={**recipe, "Compression target": compression}, latency_setup=latency_setup(plan))
+
+
+def _write(path: Path, text: str) -> None:
+    with publishing_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")

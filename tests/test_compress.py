@@ -1,0 +1,257 @@
+"""`distilkit compress` / `distilkit.compress.compress`: the plan meets its target under a fake, deterministic
+latency (never wall-clock), bad targets fail before anything is trained or written, a full tiny run writes every
+stage with the planned shape and resumes after a kill, and the CLI runs end to end on a tiny teacher and csv."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import transformers as tf
+import yaml
+from test_cli_fixtures import tiny_recipe
+from tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
+
+import distilkit
+import distilkit.measure
+import distilkit.quantization
+from distilkit import DistillationConfig
+from distilkit.cli import main
+from distilkit.compress import CompressArguments, MachineSettings, ModelShape, Plan, compress, make_plan
+from distilkit.trainer import DistillationTrainer
+
+MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
+GRID = {"candidate_layer_fractions": [1.0, 0.5], "candidate_head_fractions": [1.0, 0.5],
+        "candidate_ffn_fractions": [1.0, 0.5]}
+
+
+def fake_ms(shape: ModelShape) -> float:
+    """Latency of a shape in 'units': a constant, one per head, one per 8 FFN neurons; int8 halves the layers."""
+    layers = sum(h + f / 8 for h, f in zip(shape.heads, shape.ffn))
+    return 1 + layers * (0.5 if shape.int8 else 1)
+
+
+@pytest.fixture(autouse=True)
+def fake_latency(monkeypatch):
+    """Every latency measurement (candidate twins and the final comparison) reads the models' shapes instead of a
+    clock; returns the list of measuring calls."""
+    calls = []
+
+    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+        calls.append(sorted(models))
+        return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
+                for name, m in models.items()}
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", interleaved)
+    return calls
+
+
+@pytest.fixture
+def trainer_runs(monkeypatch):
+    runs = []
+    original = DistillationTrainer.train
+
+    def counted(self, *args, **kwargs):
+        runs.append(self.args.output_dir)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "train", counted)
+    return runs
+
+
+def arguments(tmp_path, **target) -> CompressArguments:
+    return CompressArguments(**target, **GRID, latency_cache=str(tmp_path / "latency.json"))
+
+
+def training(tmp_path, **changes) -> DistillationConfig:
+    values = dict(output_dir=str(tmp_path / "unused"), max_steps=2, per_device_train_batch_size=4,
+                  prune_every_steps=1, prune_heads_method="magnitude", learning_rate=1e-3, report_to="none",
+                  use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0)
+    return DistillationConfig(**{**values, **changes})
+
+
+def run_compress(tmp_path, args, out, **kwargs):
+    teacher = tiny_model("seq", "bert", layers=2, num_labels=3)
+    kwargs.setdefault("machine", MACHINE)
+    return compress(teacher, None, tiny_dataset(n=8), tiny_dataset(n=4, seed=1), args,
+                    kwargs.pop("training_args", None) or training(tmp_path), out, data_collator=pad_collator,
+                    compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
+                    progress=False, **kwargs)
+
+
+# ---- the plan ----
+
+
+@pytest.mark.parametrize("target", [{"target_speedup": 3.0}, {"target_latency_ms": 20.0},
+                                    {"target_size_mb": 0.05}])
+def test_plan_meets_the_target_with_the_most_parameters(tmp_path, target):
+    config = tiny_config("bert", layers=4, num_labels=2)
+    plan = make_plan(config, arguments(tmp_path, **target), MACHINE, progress=False)
+    name, value = next(iter(target.items()))
+    teacher_ms = None if name == "target_size_mb" else fake_ms(ModelShape((4,) * 4, (64,) * 4))
+    assert plan.teacher_candidate.latency_ms == teacher_ms
+    budget = plan.target.budget(teacher_ms)
+    within = [c for c in plan.candidates if plan.cost(c) <= budget]
+    chosen = plan.chosen_candidate
+    assert chosen in within and chosen.parameters == max(c.parameters for c in within)
+    if name == "target_speedup":
+        assert teacher_ms / chosen.latency_ms >= value * 1.05 - 1e-9  # the 5% margin, in speedup terms
+    elif name == "target_latency_ms":
+        assert chosen.latency_ms <= value * 0.95
+    else:
+        assert chosen.size_mb <= value * 0.95 and chosen.latency_ms is None  # a size target measures nothing
+    # The pruning shares take the layer-selected student to the planned totals.
+    heads, ffn = plan.prune_fractions
+    layers = chosen.shape.num_layers
+    assert round((1 - heads) * layers * 4) == sum(chosen.shape.heads)
+    assert round((1 - ffn) * layers * 64) == sum(chosen.shape.ffn)
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.fingerprint() == plan.fingerprint() and again.chosen == plan.chosen
+    assert plan.chosen in plan.to_markdown()
+
+
+def test_the_margin_excludes_a_candidate_just_at_the_target(tmp_path):
+    config = tiny_config("bert", layers=4, num_labels=2)
+    exact = make_plan(config, arguments(tmp_path, target_latency_ms=17.0, target_margin=0.0), MACHINE, False)
+    assert exact.chosen_candidate.latency_ms == 17.0
+    safe = make_plan(config, arguments(tmp_path, target_latency_ms=17.0), MACHINE, False)
+    assert safe.chosen_candidate.latency_ms <= 17.0 * 0.95 and safe.chosen != exact.chosen
+
+
+# ---- bad input: errors before training, nothing written ----
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"target_speedup": 1000.0}, "cannot meet target_speedup=1000: the fastest candidate is L1-h2-f32-int8"),
+    ({"target_size_mb": 0.001}, "cannot meet target_size_mb=0.001: the smallest candidate is"),
+    ({"target_size_mb": 500.0}, "target_size_mb=500 is met by the teacher itself"),
+    ({"target_latency_ms": 1e4}, "target_latency_ms=10000 is met by the teacher itself"),
+])
+def test_impossible_targets_fail_before_anything_is_written(tmp_path, trainer_runs, target, message):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        run_compress(tmp_path, arguments(tmp_path, **target), out)
+    assert not out.exists() and trainer_runs == []
+
+
+def test_a_latency_target_without_machine_settings_is_refused(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="latency_batch_size, latency_seq_len, latency_threads"):
+        run_compress(tmp_path, arguments(tmp_path, target_speedup=2.0), out, machine=None)
+    assert not out.exists() and not (tmp_path / "latency.json").exists()
+
+
+def test_an_architecture_without_heads_and_ffn_entries_is_refused(tmp_path):
+    config = tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, num_labels=2, pad_token_id=0)
+    with pytest.raises(ValueError, match="Supported model types: .*bert"):
+        make_plan(config, arguments(tmp_path, target_speedup=2.0), MACHINE, False)
+
+
+@pytest.mark.parametrize("target, message", [
+    ({"target_speedup": 4.0, "target_size_mb": 10.0}, "exactly one target.*target_speedup=4.0, target_size_mb=10.0"),
+    ({}, "exactly one target.*got none"),
+    ({"target_speedup": 1.0}, "target_speedup must be > 1"),
+    ({"target_latency_ms": -3.0}, "target_latency_ms must be > 0"),
+    ({"target_size_mb": 5.0, "target_margin": 1.0}, r"target_margin must be in \[0, 1\)"),
+    ({"target_size_mb": 5.0, "candidate_head_fractions": [0.0]}, r"candidate_head_fractions must be shares"),
+])
+def test_conflicting_or_invalid_targets_are_refused(target, message):
+    with pytest.raises(ValueError, match=message):
+        CompressArguments(**target)
+
+
+def test_a_pruning_schedule_longer_than_the_training_is_refused(tmp_path, trainer_runs):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"at steps \[50\].*only 2 steps"):
+        run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out,
+                     training_args=training(tmp_path, prune_every_steps=50))
+    assert not out.exists() and trainer_runs == []
+
+
+# ---- a full run, resumed ----
+
+
+def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path, monkeypatch, trainer_runs):
+    out = tmp_path / "out"
+    args = arguments(tmp_path, target_speedup=3.0)
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt  # the run is killed while quantizing
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(distilkit.quantization, "quantize_dynamic", killed)
+        run_compress(tmp_path, args, out)
+    assert (out / "02-distilled" / "distilkit_stage.json").is_file() and not (out / "03-int8").exists()
+    runs_before = len(trainer_runs)
+
+    result = run_compress(tmp_path, args, out)
+    assert len(trainer_runs) == runs_before == 1  # the distillation was not repeated
+    plan = result.plan
+    assert [s.stage for s in result.stages] == ["teacher", "01-layers", "02-distilled", "03-int8"]
+    for name in ("plan.json", "plan.md", "results.json", "results.md", "02-distilled-training/trainer_state.json"):
+        assert (out / name).is_file()
+    try:
+        import matplotlib  # noqa: F401  (optional: the plot is drawn only with it)
+        drawn = True
+    except ImportError:
+        drawn = False
+    assert (out / "tradeoff.png").is_file() == drawn and (result.plot == "tradeoff.png") == drawn
+    final = distilkit.from_pretrained(out / "03-int8")
+    shape = ModelShape.of(final)
+    assert shape.num_layers == plan.shape.num_layers and shape.int8
+    assert sum(shape.heads) == sum(plan.shape.heads) and sum(shape.ffn) == sum(plan.shape.ffn)
+    assert result.target_met and result.achieved == pytest.approx(fake_ms(ModelShape((4, 4), (64, 64)))
+                                                                  / fake_ms(shape))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["target_met"] is True and saved["plan"] == plan.chosen
+    assert "| 03-int8 |" in (out / "results.md").read_text() and "yes |" in (out / "results.md").read_text()
+    card = (out / "03-int8" / "README.md").read_text()
+    assert "target_speedup=3" in card and result.summary() in card
+
+    with pytest.raises(ValueError, match="holds a run of another plan.*target_speedup=3 -> target_speedup=2.5"):
+        run_compress(tmp_path, arguments(tmp_path, target_speedup=2.5), out)
+
+
+# ---- the command line ----
+
+
+def test_the_shipped_recipe_parses_with_its_machine_settings():
+    from pathlib import Path
+
+    from distilkit.cli import compress as command
+    from distilkit.cli.parser import RecipeParser
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "compress_sst2.yaml"
+    recipe = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path)])
+    assert str(recipe.compress.target) == "target_speedup=8" and recipe.data.dataset == "glue"
+    assert command.machine_settings(recipe) == MachineSettings(batch_size=8, seq_len=128, threads=2)
+
+
+def compress_recipe(tmp_path, **compress_values):
+    path = tiny_recipe(tmp_path, compress=compress_values, training={"prune_every_steps": 1, "max_steps": 2,
+                                                                       "prune_heads_method": "magnitude"})
+    recipe = yaml.safe_load(path.read_text())
+    del recipe["model"]["student_layers"]  # compress chooses the layers
+    recipe["compress"].update(GRID, latency_cache=str(tmp_path / "latency.json"))
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_cli_compresses_a_tiny_teacher_end_to_end(tmp_path, capsys):
+    path = compress_recipe(tmp_path, target_speedup=2.0)
+    assert main(["compress", "--config", str(path)]) == 0
+    out = tmp_path / "run"
+    result = json.loads((out / "results.json").read_text())
+    assert result["target_met"] is True and result["stages"][-1]["stage"] in ("02-distilled", "03-int8")
+    assert (out / "distilkit_recipe.yaml").is_file() and (out / "01-layers" / "README.md").is_file()
+    assert "target_speedup=2: met" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_latency_target_without_machine_settings(tmp_path, capsys):
+    path = compress_recipe(tmp_path, target_latency_ms=5.0)
+    recipe = yaml.safe_load(path.read_text())
+    del recipe["evaluation"]
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["compress", "--config", str(path)]) == 2
+    assert "set latency_batch_size, latency_seq_len, latency_threads" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
