@@ -97,10 +97,28 @@ class DistillationTrainer(Trainer):
                 self._probe_outputs(self.model, self.teacher)
             if HIDDEN_STATES in loss_terms.outputs_needed(args, "student"):
                 self._build_projections()
+            if TEACHER_INPUT_COLUMNS[0] in (getattr(self.train_dataset, "column_names", None) or ()):
+                self._check_own_tokenizer_terms()
             if args.teacher_cache_dir and any(t.cacheable for t in loss_terms.teacher_terms(args)):
                 self._attach_teacher_cache()
 
     # ---- set-up checks: everything that can be wrong fails here, before the first step ----
+
+    def _check_own_tokenizer_terms(self) -> None:
+        """A teacher with its own tokenizer (`teacher_` inputs) reads other positions than the student: only
+        sequence-level logits can be compared."""
+        if self.task.token_level:
+            raise ValueError(
+                "The data has separate teacher inputs (teacher_input_ids): a teacher with its own tokenizer only "
+                f"works for sequence-level tasks, not {self.task.value}, where positions must line up."
+            )
+        layered = [t.weight_field for t in loss_terms.layer_terms(self.args)]
+        if layered:
+            raise ValueError(
+                f"The data has separate teacher inputs (teacher_input_ids), but {' and '.join(layered)} compare "
+                "hidden states or attention maps position by position, which only line up when student and teacher "
+                f"share a tokenizer. Set {' and '.join(layered)} to 0, or use a student with the teacher's tokenizer."
+            )
 
     @staticmethod
     def _check_compatible(student: nn.Module, teacher: nn.Module, args: DistillationConfig) -> None:
@@ -273,11 +291,8 @@ class DistillationTrainer(Trainer):
         if self.teacher is None or not model.training:
             # No teacher term (exactly Trainer), or evaluation (eval_loss is the student's own loss).
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if teacher_inputs and self.task.token_level:
-            raise ValueError(
-                "The batch has separate teacher inputs (teacher_input_ids): a teacher with its own tokenizer only "
-                f"works for sequence-level tasks, not {self.task.value}, where positions must line up."
-            )
+        if teacher_inputs:
+            self._check_own_tokenizer_terms()
 
         args = self.args
         labels = inputs.get("labels")

@@ -81,13 +81,28 @@ def _mean_pct(values) -> str:
     return f"{100 * statistics.fmean(values):.1f}" if values else "n/a"
 
 
+FLAG_SETTINGS = {"--alpha": "alpha", "--temperature": "temperature", "--student-learning-rate":
+                 "student_learning_rate", "--epochs": "epochs"}
+
+
+def check_one_change(name: str, flags: list[str], settings: dict, reference: dict) -> None:
+    """A configuration must differ from the reference run only in the settings its flags name."""
+    named = {FLAG_SETTINGS[f] for f in flags if f in FLAG_SETTINGS}
+    differ = {k for k in reference if settings.get(k) != reference[k]}
+    if differ - named:
+        raise SystemExit(f"kd_sweep: {name} differs from the reference run in {sorted(differ - named)}, not only in "
+                         f"{sorted(named)}; its line would not compare one setting. Run both with the same flags.")
+
+
 def report(results_dir: Path) -> dict:
     main = json.loads((results_dir / "transfer_sst2.json").read_text())
     lines_data = [config_row(name, row, main) for name, row in REFERENCE.items()]
-    for name, (row, _) in CONFIGS.items():
+    for name, (row, flags) in CONFIGS.items():
         path = results_dir / "kd_sweep" / name / "transfer_sst2.json"
         if path.is_file():
-            lines_data.append(config_row(name, row, json.loads(path.read_text())))
+            results = json.loads(path.read_text())
+            check_one_change(name, flags, results["settings"], main["settings"])
+            lines_data.append(config_row(name, row, results))
     base = next(line for line in lines_data if line["name"] == "no_teacher (reference)")
     for line in lines_data:
         line["gain_points"] = None if line["mean"] is None or line is base else 100 * (line["mean"] - base["mean"])
@@ -128,10 +143,7 @@ def report(results_dir: Path) -> dict:
                   f"{_mean_pct(line['dev_agreement_with_teacher'])}% / "
                   f"{_mean_pct(line['train_agreement_with_teacher'])}% | {_mean_pct(line['train_accuracy'])}% |")
     md += ["", "Reproduce:", "", "```", out["command"], "```", ""]
-    for name, text in (("kd_sweep.json", json.dumps(out, indent=2)), ("kd_sweep.md", "\n".join(md))):
-        tmp = results_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, results_dir / name)
+    tb.write_atomically(results_dir, {"kd_sweep.json": json.dumps(out, indent=2), "kd_sweep.md": "\n".join(md)})
     return out
 
 

@@ -71,6 +71,7 @@ LABELS = {"no_teacher": "MiniLM-L6, no teacher (labelled only)",
 SETTINGS_KEYS = ("labelled_rows", "selection_rows", "transfer_rows", "dev_rows", "split_seed", "max_length",
                  "batch_size", "epochs", "transfer_epochs", "teacher_epochs", "teacher_learning_rate", "teacher_seed",
                  "student_learning_rate", "warmup", "weight_decay", "alpha", "temperature", "sampling")
+SPLIT_KEYS = ("labelled_rows", "selection_rows", "transfer_rows", "dev_rows", "split_seed", "max_length")
 GOAL_OF_TEACHER = 99.0  # best distilled mean >= this % of the teacher's accuracy
 GOAL_GAIN = 2.0  # best distilled mean >= no_teacher mean + this many points
 GOAL_CACHED_RATIO = 1.1  # cached-teacher step <= this x a plain step
@@ -146,13 +147,15 @@ def summarize(results: dict) -> dict:
             "agreement_with_teacher": [runs[s]["dev_agreement_with_teacher"] for s in seeds],
             "train_agreement_with_teacher": [runs[s].get("train_agreement_with_teacher") for s in seeds],
             "seconds_per_step": [runs[s]["seconds_per_step"] for s in seeds],
+            "threads": sorted({runs[s].get("threads") for s in seeds} - {None}),
             "mean": mean, "std": std, "n": len(accs),
             "percent_of_teacher": 100 * mean / teacher if mean is not None and teacher else None,
         }
     base = summary["no_teacher"]
     for row in ROWS:
         s = summary[row]
-        if row == "no_teacher" or s["mean"] is None or base["mean"] is None:
+        # no_teacher is the MiniLM-L6 baseline: the 6-layer MPNet rows are another student, with no gain against it.
+        if row == "no_teacher" or row in MPNET6_ROWS or s["mean"] is None or base["mean"] is None:
             s["gain_points"] = None
             continue
         s["gain_points"] = 100 * (s["mean"] - base["mean"])
@@ -213,6 +216,10 @@ def _gain_text(s: dict) -> str:
     return text
 
 
+def _threads_text(threads: list[int]) -> str:
+    return f" ({'/'.join(map(str, threads))} thr.)" if threads else ""
+
+
 def _mpnet6_lines(results: dict) -> list[str]:
     lines = []
     for row in MPNET6_ROWS:
@@ -220,7 +227,9 @@ def _mpnet6_lines(results: dict) -> list[str]:
         if runs:
             settings = next(iter(runs.values()))["mpnet6"]
             lines += ["", f"{row}: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "; lr, warmup, weight "
-                      "decay, batch as above; the epoch is chosen on the selection slice among the logit-KD epochs."]
+                      "decay, batch as above; the epoch is chosen on the selection slice among the logit-KD epochs "
+                      "(epochs count from the start of the run, the intermediate stage included). A different "
+                      "student from the MiniLM-L6 rows: no gain against their no-teacher baseline is given."]
     return lines
 
 
@@ -286,9 +295,10 @@ def markdown(results: dict) -> str:
         train_agree = [v for v in s["train_agreement_with_teacher"] if v is not None]
         agree += f" / {100 * statistics.fmean(train_agree):.1f}%" if train_agree else " / n/a"
         sps = statistics.fmean(s["seconds_per_step"])
+        threads = s.get("threads") or []
         pot = "n/a" if s["percent_of_teacher"] is None else f"{s['percent_of_teacher']:.1f}%"
         lines.append(f"| {row}: {LABELS[row]} | {100 * s['mean']:.2f}{spread} | {pot} | {_gain_text(s)} | "
-                     f"{per_seed} | {agree} | {sps:.3f} |")
+                     f"{per_seed} | {agree} | {sps:.3f}{_threads_text(threads)} |")
     lines += ["", "Gain is mean minus no_teacher's mean; \"no measurable gain\" means the gain is smaller than the "
               "larger sample std of the two rows. Agreement: share of dev sentences (and of the labelled training "
               "rows; n/a for runs made before it was recorded) where the student's argmax equals the teacher's.", "", "## Goals (judged on the means)", ""]
@@ -648,9 +658,11 @@ class Experiment:
 
     def run_teacher(self) -> None:
         if "teacher" not in self.results and self.args.teacher_from:
-            other = json.loads(Path(self.args.teacher_from).read_text()).get("teacher", {})
-            if other.get("folder") == str(self.teacher_folder()):
-                self.results["teacher"] = other
+            other = json.loads(Path(self.args.teacher_from).read_text())
+            # The same teacher scored on the same selection and dev rows (the folder name does not say which rows).
+            same_rows = all(other.get("settings", {}).get(k) == self.settings[k] for k in SPLIT_KEYS)
+            if same_rows and other.get("teacher", {}).get("folder") == str(self.teacher_folder()):
+                self.results["teacher"] = other["teacher"]
         if self.results.get("teacher", {}).get("dev_predictions") and \
                 (self.teacher_folder() / "model.safetensors").is_file():
             if "labelled_predictions" not in self.results["teacher"]:  # results made before this was recorded
@@ -795,7 +807,8 @@ class Experiment:
                "dev_agreement_with_teacher": best["dev_agreement_with_teacher"],
                "train_agreement_with_teacher": best.get("train_agreement_with_teacher"),
                "train_accuracy": best.get("train_accuracy"),
-               "per_epoch": records, "epochs_trained": epochs, **info, **(extra or {})}
+               "per_epoch": records, "epochs_trained": epochs, "threads": self.args.threads, **info,
+               **(extra or {})}
         self.results["runs"].setdefault(row, {})[str(seed)] = run
         self.save()
         print(f"{row} seed {seed}: dev {run['dev_accuracy']} (epoch {run['chosen_epoch']}), "

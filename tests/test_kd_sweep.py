@@ -38,3 +38,11 @@ def test_report_lines_gains_and_spread(tmp_path):
     md = (tmp_path / "kd_sweep.md").read_text()
     assert "+4.00 |" in md and "+0.50 (within spread)" in md  # the std of no_teacher is 1.0 point
     assert "dev_predictions" not in json.dumps(out["teacher"])
+
+
+def test_a_configuration_that_changes_more_than_its_flags_is_refused():
+    reference = {"alpha": 0.5, "temperature": 2.0, "student_learning_rate": 1e-4, "epochs": 3, "max_length": 64}
+    kd_sweep.check_one_change("kd_a1.0_T2", ["--alpha", "1.0"], {**reference, "alpha": 1.0}, reference)
+    with pytest.raises(SystemExit, match=r"differs from the reference run in \['max_length'\]"):
+        kd_sweep.check_one_change("kd_a1.0_T2", ["--alpha", "1.0"], {**reference, "alpha": 1.0, "max_length": 128},
+                                  reference)

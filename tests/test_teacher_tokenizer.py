@@ -50,12 +50,21 @@ def test_teacher_reads_its_own_inputs_and_loss_matches_reference(tmp_path):
     assert len([e for e in trainer.state.log_history if "loss_kd" in e]) == 2
 
 
-def test_teacher_inputs_are_refused_for_token_level_tasks(tmp_path):
-    _, student, trainer = make(tmp_path, task="token", alpha=1.0)
-    batch = pad_collator([trainer.train_dataset[i] for i in range(2)])
-    student.train()
+def test_teacher_inputs_are_refused_for_token_level_tasks_when_the_trainer_is_built(tmp_path):
     with pytest.raises(ValueError, match="only works for sequence-level tasks"):
-        trainer.compute_loss(student, batch)
+        make(tmp_path, task="token", alpha=1.0)
+
+
+@pytest.mark.parametrize("field", ["hidden_weight", "attention_weight"])
+def test_layer_terms_are_refused_with_a_teacher_of_another_tokenizer(tmp_path, field):
+    """Hidden states and attention maps are compared position by position: two tokenizations do not line up."""
+    teacher = tiny_model("seq", seed=1, vocab_size=150, **NO_DROPOUT)
+    student = tiny_model("seq", seed=2, **NO_DROPOUT)
+    args = DistillationConfig(output_dir=str(tmp_path), max_steps=2, report_to="none", use_cpu=True,
+                              save_strategy="no", **{field: 1.0})
+    with pytest.raises(ValueError, match=f"{field} compare hidden states or attention maps position by position"):
+        DistillationTrainer(model=student, teacher_model=teacher, args=args,
+                            train_dataset=with_teacher_inputs(tiny_dataset("seq", 8)), data_collator=pad_collator)
 
 
 def word_tokenizer(words):
