@@ -154,9 +154,9 @@ class Plan:
                       "same group (speedup: that ratio). Predicted (in-sample): the latency model fitted on these "
                       "same measurements, so it shows how well the model fits, not how well it predicts unmeasured "
                       "shapes.", ""]
-        lines += ["| candidate | parameters | size (MB) | latency (ms) | predicted, in-sample (ms) | speedup | "
-                  "within budget |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+        header = ["candidate", "parameters", "size (MB)", "latency (ms)", "predicted, in-sample (ms)", "speedup",
+                  "within budget"]
+        lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
         for c in self.candidates:
             cost = self.cost(c)
             mark = "**chosen**" if c.shape.key() == self.chosen else ("yes" if cost <= budget else "no")
