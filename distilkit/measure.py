@@ -40,6 +40,15 @@ def machine_info() -> dict:
     return info
 
 
+def latency_setup(batch_size: int, seq_len: int, threads: int, machine: dict) -> str:
+    """How latency was measured, for tables and cards: batch, tokens, threads, CPU (int8 instruction set), torch."""
+    cpu = machine.get("cpu_model", "unknown CPU")
+    isa = "AVX-512 VNNI" if machine.get("avx512_vnni") else ("AVX-VNNI" if machine.get("avx_vnni") else
+                                                            ("AVX2" if machine.get("avx2") else "no AVX2"))
+    return (f"batch {batch_size} × {seq_len} tokens, {threads} thread{'s' if threads != 1 else ''}, {cpu} ({isa}), "
+            f"torch {machine.get('torch')}")
+
+
 def folder_size_mb(folder: str | os.PathLike) -> float:
     """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer is not counted."""
     total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import transformers as tf
 import yaml
 from test_cli_fixtures import tiny_recipe
@@ -255,3 +256,141 @@ def test_cli_refuses_a_latency_target_without_machine_settings(tmp_path, capsys)
     assert main(["compress", "--config", str(path)]) == 2
     assert "set latency_batch_size, latency_seq_len, latency_threads" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# ---- review fixes: resume, up-front checks, what is measured ----
+
+
+def test_resume_reuses_the_plan_and_is_refused_for_other_teacher_weights_data_or_training_settings(
+        tmp_path, fake_latency, trainer_runs, monkeypatch):
+    out = tmp_path / "out"
+    args = arguments(tmp_path, target_speedup=3.0)
+    run_compress(tmp_path, args, out)
+
+    def again(teacher_seed=0, data_seed=0, **training_changes):
+        teacher = tiny_model("seq", "bert", seed=teacher_seed, layers=2, num_labels=3)
+        return compress(teacher, None, tiny_dataset(n=8, seed=data_seed), None, args,
+                        training(tmp_path, **training_changes), out, machine=MACHINE, data_collator=pad_collator,
+                        progress=False)
+
+    # The saved plan is reused: no twin is measured again (only the final comparison, which holds the teacher),
+    # and output/logging settings are not part of what is resumed.
+    (tmp_path / "latency.json").unlink()
+    calls = len(fake_latency)
+    again(logging_steps=7, output_dir=str(tmp_path / "elsewhere"))
+    assert all("teacher" in names for names in fake_latency[calls:]) and len(trainer_runs) == 1
+    with pytest.raises(ValueError, match="teacher_weights: "):
+        again(teacher_seed=1)
+    with pytest.raises(ValueError, match="train_data: "):
+        again(data_seed=5)
+    with pytest.raises(ValueError, match=r"training_settings.learning_rate: 0.001 -> 0.002"):
+        again(learning_rate=2e-3)
+    assert len(trainer_runs) == 1
+
+    # A remade distillation remakes the int8 stage made from it.
+    quantized = []
+    original = distilkit.quantization.quantize_dynamic
+    monkeypatch.setattr(distilkit.quantization, "quantize_dynamic",
+                        lambda *a, **k: quantized.append(1) or original(*a, **k))
+    (out / "02-distilled" / "distilkit_stage.json").unlink()
+    run_compress(tmp_path, args, out)
+    assert len(trainer_runs) == 2 and quantized == [1]
+
+
+def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_path, fake_latency, monkeypatch):
+    timed = {}
+    measuring = distilkit.measure.interleaved_latency_ms
+
+    def recorded(models, *args, **kwargs):
+        teacher = models.get("teacher")
+        if teacher is not None:
+            parameter = next(teacher.parameters())
+            timed.update(dtype=parameter.dtype, device=parameter.device.type,
+                         attention=teacher.config._attn_implementation)
+        return measuring(models, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", recorded)
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out,
+                          training_args=training(tmp_path, attention_weight=1.0, teacher_dtype="bfloat16"))
+    assert (out / "02-distilled" / "distilkit_stage.json").is_file() and result.stages[0].latency_ms
+    assert timed == {"dtype": torch.float32, "device": "cpu", "attention": "sdpa"}
+
+
+def test_attention_distillation_with_an_sdpa_teacher_is_refused_up_front(tmp_path, trainer_runs):
+    out = tmp_path / "out"
+    teacher = tiny_model("seq", "bert", layers=2, num_labels=3, attn="sdpa")
+    with pytest.raises(ValueError, match="attention_weight=1.0 needs attention probabilities"):
+        compress(teacher, None, tiny_dataset(n=8), None, arguments(tmp_path, target_speedup=3.0),
+                 training(tmp_path, attention_weight=1.0), out, machine=MACHINE, data_collator=pad_collator,
+                 progress=False)
+    assert not out.exists() and trainer_runs == []
+
+
+def test_min_heads_per_layer_above_the_planned_heads_is_refused_up_front(tmp_path, trainer_runs):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"prune_min_heads_per_layer=3 keeps at least 3 heads.*keeps 2"):
+        run_compress(tmp_path, arguments(tmp_path, target_speedup=5.0), out,
+                     training_args=training(tmp_path, prune_min_heads_per_layer=3))
+    assert not out.exists() and trainer_runs == []
+
+
+def test_an_already_compressed_teacher_is_refused(tmp_path, trainer_runs):
+    out = tmp_path / "out"
+    teacher = distilkit.quantization.quantize_dynamic(tiny_model("seq", "bert", layers=2, num_labels=3))
+    with pytest.raises(ValueError, match="teacher is already compressed"):
+        compress(teacher, None, tiny_dataset(n=8), None, arguments(tmp_path, target_size_mb=0.05),
+                 training(tmp_path), out, machine=MACHINE, data_collator=pad_collator, progress=False)
+    assert not out.exists() and trainer_runs == []
+
+
+def test_speedups_are_ratios_to_the_teacher_measured_in_the_same_group(tmp_path, monkeypatch):
+    calls = []
+
+    def drifting(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+        calls.append(sorted(models))
+        load = len(calls)  # the machine gets slower with every group
+        return {name: {"median": load * fake_ms(ModelShape.of(m)), "min": load * fake_ms(ModelShape.of(m))}
+                for name, m in models.items()}
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", drifting)
+    plan = make_plan(tiny_config("bert", layers=4, num_labels=2), arguments(tmp_path, target_speedup=3.0), MACHINE,
+                     False)
+    assert len(calls) > 1
+    for candidate in plan.candidates:
+        assert candidate.latency_ms == pytest.approx(fake_ms(candidate.shape))
+    assert "predicted, in-sample (ms)" in plan.to_markdown()
+
+
+def test_an_unfinished_pruning_names_the_training_folder_to_delete(tmp_path):
+    from distilkit.compress.run import check_shape
+
+    plan = make_plan(tiny_config("bert", layers=2, num_labels=3), arguments(tmp_path, target_speedup=5.0), MACHINE,
+                     False)
+    unpruned = tiny_model("seq", "bert", layers=1, num_labels=3)
+    with pytest.raises(RuntimeError, match=r"delete .*02-distilled-training/ to distil again"):
+        check_shape(unpruned, plan, tmp_path / "out" / "02-distilled-training")
+
+
+def test_cli_later_errors_are_not_recipe_errors(tmp_path, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("broken while training")
+
+    monkeypatch.setattr(DistillationTrainer, "train", broken)
+    path = compress_recipe(tmp_path, target_speedup=2.0)
+    with pytest.raises(ValueError, match="broken while training"):
+        main(["compress", "--config", str(path)])
+
+
+def test_cli_machine_settings_given_as_flags_with_default_values_count(tmp_path):
+    from distilkit.cli import compress as command
+    from distilkit.cli.parser import RecipeParser
+
+    path = compress_recipe(tmp_path, target_latency_ms=5.0)
+    recipe = yaml.safe_load(path.read_text())
+    del recipe["evaluation"]
+    path.write_text(yaml.safe_dump(recipe))
+    flags = ["--latency_batch_size", "8", "--latency_seq_len=128", "--latency_threads", "2"]
+    parsed = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path), *flags])
+    assert command.machine_settings(parsed) == MachineSettings(batch_size=8, seq_len=128, threads=2)
+    assert parsed.values["evaluation"] == {"latency_batch_size": 8, "latency_seq_len": 128, "latency_threads": 2}

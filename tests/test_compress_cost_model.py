@@ -358,3 +358,26 @@ def test_importing_compress_stays_light():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cache_key_holds_attention_kernel_version_and_a_machine_fallback(monkeypatch):
+    import os
+    import platform
+
+    import distilkit
+    from distilkit.compress import MachineSettings
+
+    config = tiny_config("bert", layers=2, num_labels=2)
+    config._attn_implementation = "eager"  # as a teacher loaded for attention distillation
+    context = cost_model.measurement_context(config, MachineSettings(2, 8, 1))
+    # Twins run (and are keyed) with the attention a deployed model gets, not the teacher's eager one.
+    assert context["model"]["attn_implementation"] == "sdpa"
+    assert context["software"]["distilkit"] == distilkit.__version__
+    assert context["software"]["int8_kernel"] in ("fbgemm", "reference")
+    monkeypatch.setenv("DISTILKIT_INT8_KERNEL", "reference")
+    assert cost_model.software_versions()["int8_kernel"] == "reference"
+
+    monkeypatch.setattr(measure, "machine_info", lambda: {"cpu_count": 999, "avx2": True})  # lscpu gave no model
+    fingerprint = cost_model.machine_fingerprint()
+    assert fingerprint["cpu_model"] == f"{platform.machine()} {platform.processor()}".strip()
+    assert fingerprint["cpu_count"] == len(os.sched_getaffinity(0))

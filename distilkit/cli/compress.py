@@ -58,7 +58,7 @@ def check_model_section(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe) -> None:
-    from ..compress import compress
+    from ..compress.run import compress, prepare
 
     m, training = recipe.model, recipe.training
     check_launch(training)
@@ -72,14 +72,16 @@ def run(recipe: Recipe) -> None:
     teacher = load_model(m.teacher, m.task, "teacher", attn_implementation=attention_for(m, training))
     check_num_labels(teacher, data, "teacher")
     metrics = compute_metrics_function(recipe.evaluation, m.task) if data.validation is not None else None
-    try:
-        result = compress(teacher, tokenizer, data.train, data.validation, recipe.compress, training,
-                          training.output_dir, machine=machine, transfer_dataset=data.transfer,
-                          compute_metrics=metrics, data_collator=data.collator,
-                          teacher_name=hub_id(m.teacher) or Path(m.teacher).name,
-                          progress=not training.disable_tqdm)
-    except ValueError as err:  # the plan's and the schedule's checks, raised before anything is written
+    progress = not training.disable_tqdm
+    try:  # the plan and every check, before anything is written; errors later on are not the recipe's
+        plan = prepare(teacher, data.train, recipe.compress, training, training.output_dir, machine=machine,
+                       transfer_dataset=data.transfer, progress=progress)
+    except ValueError as err:
         raise RecipeError(str(err)) from err
+    result = compress(teacher, tokenizer, data.train, data.validation, recipe.compress, training,
+                      training.output_dir, machine=machine, transfer_dataset=data.transfer, compute_metrics=metrics,
+                      data_collator=data.collator, teacher_name=hub_id(m.teacher) or Path(m.teacher).name,
+                      progress=progress, plan=plan)
     write_recipe(recipe, training.output_dir)
     print("\n" + (Path(training.output_dir) / "results.md").read_text(encoding="utf-8"), flush=True)
     print(result.summary())

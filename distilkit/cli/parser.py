@@ -239,6 +239,9 @@ class RecipeParser(HfArgumentParser):
 
         recipe = Recipe(command=self.command, config_path=known.config)
         given = vars(namespace)
+        aliases = field_aliases()
+        named = {aliases.get(name, name) for name in (arg[2:].split("=", 1)[0].replace("-", "_")
+                                                      for arg in argv if arg.startswith("--"))}
         for section in self.sections:
             names = section_fields(section)
             kwargs = {name: given[name] for name in names if name in given}
@@ -246,10 +249,11 @@ class RecipeParser(HfArgumentParser):
                 setattr(recipe, section, SECTIONS[section](**kwargs))
             except (ValueError, TypeError) as err:
                 raise RecipeError(f"invalid {section} settings: {err}") from err
-            # What the user asked for: the file's values, then every flag that changed one.
+            # What the user asked for: the file's values, then every flag named on the command line or that
+            # changed one (a flag given with its default value counts: `compress` needs some spelled out).
             asked = dict(values.get(section, {}))
             for name in names:
-                if name in given and given[name] != self.get_default(name) and name != "config":
+                if name in given and (name in named or given[name] != self.get_default(name)) and name != "config":
                     asked[name] = given[name]
             if asked:
                 recipe.values[section] = {k: _to_plain(v) for k, v in asked.items()}

@@ -120,12 +120,9 @@ def measure(stage: str, model, source: str | Path, data, eval_args: EvalArgument
 
 
 def latency_setup(eval_args: EvalArguments, machine: dict) -> str:
-    cpu = machine.get("cpu_model", "unknown CPU")
-    isa = "AVX-512 VNNI" if machine.get("avx512_vnni") else ("AVX-VNNI" if machine.get("avx_vnni") else
-                                                            ("AVX2" if machine.get("avx2") else "no AVX2"))
-    threads = eval_args.latency_threads
-    return (f"batch {eval_args.latency_batch_size} × {eval_args.latency_seq_len} tokens, "
-            f"{threads} thread{'s' if threads != 1 else ''}, {cpu} ({isa}), torch {machine.get('torch')}")
+    from ..measure import latency_setup as describe
+
+    return describe(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads, machine)
 
 
 def markdown_table(results: list[StageResult]) -> str:

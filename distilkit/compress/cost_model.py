@@ -5,8 +5,9 @@ measurements, fit a model that predicts the latency of shapes not measured, and 
   * `MeasurementCache`: a json file of measurements, keyed by everything a latency depends on, so that a
     measurement from another machine, another torch/transformers, another model config or other settings is
     never reused;
-  * `measure_shapes`: the latency of each shape's twin (`twin.random_twin`), measured interleaved
-    (`distilkit.measure.interleaved_latency_ms`), cached;
+  * `measure_shapes`: the latency of each shape's twin (`twin.random_twin`, with the attention implementation a
+    deployed model gets by default), measured interleaved (`distilkit.measure.interleaved_latency_ms`), each
+    group with a reference twin (the teacher's) when asked, cached;
   * `LatencyModel`: per precision, latency = c0 + c_layer * layers + c_head * heads + c_ffn * neurons
     (+ c_emb for int8 embeddings), fitted by least squares on relative error; `evaluate` on held-out shapes;
   * `candidate_shapes` / `split_held_out`: the grid of uniform shapes to measure, and a seeded held-out part.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import platform
 import random
 import statistics
 from collections.abc import Sequence
@@ -33,7 +36,7 @@ from ..architectures import get_architecture
 from ..pruning.structural import head_group_size
 from ..serialization.atomic import publishing_file
 from .shape import ModelShape
-from .twin import random_twin
+from .twin import random_twin, twin_attention
 
 CACHE_FORMAT = 1
 # (int8, int8 embeddings) options measured by `candidate_shapes`: float, int8, int8 with int8 embeddings.
@@ -67,33 +70,48 @@ class MachineSettings:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The latency of one shape's twin: median and minimum milliseconds of one forward pass over the rounds."""
+    """The latency of one shape's twin: median and minimum milliseconds of one forward pass over the rounds, and
+    (`reference_ms`) the median of the reference twin measured in the same group, when one was asked for."""
 
     shape: ModelShape
     median_ms: float
     min_ms: float
+    reference_ms: float | None = None
 
     def to_dict(self) -> dict:
-        return {"shape": self.shape.to_dict(), "median_ms": self.median_ms, "min_ms": self.min_ms}
+        return {"shape": self.shape.to_dict(), "median_ms": self.median_ms, "min_ms": self.min_ms,
+                "reference_ms": self.reference_ms}
 
     @classmethod
     def from_dict(cls, data: dict) -> Measurement:
-        return cls(ModelShape.from_dict(data["shape"]), float(data["median_ms"]), float(data["min_ms"]))
+        reference = data.get("reference_ms")
+        return cls(ModelShape.from_dict(data["shape"]), float(data["median_ms"]), float(data["min_ms"]),
+                   None if reference is None else float(reference))
 
 
 # ------------------------------------------------------------------------------------------------ cache keys
 
 def machine_fingerprint() -> dict:
-    """What identifies the machine for latency: CPU model, the instruction sets int8 kernels use, core count."""
+    """What identifies the machine for latency: CPU model (the architecture and processor name where lscpu gives
+    none), the instruction sets int8 kernels use, and the cores this process may run on."""
     info = measure.machine_info()
-    return {name: info.get(name) for name in ("cpu_model", "avx512_vnni", "avx_vnni", "avx2", "cpu_count")}
+    fingerprint = {name: info.get(name) for name in ("cpu_model", "avx512_vnni", "avx_vnni", "avx2")}
+    if not fingerprint["cpu_model"]:
+        fingerprint["cpu_model"] = f"{platform.machine()} {platform.processor()}".strip() or None
+    fingerprint["cpu_count"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return fingerprint
 
 
 def software_versions() -> dict:
-    """torch (kernels, threading) and transformers (the modelling code, e.g. the attention implementation)."""
+    """torch (kernels, threading), transformers (the modelling code), distilkit (twins, int8 layers) and the int8
+    kernel selected for the CPU (`quantization.kernels.select_kernel`; DISTILKIT_INT8_KERNEL can change it)."""
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__}
+    from .. import __version__
+    from ..quantization.kernels import select_kernel
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "distilkit": __version__,
+            "int8_kernel": select_kernel("cpu").name}
 
 
 def cost_config(config: PretrainedConfig) -> dict:
@@ -114,12 +132,14 @@ def cost_config(config: PretrainedConfig) -> dict:
 
 def measurement_context(config: PretrainedConfig, settings: MachineSettings) -> dict:
     """Everything a latency depends on besides the shape; part of every cache key."""
-    return {"machine": machine_fingerprint(), "software": software_versions(), "model": cost_config(config),
+    return {"machine": machine_fingerprint(), "software": software_versions(),
+            "model": {**cost_config(config), "attn_implementation": twin_attention(config)},
             "settings": settings.to_dict()}
 
 
-def measurement_key(context: dict, shape: ModelShape) -> str:
-    return json.dumps({**context, "shape": shape.key()}, sort_keys=True)
+def measurement_key(context: dict, shape: ModelShape, reference: ModelShape | None = None) -> str:
+    extra = {} if reference is None else {"reference": reference.key()}
+    return json.dumps({**context, "shape": shape.key(), **extra}, sort_keys=True)
 
 
 class MeasurementCache:
@@ -164,13 +184,17 @@ class MeasurementCache:
 # ---------------------------------------------------------------------------------------------- measurement
 
 def measure_shapes(config: PretrainedConfig, shapes: Sequence[ModelShape], settings: MachineSettings,
-                   cache: MeasurementCache, rounds: int = 10, twins_at_once: int = 4) -> list[Measurement]:
+                   cache: MeasurementCache, rounds: int = 10, twins_at_once: int = 4,
+                   reference: ModelShape | None = None) -> list[Measurement]:
     """The latency of each shape's random twin at `settings`, in the order of `shapes`.
 
     Shapes found in `cache` for this machine, software, config and settings are not measured again. The others
     are measured `twins_at_once` at a time (the twins of one group are held in memory together), interleaved
     over `rounds` rounds so that a change in machine load hits all of a group alike; each group is cached as soon
     as it is done. Every input is checked before anything is built or measured.
+
+    `reference`: a shape (the teacher's) measured in every group too, so each measurement's `reference_ms` comes
+    from the same group (ratios to it are free of load changes between groups); a group then holds one more twin.
     """
     get_architecture(config)
     settings.check_fits(config)
@@ -179,21 +203,26 @@ def measure_shapes(config: PretrainedConfig, shapes: Sequence[ModelShape], setti
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     if not shapes:
         raise ValueError("No shapes to measure: pass at least one ModelShape (see candidate_shapes).")
-    for shape in shapes:
+    for shape in shapes if reference is None else [*shapes, reference]:
         shape.check_fits(config)
 
     context = measurement_context(config, settings)
-    keys = [measurement_key(context, shape) for shape in shapes]
+    keys = [measurement_key(context, shape, reference) for shape in shapes]
     shape_of = dict(zip(keys, shapes))
     found = {key: cache.get(key) for key in shape_of}
     missing = [key for key, measurement in found.items() if measurement is None]
     for start in range(0, len(missing), twins_at_once):
         group = missing[start:start + twins_at_once]
         twins = {key: random_twin(config, shape_of[key]) for key in group}
+        reference_key = next((key for key in group if shape_of[key] == reference), "reference")
+        if reference is not None and reference_key not in twins:
+            twins[reference_key] = random_twin(config, reference)
         latency = measure.interleaved_latency_ms(twins, settings.batch_size, settings.seq_len, settings.threads,
                                                  rounds=rounds)
         del twins  # free this group's weights before the next group is built
-        measured = {key: Measurement(shape_of[key], latency[key]["median"], latency[key]["min"]) for key in group}
+        reference_ms = None if reference is None else latency[reference_key]["median"]
+        measured = {key: Measurement(shape_of[key], latency[key]["median"], latency[key]["min"], reference_ms)
+                    for key in group}
         cache.put(measured)
         found.update(measured)
     return [found[key] for key in keys]

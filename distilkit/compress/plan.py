@@ -8,7 +8,13 @@ within the budget (target minus the safety margin); ties go to more layers, then
 cannot be met, or that the teacher meets already, is a ValueError naming the closest candidate: raised before any
 training and before anything is written.
 
-A `Plan` is plain data (`to_dict`/`from_dict`, json), saved as plan.json and shown as plan.md.
+A `Plan` is plain data (`to_dict`/`from_dict`, json), saved as plan.json and shown as plan.md. Its `inputs` (the
+teacher's weights, the training data and the training settings: set by `run.compress`) are part of its identity,
+so a resumed run never reuses stages made from other inputs.
+
+Speedups are ratios within one measuring group: every group of twins is measured together with the teacher's twin,
+and a candidate's latency is recorded relative to it (`Measurement.reference_ms`), scaled by the teacher's own
+measurement, so a change in machine load between groups does not move the candidates' speedups.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import PretrainedConfig
 
@@ -66,7 +72,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Plan:
     """What `compress` will make and why. `teacher`: the teacher's layers, heads and FFN width per layer, and model
-    type; `candidates`: every shape considered, the teacher's first; `chosen`: the key of the chosen one."""
+    type; `candidates`: every shape considered, the teacher's first; `chosen`: the key of the chosen one;
+    `inputs`: what the stages are made from besides the plan (teacher weights, data, training settings)."""
 
     target: Target
     machine: MachineSettings | None
@@ -74,6 +81,7 @@ class Plan:
     candidates: tuple[Candidate, ...]
     chosen: str
     reason: str
+    inputs: dict = field(default_factory=dict)
 
     @property
     def teacher_candidate(self) -> Candidate:
@@ -103,13 +111,13 @@ class Plan:
 
     def cost(self, candidate: Candidate) -> float | None:
         """What the target budgets for `candidate`: its latency (ms) or its size (MB)."""
-        return candidate.latency_ms if self.target.is_latency else candidate.size_mb
+        return cost_of(self.target, candidate)
 
     def identity(self) -> dict:
         """What a run's stages depend on: a resumed run with another identity must not reuse them."""
         return {"target": str(self.target), "margin": self.target.margin,
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
-                "shape": self.shape.to_dict(), "keep_layers": self.keep_layers}
+                "shape": self.shape.to_dict(), "keep_layers": self.keep_layers, **self.inputs}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -120,7 +128,7 @@ class Plan:
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                 "chosen": self.chosen, "keep_layers": self.keep_layers,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
-                "reason": self.reason, "fingerprint": self.fingerprint(),
+                "reason": self.reason, "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
@@ -130,7 +138,7 @@ class Plan:
         target = Target(data["target"]["name"], data["target"]["value"], data["target"]["margin"])
         machine = None if data["machine"] is None else MachineSettings(**data["machine"])
         return cls(target, machine, data["teacher"], tuple(Candidate.from_dict(c) for c in data["candidates"]),
-                   data["chosen"], data["reason"])
+                   data["chosen"], data["reason"], data.get("inputs", {}))
 
     def to_markdown(self) -> str:
         """plan.md: the target, the choice and its reason, and a table of every candidate."""
@@ -142,21 +150,31 @@ class Plan:
         if self.machine is not None:
             m = self.machine
             lines += [f"Latency: median ms of one forward pass of a random-weight twin, batch {m.batch_size} × "
-                      f"{m.seq_len} tokens, {m.threads} thread(s); predicted: the latency model fitted on them.", ""]
-        lines += ["| candidate | parameters | size (MB) | latency (ms) | predicted (ms) | speedup | within budget |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                      f"{m.seq_len} tokens, {m.threads} thread(s), relative to the teacher's twin measured in the "
+                      "same group (speedup: that ratio). Predicted (in-sample): the latency model fitted on these "
+                      "same measurements, so it shows how well the model fits, not how well it predicts unmeasured "
+                      "shapes.", ""]
+        header = ["candidate", "parameters", "size (MB)", "latency (ms)", "predicted, in-sample (ms)", "speedup",
+                  "within budget"]
+        lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
         for c in self.candidates:
             cost = self.cost(c)
             mark = "**chosen**" if c.shape.key() == self.chosen else ("yes" if cost <= budget else "no")
             lines.append("| " + " | ".join([
                 c.shape.key() + (" (teacher)" if c is self.teacher_candidate else ""), f"{c.parameters / 1e6:.3f}M",
-                f"{c.size_mb:.3f}", _number(c.latency_ms, ".2f"), _number(c.predicted_ms, ".2f"),
-                _number(None if c.latency_ms is None else teacher_ms / c.latency_ms, ".2f", "x"), mark]) + " |")
+                f"{c.size_mb:.3f}", cell(c.latency_ms, ".2f"), cell(c.predicted_ms, ".2f"),
+                cell(None if c.latency_ms is None else teacher_ms / c.latency_ms, ".2f", "x"), mark]) + " |")
         return "\n".join(lines) + "\n"
 
 
-def _number(value: float | None, spec: str, suffix: str = "") -> str:
+def cell(value: float | None, spec: str, suffix: str = "") -> str:
+    """A table cell: `value` formatted, or a dash for None."""
     return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def cost_of(target: Target, candidate: Candidate) -> float | None:
+    """What `target` budgets for `candidate`: its latency (ms) or its size (MB)."""
+    return candidate.latency_ms if target.is_latency else candidate.size_mb
 
 
 def teacher_summary(config: PretrainedConfig) -> dict:
@@ -178,11 +196,7 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     teacher = teacher_summary(config)  # an architecture without a heads/FFN entry fails here
     if machine is not None:
         machine.check_fits(config)
-    teacher_shape = ModelShape((teacher["heads"],) * teacher["layers"], (teacher["ffn"],) * teacher["layers"])
-    precisions = PRECISIONS if args.candidate_int8 else ((False, False),)
-    shapes = candidate_shapes(config, args.candidate_layer_fractions, args.candidate_head_fractions,
-                              args.candidate_ffn_fractions, precisions)
-    shapes = [teacher_shape, *(s for s in shapes if s != teacher_shape)]
+    shapes = plan_shapes(config, args)
     latencies = _measure(config, shapes, machine, args, progress) if target.is_latency else [None] * len(shapes)
     predictions = _predictions(shapes, latencies)
     capacity: dict[ModelShape, int] = {}
@@ -195,20 +209,40 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     return _choose(target, machine, teacher, candidates)
 
 
+def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[ModelShape]:
+    """The shapes a plan considers: the teacher's full float shape first, then `args`' candidate grid."""
+    teacher = teacher_summary(config)
+    teacher_shape = ModelShape((teacher["heads"],) * teacher["layers"], (teacher["ffn"],) * teacher["layers"])
+    precisions = PRECISIONS if args.candidate_int8 else ((False, False),)
+    shapes = candidate_shapes(config, args.candidate_layer_fractions, args.candidate_head_fractions,
+                              args.candidate_ffn_fractions, precisions)
+    return [teacher_shape, *(s for s in shapes if s != teacher_shape)]
+
+
+def saved_plan_matches(saved: Plan, config: PretrainedConfig, args: CompressArguments,
+                       machine: MachineSettings | None) -> bool:
+    """Whether a plan saved by an earlier run was made for this target, machine settings, teacher and candidate
+    grid, so it can be reused instead of measured again (a new measurement's noise could choose another shape)."""
+    return (saved.target == args.target and saved.machine == machine and saved.teacher == teacher_summary(config)
+            and [c.shape for c in saved.candidates] == plan_shapes(config, args))
+
+
 def _measure(config, shapes: Sequence[ModelShape], machine: MachineSettings, args: CompressArguments,
              progress: bool) -> list[float]:
     """Median latencies of the shapes' twins, measured a group at a time with a progress bar (cached ones are
-    read from the cache)."""
+    read from the cache). Each group is measured with the teacher's twin (`shapes[0]`); a latency is the ratio
+    to the teacher measured in its group times the teacher's own latency."""
     from tqdm.auto import tqdm
 
     cache = MeasurementCache(args.cache_path)
     groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
-    latencies = []
+    ratios = []
     for group in tqdm(groups, desc=f"measuring {len(shapes)} candidate twins", unit="group", disable=not progress):
         measured = measure_shapes(config, group, machine, cache, rounds=args.latency_rounds,
-                                  twins_at_once=MEASURE_GROUP)
-        latencies += [m.median_ms for m in measured]
-    return latencies
+                                  twins_at_once=MEASURE_GROUP, reference=shapes[0])
+        ratios += [(m.median_ms / m.reference_ms, m.median_ms) for m in measured]
+    teacher_ms = ratios[0][1]  # the teacher is shapes[0]: its own latency, measured in the first group
+    return [ratio * teacher_ms for ratio, _ in ratios]
 
 
 def _predictions(shapes: Sequence[ModelShape], latencies: Sequence[float | None]) -> list[float | None]:
@@ -229,7 +263,7 @@ def _choose(target: Target, machine, teacher: dict, candidates: list[Candidate])
     measure_name = "latency" if target.is_latency else "size"
 
     def cost(c: Candidate) -> float:
-        return c.latency_ms if target.is_latency else c.size_mb
+        return cost_of(target, c)
 
     def described(c: Candidate) -> str:
         return target.format(target.achieved(cost(c), teacher_ms))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import measure
 from ..serialization.atomic import publishing_file
-from .plan import PLAN_MD, Plan
+from .plan import PLAN_MD, Plan, cell
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -72,8 +72,17 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
 
     models = {"teacher": teacher, **{name: from_pretrained(output_dir / name) for name in stage_names}}
     machine = plan.machine
-    latency = ({} if machine is None else measure.interleaved_latency_ms(
-        models, machine.batch_size, machine.seq_len, machine.threads, rounds=rounds))
+    latency = {}
+    if machine is not None:
+        # The teacher is timed with the attention implementation the stages were loaded with (the deployed one),
+        # not the eager one attention distillation needs.
+        trained_with = teacher.config._attn_implementation
+        teacher.set_attn_implementation(models[stage_names[0]].config._attn_implementation)
+        try:
+            latency = measure.interleaved_latency_ms(models, machine.batch_size, machine.seq_len, machine.threads,
+                                                     rounds=rounds)
+        finally:
+            teacher.set_attn_implementation(trained_with)
     teacher_ms = latency["teacher"]["median"] if latency else None
     stages = []
     for name, model in models.items():
@@ -91,9 +100,9 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
     result = CompressResult(plan, stages, plan.target.met(cost, teacher_ms), plan.target.achieved(cost, teacher_ms),
                             plot)
-    _write(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
+    write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
                                                   "latency_setup": latency_setup(plan)}, indent=1) + "\n")
-    _write(output_dir / RESULTS_MD, results_markdown(result))
+    write_text(output_dir / RESULTS_MD, results_markdown(result))
     write_cards(result, output_dir, training_args, teacher_name, transfer_examples)
     return result
 
@@ -116,13 +125,9 @@ def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metri
 def latency_setup(plan: Plan) -> str | None:
     if plan.machine is None:
         return None
-    m, info = plan.machine, measure.machine_info()
-    return (f"batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), median of one interleaved run over "
-            f"the teacher and every stage, {info.get('cpu_model', 'unknown CPU')}, torch {info.get('torch')}")
-
-
-def _cell(value, spec: str, suffix: str = "") -> str:
-    return "–" if value is None else f"{value:{spec}}{suffix}"
+    m = plan.machine
+    return (measure.latency_setup(m.batch_size, m.seq_len, m.threads, measure.machine_info())
+            + ", median of one interleaved run over the teacher and every stage")
 
 
 def results_markdown(result: CompressResult) -> str:
@@ -133,8 +138,8 @@ def results_markdown(result: CompressResult) -> str:
     for s in result.stages:
         met = ("yes" if result.target_met else "no") if s is result.final else "–"
         lines.append("| " + " | ".join([
-            s.stage, *(_cell(s.metrics.get(n), ".4f") for n in names), f"{s.parameters / 1e6:.3f}M",
-            f"{s.size_mb:.3f}", _cell(s.latency_ms, ".2f"), _cell(s.speedup, ".2f", "x"), met]) + " |")
+            s.stage, *(cell(s.metrics.get(n), ".4f") for n in names), f"{s.parameters / 1e6:.3f}M",
+            f"{s.size_mb:.3f}", cell(s.latency_ms, ".2f"), cell(s.speedup, ".2f", "x"), met]) + " |")
     notes = ["", f"Plan: {result.plan.chosen} ({PLAN_MD}). {result.plan.reason}"]
     setup = latency_setup(result.plan)
     if setup:
@@ -142,7 +147,6 @@ def results_markdown(result: CompressResult) -> str:
     notes.append("Size: weight files of each stage folder (the teacher: its exact weight size).")
     notes.append(f"Plot: {result.plot}")
     return "\n".join(lines + notes) + "\n"
-
 
 
 def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
@@ -201,6 +205,7 @@ def write_cards(result: CompressResult, output_dir: Path, training_args, teacher
                          recipe={**recipe, "Compression target": compression}, latency_setup=latency_setup(plan))
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write `path` atomically (a reader never sees half of it)."""
     with publishing_file(path) as staging:
         staging.write_text(text, encoding="utf-8")

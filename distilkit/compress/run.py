@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DistillationConfig
-from ..serialization.atomic import publishing_file
+from ..serialization.format import compression_record
 from .cost_model import MachineSettings
-from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan
+from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan, saved_plan_matches
 from .shape import ModelShape
 from .target import CompressArguments
 
@@ -36,10 +36,36 @@ LAYERS, DISTILLED, INT8 = "01-layers", "02-distilled", "03-int8"
 DISTILLED_TRAINING = "02-distilled-training"
 
 
+def prepare(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
+            output_dir: str | Path, *, machine: MachineSettings | None = None, transfer_dataset=None,
+            progress: bool = True) -> Plan:
+    """Every check of a `compress` run, and its plan: raises ValueError, before anything is trained or written to
+    output_dir (only the latency cache is updated), for a compressed teacher, a target or machine settings the
+    plan refuses, a training schedule that cannot reach the planned shape, a distillation the trainer would
+    refuse, or an output_dir holding another run (other plan, teacher weights, data or training settings).
+
+    An output_dir whose plan.json was made for this target, machine settings, teacher and candidate grid keeps
+    that plan rather than measuring again (a new measurement's noise could choose another shape)."""
+    output_dir = Path(output_dir)
+    check_training_args(training_args)
+    check_teacher(teacher)
+    saved = read_plan(output_dir)
+    if saved is not None and saved_plan_matches(saved, teacher.config, args, machine):
+        plan = saved
+    else:
+        plan = make_plan(teacher.config, args, machine, progress=progress)
+    plan = dataclasses.replace(plan, inputs=run_inputs(teacher, train_dataset, transfer_dataset, training_args))
+    examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
+    check_schedule(plan, training_args, examples)
+    check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
+    check_resumable(output_dir, plan, saved)
+    return plan
+
+
 def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArguments,
              training_args: DistillationConfig, output_dir: str | Path, *, machine: MachineSettings | None = None,
              transfer_dataset=None, compute_metrics=None, data_collator=None, teacher_name: str | None = None,
-             progress: bool = True):
+             progress: bool = True, plan: Plan | None = None):
     """Compress `teacher` (a sequence classifier) to `args`' target and return a `results.CompressResult`.
 
     `machine`: the batch size, sequence length and threads latency is measured at (needed for latency and speedup
@@ -47,22 +73,22 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     (its output_dir is replaced by output_dir/02-distilled-training; pruning fractions come from the plan). The
     datasets are tokenised (`train_dataset` labelled, `transfer_dataset` not); `compute_metrics` as for a Trainer.
 
-    Every check (target, machine settings, architecture, training schedule, an output_dir holding another plan)
-    runs before anything is trained or written to output_dir.
+    Every check (`prepare`) runs before anything is trained or written to output_dir; `plan`: what `prepare`
+    returned for these same arguments, to run its checks apart (the CLI does), or None to run them here.
     """
-    from .results import write_outcome
+    from .results import write_outcome, write_text
 
     output_dir = Path(output_dir)
-    check_training_args(training_args)
-    plan = make_plan(teacher.config, args, machine, progress=progress)
-    examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
-    check_schedule(plan, training_args, examples)
-    check_resumable(output_dir, plan)
+    if plan is None:
+        plan = prepare(teacher, train_dataset, args, training_args, output_dir, machine=machine,
+                       transfer_dataset=transfer_dataset, progress=progress)
+    # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
+    teacher_parameter = next(teacher.parameters())
+    teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in ((PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n"), (PLAN_MD, plan.to_markdown())):
-        with publishing_file(output_dir / name) as staging:
-            staging.write_text(text, encoding="utf-8")
+    write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
+    write_text(output_dir / PLAN_MD, plan.to_markdown())
 
     def layers(folder: Path) -> None:
         from .. import save_pretrained, student_from_teacher
@@ -73,16 +99,16 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         from .. import from_pretrained
         from ..trainer import DistillationTrainer
 
-        heads_fraction, ffn_fraction = plan.prune_fractions
         training_dir = output_dir / DISTILLED_TRAINING
-        stage_args = dataclasses.replace(training_args, output_dir=str(training_dir),
-                                         prune_heads_fraction=heads_fraction, prune_ffn_fraction=ffn_fraction)
-        trainer = DistillationTrainer(model=from_pretrained(output_dir / LAYERS), args=stage_args,
+        # The teacher's attention implementation: eager when attention maps are distilled (a saved model would
+        # load with sdpa).
+        student = from_pretrained(output_dir / LAYERS, attn_implementation=teacher.config._attn_implementation)
+        trainer = DistillationTrainer(model=student, args=stage_arguments(plan, training_args, training_dir),
                                       teacher_model=teacher, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                       data_collator=data_collator, processing_class=tokenizer,
                                       compute_metrics=compute_metrics, transfer_dataset=transfer_dataset)
         trainer.train(resume_from_checkpoint=last_checkpoint(training_dir))
-        check_shape(trainer.model, plan)
+        check_shape(trainer.model, plan, training_dir)
         trainer.save_state()
         trainer.save_model(str(folder))
 
@@ -97,15 +123,46 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     stages: list[tuple[str, Callable[[Path], None]]] = [(LAYERS, layers), (DISTILLED, distilled)]
     if plan.shape.int8:
         stages.append((INT8, int8))
+    remade = False
     for number, (name, make) in enumerate(stages, 1):
+        if remade:  # a stage made from an earlier one that was just remade is stale
+            (output_dir / name / STAGE_MARKER).unlink(missing_ok=True)
         if progress:
             state = "complete, skipped" if stage_complete(output_dir / name, plan) else "making"
             print(f"[{number}/{len(stages)}] {name}: {state}", flush=True)
-        run_stage(output_dir / name, plan, make)
+        remade = run_stage(output_dir / name, plan, make) or remade
+    teacher.to(device=teacher_device, dtype=teacher_dtype)
     return write_outcome(plan, teacher, tokenizer, [name for name, _ in stages], output_dir, training_args,
                          eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
                          rounds=args.latency_rounds, teacher_name=teacher_name,
                          transfer_examples=0 if transfer_dataset is None else len(transfer_dataset))
+
+
+def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:
+    """The distillation's arguments: the run's, writing to `training_dir`, with the plan's pruning shares."""
+    heads_fraction, ffn_fraction = plan.prune_fractions
+    return dataclasses.replace(training_args, output_dir=str(training_dir), prune_heads_fraction=heads_fraction,
+                               prune_ffn_fraction=ffn_fraction)
+
+
+# Training settings that do not change the distilled model: where it is written, logged and reported.
+NOT_SHAPING = ("output_dir", "logging_", "log_", "report_to", "run_name", "disable_tqdm", "push_to_hub", "hub_",
+               "save_", "overwrite_output_dir")
+
+
+def run_inputs(teacher, train_dataset, transfer_dataset, training_args: DistillationConfig) -> dict:
+    """What the stages are made from besides the plan: the teacher's weights (`teacher_fingerprint`), the
+    training and transfer data (datasets' `_fingerprint`; None for data without one) and the training settings
+    that shape the result (all but the output, logging and reporting ones)."""
+    from ..teacher_cache import teacher_fingerprint
+
+    settings = {name: value for name, value in training_args.to_dict().items()
+                if not name.startswith(NOT_SHAPING)}
+    return {"teacher_weights": teacher_fingerprint(teacher),
+            "train_data": getattr(train_dataset, "_fingerprint", None),
+            "transfer_data": None if transfer_dataset is None else getattr(transfer_dataset, "_fingerprint", None),
+            # json round trip: the values as plan.json stores them, so a resumed run compares like with like
+            "training_settings": json.loads(json.dumps(settings, sort_keys=True, default=str))}
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -126,14 +183,31 @@ def training_steps(training_args: DistillationConfig, examples: int) -> int:
     return math.ceil(math.ceil(batches / training_args.gradient_accumulation_steps) * training_args.num_train_epochs)
 
 
+def check_teacher(teacher) -> None:
+    """The plan starts from the teacher's full float shape, so the teacher must be an uncompressed model."""
+    record = compression_record(teacher)
+    if record:
+        raise ValueError(f"The teacher is already compressed ({', '.join(sorted(record))} in its config's distilkit "
+                         "record); compress plans from an uncompressed float model. Give the fine-tuned model it "
+                         "was made from as the teacher.")
+
+
 def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int) -> None:
-    """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, or the
-    model would not reach the planned shape."""
+    """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, and
+    prune_min_heads_per_layer must leave room for the planned heads, or the model would not reach the planned
+    shape."""
     from ..pruning import HeadPruningCallback
 
     heads_fraction, ffn_fraction = plan.prune_fractions
     if heads_fraction == 0 and ffn_fraction == 0:
         return
+    min_heads = training_args.scoring(while_training=True)["min_heads_per_layer"]
+    if heads_fraction > 0 and min_heads * plan.shape.num_layers > sum(plan.shape.heads):
+        raise ValueError(
+            f"prune_min_heads_per_layer={min_heads} keeps at least {min_heads * plan.shape.num_layers} heads in "
+            f"the plan's {plan.shape.num_layers} layers, but the plan keeps {sum(plan.shape.heads)} "
+            f"({plan.chosen}). Lower prune_min_heads_per_layer to at most "
+            f"{sum(plan.shape.heads) // plan.shape.num_layers}.")
     steps = training_steps(training_args, examples)
     schedule = HeadPruningCallback(target_fraction=heads_fraction, ffn_target_fraction=ffn_fraction,
                                    prune_every_steps=training_args.prune_every_steps,
@@ -145,7 +219,37 @@ def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int)
             f"distillation has only {steps} steps. Lower prune_every_steps / prune_num_prunes or train longer.")
 
 
-def check_shape(model, plan: Plan) -> None:
+def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, train_dataset,
+                       transfer_dataset) -> None:
+    """The checks DistillationTrainer runs when the distillation starts (heads, attention implementation, layer
+    map, labels, transfer data), run up front on a weightless stand-in for the layer-selected student: its
+    planned layers, and the teacher's attention implementation, which the student is loaded with."""
+    import copy
+
+    import torch
+
+    from ..trainer import DistillationTrainer, _check_labels
+    from ..transfer import check_transfer
+
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = plan.shape.num_layers
+    layer_types = getattr(config, "layer_types", None)
+    if isinstance(layer_types, list):
+        config.layer_types = [layer_types[i] for i in plan.keep_layers]
+    with torch.device("meta"):
+        student = type(teacher)(config)
+    args = stage_arguments(plan, training_args, Path(training_args.output_dir))
+    if args.uses_teacher:
+        DistillationTrainer._check_compatible(student, teacher, args)
+        DistillationTrainer._resolve_layer_map(student, teacher, args)
+    _check_labels(student, train_dataset)
+    if transfer_dataset is not None:
+        from ..tasks import task_of
+
+        check_transfer(transfer_dataset, train_dataset, task_of(student), config.num_labels, args)
+
+
+def check_shape(model, plan: Plan, training_dir: Path) -> None:
     """After distilling: the layers, and the totals of heads and FFN neurons, the plan chose. (Pruning ranks heads
     and neurons across layers, so per layer they may differ from the plan's uniform shape; cost depends on the
     totals.)"""
@@ -155,23 +259,40 @@ def check_shape(model, plan: Plan) -> None:
     if found != needed:
         raise RuntimeError(
             f"Distillation ended with (layers, heads, FFN neurons) = {found}; the plan needs {needed}. The pruning "
-            "schedule did not finish: see the training log's pruning/* entries.")
+            f"schedule did not finish: see the training log's pruning/* entries. A rerun would resume the same "
+            f"checkpoints and end the same way: delete {training_dir}/ to distil again from the start.")
 
 
-def check_resumable(output_dir: Path, plan: Plan) -> None:
-    """An output_dir with a plan.json is resumed only for the same plan."""
+def read_plan(output_dir: Path) -> Plan | None:
+    """The plan.json of an earlier run in output_dir, or None."""
     path = output_dir / PLAN_JSON
     if not path.is_file():
-        return
+        return None
     try:
-        before = Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a readable compression plan ({err}); choose another output_dir.") from err
-    if before.fingerprint() != plan.fingerprint():
-        old, new = before.identity(), plan.identity()
-        changed = ", ".join(f"{key}: {old[key]} -> {new[key]}" for key in new if old.get(key) != new[key])
-        raise ValueError(f"{output_dir} holds a run of another plan ({changed}); resuming would mix the two. Use "
-                         "another output_dir, or delete this one to start over.")
+
+
+def check_resumable(output_dir: Path, plan: Plan, before: Plan | None) -> None:
+    """An output_dir with a plan.json (`before`) is resumed only for the same plan and inputs: the error names
+    what changed (for the training settings, which ones)."""
+    if before is None or before.fingerprint() == plan.fingerprint():
+        return
+    changed = _differences(before.identity(), plan.identity())
+    raise ValueError(f"{output_dir} holds a run of another plan or other inputs ({'; '.join(changed)}); resuming "
+                     "would mix the two. Use another output_dir, or delete this one to start over.")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    changed = []
+    for key in dict.fromkeys([*old, *new]):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a} -> {b}")
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------- stages
@@ -197,7 +318,8 @@ def run_stage(folder: Path, plan: Plan, make: Callable[[Path], None]) -> bool:
     """Make a stage folder unless it is complete for this plan; mark it complete. Returns whether it ran."""
     if stage_complete(folder, plan):
         return False
+    from .results import write_text
+
     make(folder)
-    with publishing_file(folder / STAGE_MARKER) as staging:
-        staging.write_text(json.dumps({"stage": folder.name, "plan": plan.fingerprint()}) + "\n", encoding="utf-8")
+    write_text(folder / STAGE_MARKER, json.dumps({"stage": folder.name, "plan": plan.fingerprint()}) + "\n")
     return True

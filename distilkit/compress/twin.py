@@ -32,6 +32,7 @@ def twin_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
     if hasattr(twin, CONFIG_KEY):
         delattr(twin, CONFIG_KEY)
     twin.num_hidden_layers = num_layers
+    twin._attn_implementation_internal = None  # the default one, not the teacher's (see random_twin)
     if getattr(twin, "pad_token_id", None) is None:
         # Decoder families' classification heads need one to find each row's last token once batch size > 1.
         twin.pad_token_id = 0
@@ -43,7 +44,9 @@ def twin_config(config: PretrainedConfig, num_layers: int) -> PretrainedConfig:
 
 def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch.device = "cpu") -> PreTrainedModel:
     """A float32 model with random weights and exactly `shape` (in eval mode), for a config of any family in
-    `distilkit.architectures`. `device="meta"` builds it without allocating weights (for sizes).
+    `distilkit.architectures`. `device="meta"` builds it without allocating weights (for sizes). Its attention
+    implementation is the one a saved model is loaded with by default (sdpa where the family supports it), as the
+    compressed model will be deployed, whatever the teacher was loaded with (eager, for attention distillation).
 
     Raises ValueError for an unsupported model type (naming the supported ones) or a shape the config cannot have.
     """
@@ -59,6 +62,13 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
     if shape.int8:
         quantize_dynamic(model, quantize_embeddings=shape.int8_embeddings)
     return model.eval()
+
+
+def twin_attention(config: PretrainedConfig) -> str:
+    """The attention implementation `random_twin` gives `config`'s twins (built on the meta device: nothing is
+    allocated); part of the latency cache key."""
+    shape = ModelShape((int(getattr(config, get_architecture(config).heads_attr)),), (1,))
+    return random_twin(config, shape, device="meta").config._attn_implementation
 
 
 def size_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
