@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-step-timing", action="store_true",
                    help="Do not time plain / cached / live steps (sweeps: the main run has timed them).")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-only", action="store_true",
+                   help="Rewrite transfer_sst2.md (and the summary in the json) from the results there; no training.")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK),
                    help="Teacher, extracted weights, teacher-output caches and run folders (outside the repo).")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
@@ -273,7 +275,8 @@ def markdown(results: dict) -> str:
         *_teacher_train_lines(teacher, results.get("augment")),
         "",
         f"Seeds (student training seed): {results['seeds']}. Finished runs: "
-        + "; ".join(f"{row} seeds {', '.join(map(str, summary[row]['seeds'])) or 'none'}" for row in ROWS)
+        + "; ".join(f"{row} seeds {', '.join(map(str, summary[row]['seeds'])) or 'none'}" for row in ROWS
+                    if summary[row]["n"] or row not in MPNET6_ROWS)
         + ". Mean ± sample std of dev accuracy (%).",
         "",
         "| row | dev acc. mean ± std | % of teacher | gain over no_teacher (points) | per seed: dev acc. (epoch) "
@@ -319,7 +322,9 @@ def markdown(results: dict) -> str:
     if timing:
         lines += ["", "## Step timing", "",
                   f"MiniLM-L6 student, the same {timing['plain']['steps']} batches of labelled data (after "
-                  f"{timing['warmup_steps']} warm-up steps), batch {st['batch_size']}, {results['threads']} threads, OMP_WAIT_POLICY={results.get('omp_wait_policy')}:",
+                  f"{timing['warmup_steps']} warm-up steps), batch {st['batch_size']}, "
+                  f"{timing.get('threads', results['threads'])} threads, "
+                  f"OMP_WAIT_POLICY={results.get('omp_wait_policy')}:",
                   "", "| configuration | s/step | x plain |", "|---|---|---|"]
         for label in ("plain", "distilled_cached", "distilled_live"):
             t = timing[label]
@@ -331,8 +336,15 @@ def markdown(results: dict) -> str:
     m = results.get("machine", {})
     lines += ["", f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} cores, VNNI flags: "
               f"{results.get('lscpu_vnni') or 'none'}; torch {m.get('torch')}, transformers {m.get('transformers')}.",
-              "", "Reproduce:", "", "```", results["command"], "```", ""]
+              "", "Reproduce (the commands that made the runs above):", "", "```", *run_commands(results), "```", ""]
     return "\n".join(lines)
+
+
+def run_commands(results: dict) -> list[str]:
+    """The distinct commands recorded by the runs, in order of first use (the file's last command if none)."""
+    commands = [run["command"] for runs in results.get("runs", {}).values() for run in runs.values()
+                if run.get("command")]
+    return list(dict.fromkeys(commands)) or [results["command"]]
 
 
 def save(results: dict, results_dir: Path) -> None:
@@ -729,6 +741,7 @@ class Experiment:
             timing[label]["ratio_to_plain"] = round(timing[label]["seconds_per_step"] /
                                                     timing["plain"]["seconds_per_step"], 3)
         timing["warmup_steps"] = warmup
+        timing["threads"] = a.threads
         self.results["step_timing"] = timing
         self.save()
 
@@ -807,7 +820,8 @@ class Experiment:
                "dev_agreement_with_teacher": best["dev_agreement_with_teacher"],
                "train_agreement_with_teacher": best.get("train_agreement_with_teacher"),
                "train_accuracy": best.get("train_accuracy"),
-               "per_epoch": records, "epochs_trained": epochs, "threads": self.args.threads, **info,
+               "per_epoch": records, "epochs_trained": epochs, "threads": self.args.threads,
+               "command": self.args.command, **info,
                **(extra or {})}
         self.results["runs"].setdefault(row, {})[str(seed)] = run
         self.save()
@@ -844,6 +858,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("transfer_benchmark: --timing-steps must be > 2 (2 warm-up steps are not counted).")
     if not 0 < args.alpha <= 1 or not math.isfinite(args.temperature) or args.temperature <= 0:
         raise SystemExit("transfer_benchmark: --alpha must be in (0, 1] and --temperature > 0.")
+    if args.report_only:
+        results_dir = Path(args.results_dir)
+        save(json.loads((results_dir / "transfer_sst2.json").read_text()), results_dir)
+        print((results_dir / "transfer_sst2.md").read_text())
+        return 0
     torch.set_num_threads(args.threads)
     Experiment(args).run()
     return 0
