@@ -84,8 +84,8 @@ def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator
     """One pass of the teacher over `dataset`; returns a Dataset of per-example cached outputs, in `dataset`'s order.
 
     The examples are batched shortest first (by the length of the inputs the teacher reads), so that a batch pads
-    to about its own length: on SST-2 sentences this makes the pass several times cheaper than batching in the
-    dataset's order. Padding does not change a row's outputs beyond float rounding."""
+    to about its own length rather than to the longest example that happens to share it. For a model that masks
+    its padding, a row's outputs do not depend on which rows share its batch (beyond float rounding; tested)."""
     from tqdm.auto import tqdm
 
     teacher.eval()
