@@ -346,19 +346,13 @@ class Experiment:
 
     def teacher(self):
         if "teacher" not in self._cache:
-            from transformers import AutoModelForSequenceClassification
-
-            folder = self.teacher_folder()
-            if not (folder / "model.safetensors").is_file():
-                self.train_teacher()
-            self._cache["teacher"] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            self._cache["teacher"] = tb.load_or_train_teacher(self.teacher_folder(), self.train_teacher)
         return self._cache["teacher"]
 
     def train_teacher(self) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
         from distilkit.cli.quickstart import minilm_dir
-        from distilkit.serialization.atomic import publishing_folder
 
         a = self.args
         folder = self.teacher_folder()
@@ -368,11 +362,7 @@ class Experiment:
         config = tb.training_config(a, self.work / "runs" / "teacher", seed=a.teacher_seed,
                                     learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
         info = tb.Experiment.train(model, config, self.tokenized("labelled"), self.collator(), self.tokenizer())
-        with publishing_folder(folder) as staging:
-            model.save_pretrained(staging)
-            self.tokenizer().save_pretrained(staging)
-            (staging / "train_info.json").write_text(
-                json.dumps({k: v for k, v in info.items() if k not in ("step_durations", "epochs")}))
+        tb.publish_teacher(folder, model, self.tokenizer(), info)
 
     def run_teacher(self) -> None:
         from bench_common import accuracy_and_f1

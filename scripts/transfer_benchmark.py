@@ -359,12 +359,33 @@ def save(results: dict, results_dir: Path) -> None:
 
 
 def write_atomically(results_dir: Path, files: dict[str, str]) -> None:
-    """Each file written to a temp file and moved into place, in order."""
+    """Each file written to a staging file and moved into place, in order."""
+    from distilkit.serialization.atomic import publishing_file
+
     results_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        tmp = results_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, results_dir / name)
+        with publishing_file(results_dir / name) as staging:
+            staging.write_text(text)
+
+
+def load_or_train_teacher(folder: Path, train):
+    """The fine-tuned teacher saved in `folder`, calling `train()` first when the folder holds none."""
+    from transformers import AutoModelForSequenceClassification
+
+    if not (folder / "model.safetensors").is_file():
+        train()
+    return AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+
+def publish_teacher(folder: Path, model, tokenizer, info: dict) -> None:
+    """Save a fine-tuned teacher, its tokenizer and its training facts as one complete folder (atomically)."""
+    from distilkit.serialization.atomic import publishing_folder
+
+    with publishing_folder(folder) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "train_info.json").write_text(
+            json.dumps({k: v for k, v in info.items() if k not in ("step_durations", "epochs")}))
 
 
 def load_previous(json_path: Path, fresh: dict) -> dict:
@@ -638,17 +659,10 @@ class Experiment:
 
     def teacher(self):
         if "teacher" not in self._cache:
-            from transformers import AutoModelForSequenceClassification
-
-            folder = self.teacher_folder()
-            if not (folder / "model.safetensors").is_file():
-                self.train_teacher()
-            self._cache["teacher"] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            self._cache["teacher"] = load_or_train_teacher(self.teacher_folder(), self.train_teacher)
         return self._cache["teacher"]
 
     def train_teacher(self) -> None:
-        import shutil
-
         from transformers import AutoModelForSequenceClassification, set_seed
 
         a = self.args
@@ -660,13 +674,7 @@ class Experiment:
                              learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
         info = self.train(model, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
                           self.tokenizer("mpnet"))
-        tmp = folder.with_name(folder.name + ".tmp")
-        model.save_pretrained(tmp)
-        self.tokenizer("mpnet").save_pretrained(tmp)
-        (tmp / "train_info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "step_durations"}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        publish_teacher(folder, model, self.tokenizer("mpnet"), info)
 
     def run_teacher(self) -> None:
         if "teacher" not in self.results and self.args.teacher_from:
