@@ -362,6 +362,34 @@ def test_speedups_are_ratios_to_the_teacher_measured_in_the_same_group(tmp_path,
     assert "predicted, in-sample (ms)" in plan.to_markdown()
 
 
+def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypatch):
+    """A candidate whose twin happened to run fast (a quiet moment, a load spike on the teacher's rounds) is
+    budgeted at the latency model's prediction, fitted on every candidate: the plan does not choose it."""
+    config = tiny_config("bert", layers=4, num_labels=2)
+    grid = {"candidate_layer_fractions": [1.0, 0.75, 0.5, 0.25], "candidate_head_fractions": [1.0, 0.5, 0.25],
+            "candidate_ffn_fractions": [1.0, 0.5, 0.25]}  # 108 candidates: enough for the model to fit
+
+    def plan_with(cache: str) -> Plan:
+        return make_plan(config, CompressArguments(target_speedup=3.0, **grid, latency_cache=str(tmp_path / cache)),
+                         MACHINE, False)
+
+    honest = plan_with("honest.json")
+    budget = honest.target.budget(honest.teacher_candidate.latency_ms)
+    # The biggest candidate over budget, measured twice as fast as it is.
+    lucky = max((c for c in honest.candidates[1:] if honest.cost(c) > budget), key=lambda c: c.parameters).shape
+
+    def noisy(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+        return {name: {"median": fake_ms(ModelShape.of(m)) / (2 if ModelShape.of(m) == lucky else 1),
+                       "min": 0.0} for name, m in models.items()}
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", noisy)
+    plan = plan_with("noisy.json")
+    candidate = next(c for c in plan.candidates if c.shape == lucky)
+    assert candidate.latency_ms <= budget < candidate.predicted_ms  # fast on the clock, slow in the model
+    assert plan.cost(candidate) == candidate.predicted_ms and plan.chosen == honest.chosen != lucky.key()
+    assert "larger of the twin's measurement and the latency model's prediction" in plan.reason
+
+
 def test_an_unfinished_pruning_names_the_training_folder_to_delete(tmp_path):
     from distilkit.compress.run import check_shape
 

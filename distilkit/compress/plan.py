@@ -151,11 +151,10 @@ class Plan:
             m = self.machine
             lines += [f"Latency: median ms of one forward pass of a random-weight twin, batch {m.batch_size} × "
                       f"{m.seq_len} tokens, {m.threads} thread(s), relative to the teacher's twin measured in the "
-                      "same group (speedup: that ratio). Predicted (in-sample): the latency model fitted on these "
-                      "same measurements, so it shows how well the model fits, not how well it predicts unmeasured "
-                      "shapes.", ""]
+                      "same group. Predicted (in-sample): the latency model fitted on these same measurements. "
+                      "Speedup and budget use the larger of the two (the teacher's latency is its measurement).", ""]
         header = ["candidate", "parameters", "size (MB)", "latency (ms)", "predicted, in-sample (ms)", "speedup",
-                  "within budget"]
+                  "within budget"]  # speedup and budget: from the planning latency (`cost_of`)
         lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
         for c in self.candidates:
             cost = self.cost(c)
@@ -163,7 +162,7 @@ class Plan:
             lines.append("| " + " | ".join([
                 c.shape.key() + (" (teacher)" if c is self.teacher_candidate else ""), f"{c.parameters / 1e6:.3f}M",
                 f"{c.size_mb:.3f}", cell(c.latency_ms, ".2f"), cell(c.predicted_ms, ".2f"),
-                cell(None if c.latency_ms is None else teacher_ms / c.latency_ms, ".2f", "x"), mark]) + " |")
+                cell(None if c.latency_ms is None else teacher_ms / cost, ".2f", "x"), mark]) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -173,8 +172,14 @@ def cell(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def cost_of(target: Target, candidate: Candidate) -> float | None:
-    """What `target` budgets for `candidate`: its latency (ms) or its size (MB)."""
-    return candidate.latency_ms if target.is_latency else candidate.size_mb
+    """What `target` budgets for `candidate`: its size (MB), or its latency (ms): the larger of its twin's
+    measurement and the latency model's prediction, so that one measurement a load spike or a lucky round made
+    fast does not decide the plan alone (the model is fitted on every candidate and smooths such noise)."""
+    if not target.is_latency:
+        return candidate.size_mb
+    if candidate.latency_ms is None or candidate.predicted_ms is None:
+        return candidate.latency_ms
+    return max(candidate.latency_ms, candidate.predicted_ms)
 
 
 def teacher_summary(config: PretrainedConfig) -> dict:
@@ -286,5 +291,7 @@ def _choose(target: Target, machine, teacher: dict, candidates: list[Candidate])
     reason = (f"Candidates within the {measure_name} budget ({target} less a {target.margin:.0%} margin: "
               f"{target.format(target.achieved(budget, teacher_ms))}): {len(within)} of {len(candidates)}; "
               f"this one has the most parameters ({chosen.parameters / 1e6:.3f}M; ties: more layers, then float) "
-              f"at {described(chosen)}.")
+              f"at {described(chosen)}."
+              + (" A latency here is the larger of the twin's measurement and the latency model's prediction."
+                 if target.is_latency else ""))
     return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(), reason)
