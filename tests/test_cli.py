@@ -281,6 +281,37 @@ def test_launch_check_catches_accelerates_single_process_cpu_launcher(monkeypatc
     check_launch(FakeArgs(world_size=1))  # accelerate launch with one process: fine
 
 
+
+@pytest.mark.parametrize("outcome", ["done", "recipe error"])
+def test_a_command_of_a_distributed_run_ends_by_destroying_the_process_group(monkeypatch, outcome):
+    """Left to interpreter exit, a gloo group can abort the process after its work is done (SIGABRT)."""
+    import sys
+    import types
+
+    import torch.distributed as dist
+
+    from distilkit import cli
+
+    calls = []
+
+    def run(recipe):
+        calls.append("run")
+        if outcome == "recipe error":
+            raise RecipeError("a mistake")
+
+    monkeypatch.setitem(sys.modules, "fake_command", types.SimpleNamespace(SECTIONS=("push",), run=run))
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_command", "a command of this test"))
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(calls))  # "initialized" once the command ran
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: calls.append("destroyed"))
+    assert main(["fake"]) == (0 if outcome == "done" else 2)
+    assert calls == ["run", "destroyed"]
+
+    calls.clear()
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)  # a single-process run: nothing to destroy
+    assert main(["fake"]) == (0 if outcome == "done" else 2)
+    assert calls == ["run"]
+
+
 # ---- the commands, end to end on tiny models ----
 
 

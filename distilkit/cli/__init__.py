@@ -90,4 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"distilkit {name}: interrupted.", file=sys.stderr)
         return 130
+    finally:
+        end_process_group()
     return 0
+
+
+def end_process_group() -> None:
+    """Destroy the default process group of a distributed run (`accelerate launch -m distilkit ...`), if any.
+
+    Left to the interpreter's exit, a gloo group's threads can be torn down still running, and the process
+    aborts ("terminate called without an active exception") after its work is done, which the launcher reports
+    as a failed run. Destroying is local to this process, and no command runs a collective after it returns, so
+    there is no barrier: the other processes would wait (up to ddp_timeout) for the main one's evaluation and
+    writing, and be stuck there if it failed.
+    """
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group (and `--help` stays fast)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
