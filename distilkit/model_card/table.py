@@ -96,7 +96,8 @@ def complete_rows(rows: Sequence[ModelRow], record: Mapping, folder: Path | None
 
 def default_row_name(record: Mapping) -> str:
     """The described model's row name from its compression record: "student", "student (pruned, int8)", ..."""
-    applied = [label for key, label in (("pruning", "pruned"), ("quantization", "int8")) if key in record]
+    applied = [label for keys, label in ((("pruning", "ffn_pruning"), "pruned"), (("quantization",), "int8"))
+               if any(key in record for key in keys)]
     return "student" + (f" ({', '.join(applied)})" if applied else "")
 
 
