@@ -435,7 +435,6 @@ def test_prune_refuses_fractions_it_cannot_use_before_writing_anything(tmp_path,
 
 def test_distill_a_causal_lm_on_a_text_corpus(tmp_path):
     from test_cli_fixtures import sentences, tiny_tokenizer
-
     from tiny_models import tiny_model
 
     teacher = tmp_path / "llama"
@@ -476,12 +475,19 @@ def test_push_short_syntax_dry_run_end_to_end(tmp_path, capsys):
 
 def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
     """A separate student whose vocabulary differs: each model reads the text with its own tokenizer."""
-    from test_cli_fixtures import NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, save_tiny_teacher, tiny_recipe
+    from test_cli_fixtures import (
+        NEGATIVE,
+        NEUTRAL,
+        POSITIVE,
+        SPECIAL,
+        save_tiny_teacher,
+        tiny_recipe,
+    )
     from transformers import BertTokenizer
 
     from distilkit.cli import main
-    from distilkit.cli.steps import teacher_tokenizer_if_different
     from distilkit.cli.recipe import ModelArguments
+    from distilkit.cli.steps import teacher_tokenizer_if_different
 
     student = save_tiny_teacher(tmp_path / "student", seed=3)
     words = SPECIAL + list(reversed(POSITIVE + NEGATIVE + NEUTRAL))  # same words, other ids

@@ -18,7 +18,14 @@ import distilkit.measure
 import distilkit.quantization
 from distilkit import DistillationConfig
 from distilkit.cli import main
-from distilkit.compress import CompressArguments, MachineSettings, ModelShape, Plan, compress, make_plan
+from distilkit.compress import (
+    CompressArguments,
+    MachineSettings,
+    ModelShape,
+    Plan,
+    compress,
+    make_plan,
+)
 from distilkit.trainer import DistillationTrainer
 
 MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
@@ -65,9 +72,9 @@ def arguments(tmp_path, **target) -> CompressArguments:
 
 
 def training(tmp_path, **changes) -> DistillationConfig:
-    values = dict(output_dir=str(tmp_path / "unused"), max_steps=2, per_device_train_batch_size=4,
-                  prune_every_steps=1, prune_heads_method="magnitude", learning_rate=1e-3, report_to="none",
-                  use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0)
+    values = {"output_dir": str(tmp_path / "unused"), "max_steps": 2, "per_device_train_batch_size": 4,
+              "prune_every_steps": 1, "prune_heads_method": "magnitude", "learning_rate": 1e-3, "report_to": "none",
+              "use_cpu": True, "save_strategy": "no", "disable_tqdm": True, "seed": 0}
     return DistillationConfig(**{**values, **changes})
 
 

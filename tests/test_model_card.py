@@ -23,9 +23,9 @@ from distilkit.model_card import (
     render_model_card,
     write_model_card,
 )
-from distilkit.serialization import compression_record
 from distilkit.pruning import HeadPruningCallback, prune_heads
 from distilkit.quantization import quantize_dynamic
+from distilkit.serialization import compression_record
 
 
 def sections(card: ModelCard) -> dict[str, str]:
@@ -172,8 +172,9 @@ def test_card_of_an_ffn_pruned_student_states_the_neurons_kept_per_layer(tmp_pat
 
 def test_card_facts_render_the_same_card_as_keywords_and_keywords_override_them(tmp_path):
     tiny_model("seq").save_pretrained(tmp_path)
-    fields = dict(teacher="org/teacher", datasets="nyu-mll/glue", tags=["sst2"], limitations=["Not for medical use."],
-                  rows=[ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)])
+    fields = {"teacher": "org/teacher", "datasets": "nyu-mll/glue", "tags": ["sst2"],
+              "limitations": ["Not for medical use."],
+              "rows": [ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)]}
     facts = CardFacts(**fields)
     assert render_model_card(tmp_path, facts).content == render_model_card(tmp_path, **fields).content
     card = render_model_card(tmp_path, facts, license="mit", model_name="renamed")

@@ -369,8 +369,8 @@ def train(model, args: DistillationConfig, data: TaskData, tokenizer, teacher=No
 
     from ..trainer import DistillationTrainer
 
-    kwargs = dict(model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
-                  data_collator=data.collator, processing_class=tokenizer, compute_metrics=compute_metrics)
+    kwargs = {"model": model, "args": args, "train_dataset": data.train, "eval_dataset": data.validation,
+              "data_collator": data.collator, "processing_class": tokenizer, "compute_metrics": compute_metrics}
     if args.eval_strategy != "no" and data.validation is None:
         raise RecipeError(f"eval_strategy={args.eval_strategy!r} needs validation data (data.validation_file or "
                           "data.validation_split).")

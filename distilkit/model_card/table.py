@@ -114,7 +114,7 @@ def stored_parameter_count(folder: Path, record: Mapping) -> int | None:
     total = 0
     for path in files:
         with safe_open(path, framework="pt") as weights:
-            for key in weights.keys():
+            for key in weights.keys():  # noqa: SIM118 (safetensors' safe_open has keys() but is not iterable)
                 if key not in buffers:
                     total += math.prod(weights.get_slice(key).get_shape())
     return total
