@@ -25,7 +25,7 @@ def machine_info() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "transformers": transformers.__version__}
     try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         lscpu = ""
     for line in lscpu.splitlines():
@@ -93,14 +93,16 @@ def cpu_latency_ms(model: torch.nn.Module, batch_size: int, seq_len: int, thread
 
 
 def interleaved_latency_ms(models: dict[str, torch.nn.Module], batch_size: int, seq_len: int, threads: int = 2,
-                           rounds: int = 10, warmup: int = 2) -> dict[str, dict[str, float]]:
+                           rounds: int = 10, warmup: int = 2, progress: bool = False) -> dict[str, dict[str, float]]:
     """CPU latency of several models, measured in rounds over all of them rather than one model after the other,
     so a change in machine load (another process starting) affects every model alike: their ratios stay fair.
-    Returns {name: {"median": ms, "min": ms}} over the rounds."""
+    Returns {name: {"median": ms, "min": ms}} over the rounds. `progress`: a bar over the rounds."""
+    from tqdm.auto import tqdm
+
     for model in models.values():
         cpu_latency_ms(model, batch_size, seq_len, threads=threads, repeats=1, warmup=warmup)
     samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc=f"timing {len(models)} models", unit="round", disable=not progress):
         for name, model in models.items():
             samples[name].append(cpu_latency_ms(model, batch_size, seq_len, threads=threads, repeats=1, warmup=0))
     return {name: {"median": statistics.median(times), "min": min(times)} for name, times in samples.items()}

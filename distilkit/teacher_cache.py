@@ -80,8 +80,9 @@ def _per_example(task: Task, logits: torch.Tensor, attention_mask: torch.Tensor 
 
 @torch.inference_mode()
 def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator, task: Task, top_k: int | None,
-                            temperature: float, batch_size: int, device) -> Dataset:
-    """One pass of the teacher over `dataset`; returns a Dataset of per-example cached outputs, in `dataset`'s order.
+                            temperature: float, batch_size: int, device, progress: bool = True) -> Dataset:
+    """One pass of the teacher over `dataset` (with a progress bar unless `progress` is False); returns a Dataset
+    of per-example cached outputs, in `dataset`'s order.
 
     The examples are batched shortest first (by the length of the inputs the teacher reads), so that a batch pads
     to about its own length rather than to the longest example that happens to share it. For a model that masks
@@ -93,7 +94,7 @@ def compute_teacher_outputs(dataset: Dataset, teacher: torch.nn.Module, collator
     loader = DataLoader(dataset.select(order), batch_size=batch_size, shuffle=False, collate_fn=collator)
     rows: list[dict | None] = [None] * len(dataset)
     position = 0
-    for batch in tqdm(loader, desc="Caching teacher outputs"):
+    for batch in tqdm(loader, desc="Caching teacher outputs", disable=not progress):
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels" and torch.is_tensor(v)}
         # A teacher with its own tokenizer reads its own `teacher_` inputs (see data.TeacherInputsCollator).
         inputs = pop_teacher_inputs(inputs) or inputs
@@ -151,7 +152,8 @@ def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_di
         if not folder.is_dir():
             check_disk_space(dataset, task, output_size(teacher, task), top_k, cache_dir)
             logger.info("Building the teacher output cache in %s", folder)
-            cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device)
+            cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device,
+                                             progress=not args.disable_tqdm)
             # readers see no folder or a complete one; a folder another process published first is kept
             with publishing_folder(folder, keep_existing=True) as staging:
                 cached.save_to_disk(str(staging))

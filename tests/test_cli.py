@@ -281,6 +281,37 @@ def test_launch_check_catches_accelerates_single_process_cpu_launcher(monkeypatc
     check_launch(FakeArgs(world_size=1))  # accelerate launch with one process: fine
 
 
+
+@pytest.mark.parametrize("outcome", ["done", "recipe error"])
+def test_a_command_of_a_distributed_run_ends_by_destroying_the_process_group(monkeypatch, outcome):
+    """Left to interpreter exit, a gloo group can abort the process after its work is done (SIGABRT)."""
+    import sys
+    import types
+
+    import torch.distributed as dist
+
+    from distilkit import cli
+
+    calls = []
+
+    def run(recipe):
+        calls.append("run")
+        if outcome == "recipe error":
+            raise RecipeError("a mistake")
+
+    monkeypatch.setitem(sys.modules, "fake_command", types.SimpleNamespace(SECTIONS=("push",), run=run))
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_command", "a command of this test"))
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(calls))  # "initialized" once the command ran
+    monkeypatch.setattr(dist, "destroy_process_group", lambda group=None: calls.append("destroyed"))
+    assert main(["fake"]) == (0 if outcome == "done" else 2)
+    assert calls == ["run", "destroyed"]
+
+    calls.clear()
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)  # a single-process run: nothing to destroy
+    assert main(["fake"]) == (0 if outcome == "done" else 2)
+    assert calls == ["run"]
+
+
 # ---- the commands, end to end on tiny models ----
 
 
@@ -344,9 +375,66 @@ def test_train_then_evaluate_quantize_prune_and_push(tmp_path, capsys):
     assert "push one of them" in capsys.readouterr().err
 
 
+def prune_flags(tmp_path) -> list[str]:
+    """A tiny BERT to prune (hidden 32, 2 layers of 4 heads and 64 FFN neurons) and data, as prune flags."""
+    student = save_tiny_teacher(tmp_path / "student")
+    train_file, validation_file = write_data(tmp_path / "data")
+    return ["--student", str(student), "--output_dir", str(tmp_path / "run"), "--train_file", str(train_file),
+            "--validation_file", str(validation_file), "--text_column", "sentence", "--max_length", "16",
+            "--report_to", "none", "--disable_tqdm", "true", "--latency", "false"]
+
+
+@pytest.mark.parametrize("method", ["taylor", "magnitude"])
+def test_prune_removes_heads_and_ffn_neurons_and_the_folder_reloads_with_the_same_logits(tmp_path, monkeypatch,
+                                                                                        method):
+    import torch
+    from transformers import AutoTokenizer
+
+    import distilkit
+    from distilkit.cli import pipeline
+    from distilkit.pruning import kept_heads, kept_neurons
+
+    saved = {}
+    save = pipeline.save
+
+    def keep_and_save(model, tokenizer, folder):  # the in-memory pruned model, as the prune step saves it
+        saved["model"] = model
+        return save(model, tokenizer, folder)
+
+    monkeypatch.setattr(pipeline, "save", keep_and_save)
+    run = tmp_path / "run"
+    assert main(["prune", *prune_flags(tmp_path), "--prune_fraction", "0.5", "--prune_ffn_fraction", "0.5",
+                 "--prune_method", method]) == 0
+
+    pruned, loaded = saved["model"].eval(), distilkit.from_pretrained(run / "pruned").eval()
+    assert sum(map(len, kept_heads(pruned))) == 4  # of 8
+    assert sum(map(len, kept_neurons(pruned))) == 64  # of 2 x 64
+    assert kept_heads(loaded) == kept_heads(pruned) and kept_neurons(loaded) == kept_neurons(pruned)
+    tokenizer = AutoTokenizer.from_pretrained(run / "pruned")
+    batch = tokenizer(["good film", "the day was sad and dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, pruned(**batch).logits, rtol=0, atol=1e-6)
+
+    stages = json.loads((run / "results.json").read_text())["stages"]
+    assert [s["heads"] for s in stages] == [8, 4] and stages[1]["parameters"] < stages[0]["parameters"]
+    card = (run / "pruned" / "README.md").read_text()
+    assert f"| head and FFN neuron importance | {method} |" in card and "| FFN neurons removed | 64 |" in card
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prune_ffn_fraction", "1.0"], "prune_ffn_fraction must be in [0, 1) (share of FFN neurons to remove), got 1.0"),
+    (["--prune_ffn_fraction", "-0.5"], "prune_ffn_fraction must be in [0, 1) (share of FFN neurons to remove), got -0.5"),
+    ([], "prune_fraction and prune_ffn_fraction are 0"),
+    (["--prune_heads_fraction", "0.4"], "prune_heads_fraction (0.4) is the share of heads pruned while training"),
+])
+def test_prune_refuses_fractions_it_cannot_use_before_writing_anything(tmp_path, capsys, flags, message):
+    assert main(["prune", *prune_flags(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_distill_a_causal_lm_on_a_text_corpus(tmp_path):
     from test_cli_fixtures import sentences, tiny_tokenizer
-
     from tiny_models import tiny_model
 
     teacher = tmp_path / "llama"
@@ -387,12 +475,19 @@ def test_push_short_syntax_dry_run_end_to_end(tmp_path, capsys):
 
 def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
     """A separate student whose vocabulary differs: each model reads the text with its own tokenizer."""
-    from test_cli_fixtures import NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, save_tiny_teacher, tiny_recipe
+    from test_cli_fixtures import (
+        NEGATIVE,
+        NEUTRAL,
+        POSITIVE,
+        SPECIAL,
+        save_tiny_teacher,
+        tiny_recipe,
+    )
     from transformers import BertTokenizer
 
     from distilkit.cli import main
-    from distilkit.cli.steps import teacher_tokenizer_if_different
     from distilkit.cli.recipe import ModelArguments
+    from distilkit.cli.steps import teacher_tokenizer_if_different
 
     student = save_tiny_teacher(tmp_path / "student", seed=3)
     words = SPECIAL + list(reversed(POSITIVE + NEGATIVE + NEUTRAL))  # same words, other ids

@@ -18,7 +18,14 @@ import distilkit.measure
 import distilkit.quantization
 from distilkit import DistillationConfig
 from distilkit.cli import main
-from distilkit.compress import CompressArguments, MachineSettings, ModelShape, Plan, compress, make_plan
+from distilkit.compress import (
+    CompressArguments,
+    MachineSettings,
+    ModelShape,
+    Plan,
+    compress,
+    make_plan,
+)
 from distilkit.trainer import DistillationTrainer
 
 MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
@@ -38,7 +45,7 @@ def fake_latency(monkeypatch):
     clock; returns the list of measuring calls."""
     calls = []
 
-    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2, progress=False):
         calls.append(sorted(models))
         return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
                 for name, m in models.items()}
@@ -65,19 +72,20 @@ def arguments(tmp_path, **target) -> CompressArguments:
 
 
 def training(tmp_path, **changes) -> DistillationConfig:
-    values = dict(output_dir=str(tmp_path / "unused"), max_steps=2, per_device_train_batch_size=4,
-                  prune_every_steps=1, prune_heads_method="magnitude", learning_rate=1e-3, report_to="none",
-                  use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0)
+    values = {"output_dir": str(tmp_path / "unused"), "max_steps": 2, "per_device_train_batch_size": 4,
+              "prune_every_steps": 1, "prune_heads_method": "magnitude", "learning_rate": 1e-3, "report_to": "none",
+              "use_cpu": True, "save_strategy": "no", "disable_tqdm": True, "seed": 0}
     return DistillationConfig(**{**values, **changes})
 
 
 def run_compress(tmp_path, args, out, **kwargs):
     teacher = tiny_model("seq", "bert", layers=2, num_labels=3)
     kwargs.setdefault("machine", MACHINE)
+    kwargs.setdefault("progress", False)
     return compress(teacher, None, tiny_dataset(n=8), tiny_dataset(n=4, seed=1), args,
                     kwargs.pop("training_args", None) or training(tmp_path), out, data_collator=pad_collator,
                     compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
-                    progress=False, **kwargs)
+                    **kwargs)
 
 
 # ---- the plan ----
@@ -211,6 +219,24 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
 
     with pytest.raises(ValueError, match="holds a run of another plan.*target_speedup=3 -> target_speedup=2.5"):
         run_compress(tmp_path, arguments(tmp_path, target_speedup=2.5), out)
+
+
+
+REAL_INTERLEAVED_LATENCY = distilkit.measure.interleaved_latency_ms  # before the autouse fixture replaces it
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_false_shows_no_bar_and_true_times_the_stages_with_one(tmp_path, monkeypatch, capsys, progress):
+    """The long steps outside the Trainer (its bars follow disable_tqdm): the teacher-output cache pass (which
+    follows disable_tqdm too) and the final latency measurement over the teacher and every stage."""
+    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", REAL_INTERLEAVED_LATENCY)  # tiny models: fast
+    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.05), tmp_path / "out", progress=progress,
+                          training_args=training(tmp_path, teacher_cache_dir=str(tmp_path / "cache"),
+                                                 disable_tqdm=not progress))
+    assert all(stage.latency_ms for stage in result.stages)
+    err = capsys.readouterr().err
+    assert (f"timing {len(result.stages)} models" in err) is progress
+    assert ("Caching teacher outputs" in err) is progress
 
 
 # ---- the command line ----

@@ -23,9 +23,9 @@ from distilkit.model_card import (
     render_model_card,
     write_model_card,
 )
-from distilkit.serialization import compression_record
 from distilkit.pruning import HeadPruningCallback, prune_heads
 from distilkit.quantization import quantize_dynamic
+from distilkit.serialization import compression_record
 
 
 def sections(card: ModelCard) -> dict[str, str]:
@@ -137,10 +137,44 @@ def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     assert any("instruction set" in line for line in body["Limitations"].splitlines())
 
 
+@pytest.mark.parametrize("heads_too", [True, False], ids=["heads-and-ffn", "ffn-only"])
+def test_card_of_an_ffn_pruned_student_states_the_neurons_kept_per_layer(tmp_path, heads_too):
+    import distilkit
+    from distilkit.pruning import prune_ffn
+
+    model = tiny_model("seq")  # hidden 32, 2 layers of 4 heads and 64 FFN neurons
+    if heads_too:
+        prune_heads(model, {0: [1]})
+    prune_ffn(model, {0: list(range(10)), 1: list(range(24, 64))})
+    distilkit.save_pretrained(model, tmp_path)
+    card = render_model_card(tmp_path, teacher="org/teacher", repo_id="user/tiny-ffn")
+    assert metadata(card)["tags"] == ["distilkit", "distillation", "pruned"]
+
+    body = sections(card)
+    first = card.text.split("\n\n")[1]
+    pruned = "7 of 8 attention heads and 78 of 128 FFN neurons" if heads_too else "78 of 128 FFN neurons"
+    assert f", then pruned to {pruned}." in first
+    (row,) = table(body["Results"])
+    assert row["Model"] == "**student (pruned)** (this model)"
+    pruning = {r["Setting"]: r["Value"] for r in table(body["Recipe"], "### Pruning")}
+    assert pruning["FFN neurons kept"] == "78 of 128" and pruning["FFN neurons kept per layer"] == "54, 24"
+    if heads_too:
+        assert pruning["attention heads kept"] == "7 of 8" and pruning["heads kept per layer"] == "3, 4"
+        assert pruning["method"] == "structural: pruned heads and FFN neurons are removed from the weights, not masked"
+    else:
+        assert "attention heads kept" not in pruning
+        assert pruning["method"] == "structural: pruned FFN neurons are removed from the weights, not masked"
+    # distilkit.save_pretrained wrote loading code for transformers alone, and the card says so.
+    assert 'distilkit.from_pretrained("user/tiny-ffn")' in body["How to load"]
+    assert 'from_pretrained("user/tiny-ffn", trust_remote_code=True)' in body["How to load"]
+    assert "- Needs distilkit to load (see above)." in body["Limitations"]
+
+
 def test_card_facts_render_the_same_card_as_keywords_and_keywords_override_them(tmp_path):
     tiny_model("seq").save_pretrained(tmp_path)
-    fields = dict(teacher="org/teacher", datasets="nyu-mll/glue", tags=["sst2"], limitations=["Not for medical use."],
-                  rows=[ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)])
+    fields = {"teacher": "org/teacher", "datasets": "nyu-mll/glue", "tags": ["sst2"],
+              "limitations": ["Not for medical use."],
+              "rows": [ModelRow("teacher", metrics={"accuracy": 0.9}), ModelRow("student", this_model=True)]}
     facts = CardFacts(**fields)
     assert render_model_card(tmp_path, facts).content == render_model_card(tmp_path, **fields).content
     card = render_model_card(tmp_path, facts, license="mit", model_name="renamed")

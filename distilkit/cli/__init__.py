@@ -2,7 +2,7 @@
 
     distilkit train     --config recipe.yaml     fine-tune a teacher on the task
     distilkit distill   --config recipe.yaml     distil it into a smaller student (then the recipe's prune/int8)
-    distilkit prune     --config recipe.yaml     remove attention heads from a model
+    distilkit prune     --config recipe.yaml     remove attention heads and/or FFN neurons from a model
     distilkit quantize  --config recipe.yaml     convert a model's Linear layers to int8
     distilkit evaluate  --config recipe.yaml     metrics, size and CPU latency of models, as a table
     distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
@@ -25,7 +25,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("distilkit.cli.train", "Fine-tune a teacher (a pretrained model) on the task."),
     "distill": ("distilkit.cli.distill", "Distil the teacher into a smaller student, then prune/int8 per the recipe."),
-    "prune": ("distilkit.cli.prune", "Remove the least important attention heads from a model."),
+    "prune": ("distilkit.cli.prune", "Remove the least important attention heads and/or FFN neurons from a model."),
     "quantize": ("distilkit.cli.quantize", "Convert a model's Linear layers to int8."),
     "evaluate": ("distilkit.cli.evaluate", "Measure models: task metrics, parameters, size on disk, CPU latency."),
     "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
@@ -90,4 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"distilkit {name}: interrupted.", file=sys.stderr)
         return 130
+    finally:
+        end_process_group()
     return 0
+
+
+def end_process_group() -> None:
+    """Destroy the default process group of a distributed run (`accelerate launch -m distilkit ...`), if any.
+
+    Left to the interpreter's exit, a gloo group's threads can be torn down still running, and the process
+    aborts ("terminate called without an active exception") after its work is done, which the launcher reports
+    as a failed run. Destroying is local to this process, and no command runs a collective after it returns, so
+    there is no barrier: the other processes would wait (up to ddp_timeout) for the main one's evaluation and
+    writing, and be stuck there if it failed.
+    """
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group (and `--help` stays fast)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -34,6 +34,7 @@ from .steps import (
     load_task_data,
     load_tokenizer,
     prune,
+    prune_neurons,
     quantize,
     save,
     stage_args,
@@ -83,7 +84,7 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
         results.append(measure("student", student, stage_dir(training, "student"), *measure_args))
 
     if p.prune_fraction > 0:
-        student, removed, recovery = prune_and_recover(recipe, student, tokenizer, data, teacher, metrics)
+        student, removed, _, recovery = prune_and_recover(recipe, student, tokenizer, data, teacher, metrics)
         scoring = training.scoring(while_training=False)
         pruning = {"Pruning": {"head importance": scoring["method"] + (
             f" on {scoring['num_batches']} training batches" if scoring["method"] == "taylor" else ""),
@@ -104,23 +105,26 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
     return results, groups
 
 
-def prune_and_recover(recipe: Recipe, model, tokenizer, data, teacher, metrics):
-    """The prune step: remove recipe.prune.prune_fraction of the heads, then distil from `teacher` for
-    prune_recovery_epochs (into output_dir/pruned), or without recovery save the pruned model there.
+def prune_and_recover(recipe: Recipe, model, tokenizer, data, teacher, metrics, ffn_fraction: float = 0.0):
+    """The prune step: remove recipe.prune.prune_fraction of the heads, then `ffn_fraction` of the FFN neurons (the
+    prune command's prune_ffn_fraction; `distill` prunes neurons while training instead), then distil from
+    `teacher` for prune_recovery_epochs (into output_dir/pruned), or without recovery save the pruned model there.
 
-    Returns (model, {layer: [removed heads]}, the recovery's training arguments or None).
+    Returns (model, {layer: [removed heads]}, {layer: [removed neurons]}, the recovery's training arguments or None).
     """
     training, p = recipe.training, recipe.prune
-    removed = prune(model, data, p.prune_fraction, training)
+    removed = prune(model, data, p.prune_fraction, training) if p.prune_fraction > 0 else {}
+    neurons = prune_neurons(model, data, ffn_fraction, training) if ffn_fraction > 0 else {}
     if p.prune_recovery_epochs <= 0:
         if is_main_process(training):
             save(model, tokenizer, stage_dir(training, "pruned"))
-        return model, removed, None
-    # Recovery is prediction-layer distillation: a staged schedule belongs to the student's own training.
+        return model, removed, neurons, None
+    # Recovery is prediction-layer distillation of the pruned shape: a staged schedule belongs to the student's
+    # own training, and pruning while training would prune again (and needs a single process).
     recovery = stage_args(training, "pruned", num_train_epochs=p.prune_recovery_epochs, max_steps=-1,
-                          intermediate_epochs=0)
+                          intermediate_epochs=0, prune_heads_fraction=0.0, prune_ffn_fraction=0.0)
     model = train(model, recovery, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
-    return model, removed, recovery
+    return model, removed, neurons, recovery
 
 
 def finish(recipe: Recipe, results: list[StageResult], groups: dict, *, data, teacher_source: str | None,

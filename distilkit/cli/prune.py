@@ -1,12 +1,16 @@
-"""Remove the least important attention heads from model.student (structurally: the model gets smaller).
+"""Remove the least important attention heads and/or FFN neurons from model.student (structurally: the model
+gets smaller).
 
-Heads are scored as the training section's prune_heads_method (--prune_method) says, on training batches
-('taylor') or by weight norms ('magnitude'), and ranked across layers; the pruned model is saved to
-<output_dir>/pruned and compared with the original in <output_dir>/results.md. With prune_recovery_epochs > 0
-and a model.teacher, the pruned model is then distilled from the teacher again.
+prune_fraction is the share of attention heads to remove, the training section's prune_ffn_fraction the share of
+FFN neurons (intermediate units of the feed-forward blocks; heads go first). Both are scored as the training
+section's prune_heads_method (--prune_method) says, on training batches ('taylor') or by weight norms
+('magnitude'), and ranked across layers; the pruned model is saved to <output_dir>/pruned and compared with the
+original in <output_dir>/results.md. With prune_recovery_epochs > 0 and a model.teacher, the pruned model is then
+distilled from the teacher again.
 
 Example:
     distilkit prune --config recipes/prune_quantize.yaml --student runs/sst2/student --prune_fraction 0.3
+    distilkit prune --config recipes/prune_quantize.yaml --prune_fraction 0.4 --prune_ffn_fraction 0.5
 """
 
 from __future__ import annotations
@@ -36,8 +40,14 @@ def run(recipe: Recipe) -> None:
     check_launch(training)
     if not m.student:
         raise RecipeError("prune works on model.student: the folder (or Hub id) of the model to prune.")
-    if p.prune_fraction <= 0:
-        raise RecipeError("prune_fraction is 0: set the share of heads to remove, e.g. --prune_fraction 0.25.")
+    if training.prune_heads_fraction > 0:
+        raise RecipeError(
+            f"prune_heads_fraction ({training.prune_heads_fraction:g}) is the share of heads pruned while training "
+            f"(distill); prune removes prune_fraction of the heads in one go: --prune_fraction "
+            f"{training.prune_heads_fraction:g}.")
+    if p.prune_fraction <= 0 and training.prune_ffn_fraction <= 0:
+        raise RecipeError("prune_fraction and prune_ffn_fraction are 0: set the share of attention heads and/or FFN "
+                          "neurons to remove, e.g. --prune_fraction 0.25 --prune_ffn_fraction 0.25.")
     tokenizer = load_tokenizer(m.tokenizer or m.student, m.task)
     data = load_task_data(recipe.data, tokenizer, m.task, training.seed)
     model = load_model(m.student, m.task, "model to prune", attn_implementation=m.attn_implementation)
@@ -52,9 +62,15 @@ def run(recipe: Recipe) -> None:
     results = [measure("original", model, m.student, *measure_args)] if main else []
     recovering_with_eval = teacher is not None and training.eval_strategy != "no"
     metrics = compute_metrics_function(recipe.evaluation, m.task) if recovering_with_eval else None
-    model, removed, recovery = prune_and_recover(recipe, model, tokenizer, data, teacher, metrics)
-    pruning = {"Pruning": {"head importance": training.prune_heads_method,
-                           "heads removed": sum(map(len, removed.values()))}}
+    model, removed, neurons, recovery = prune_and_recover(recipe, model, tokenizer, data, teacher, metrics,
+                                                          ffn_fraction=training.prune_ffn_fraction)
+    units = [unit for unit, share in (("head", p.prune_fraction), ("FFN neuron", training.prune_ffn_fraction))
+             if share > 0]
+    pruning = {"Pruning": {f"{' and '.join(units)} importance": training.prune_heads_method}}
+    if p.prune_fraction > 0:
+        pruning["Pruning"]["heads removed"] = sum(map(len, removed.values()))
+    if training.prune_ffn_fraction > 0:
+        pruning["Pruning"]["FFN neurons removed"] = sum(map(len, neurons.values()))
     groups = {"pruned": pruning}
     if recovery is not None:
         pruning["Pruning"]["recovery"] = f"{p.prune_recovery_epochs:g} epochs of distillation after pruning"

@@ -255,6 +255,7 @@ class PruneArguments:
 
     Heads are scored and chosen as the training section says (prune_heads_method, prune_batches,
     prune_min_heads_per_layer: distilkit.pruning.HeadPruningArguments, shared with pruning while training).
+    `distilkit prune` also removes the training section's prune_ffn_fraction of the FFN neurons.
     """
 
     prune_fraction: float = field(

@@ -369,8 +369,8 @@ def train(model, args: DistillationConfig, data: TaskData, tokenizer, teacher=No
 
     from ..trainer import DistillationTrainer
 
-    kwargs = dict(model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
-                  data_collator=data.collator, processing_class=tokenizer, compute_metrics=compute_metrics)
+    kwargs = {"model": model, "args": args, "train_dataset": data.train, "eval_dataset": data.validation,
+              "data_collator": data.collator, "processing_class": tokenizer, "compute_metrics": compute_metrics}
     if args.eval_strategy != "no" and data.validation is None:
         raise RecipeError(f"eval_strategy={args.eval_strategy!r} needs validation data (data.validation_file or "
                           "data.validation_split).")
@@ -397,17 +397,37 @@ def prune(model, data: TaskData, fraction: float, training: DistillationConfig) 
     except ImportError as err:
         raise RecipeError(f"Head pruning is not available in this installation ({err}).") from err
     scoring = training.scoring(while_training=False)
+    return _prune_on_main(model, data, training, prune_to_fraction, prune_heads, fraction=fraction, **scoring)
+
+
+def prune_neurons(model, data: TaskData, fraction: float, training: DistillationConfig) -> dict[int, list[int]]:
+    """Remove `fraction` of the FFN neurons (in place), scored with the heads' method and batches (`training`);
+    returns {layer: [removed neurons]}. A layer may lose its whole FFN (as when pruning while training)."""
+    try:
+        from ..pruning import prune_ffn, prune_ffn_to_fraction
+    except ImportError as err:
+        raise RecipeError(f"FFN pruning is not available in this installation ({err}).") from err
+    scoring = training.scoring(while_training=False)
+    return _prune_on_main(model, data, training, prune_ffn_to_fraction, prune_ffn, fraction=fraction,
+                          method=scoring["method"], num_batches=scoring["num_batches"])
+
+
+def _prune_on_main(model, data: TaskData, training: DistillationConfig, to_fraction, remove, **kwargs
+                   ) -> dict[int, list[int]]:
+    """`to_fraction(model, loader, **kwargs)` (score, choose, remove) on the main process, with shuffled training
+    batches for 'taylor' (None for 'magnitude'); in a distributed run the other processes then `remove(model,
+    chosen)` the same units. Returns {layer: [removed units]}."""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     removed: dict[int, list[int]] = {}
     if not distributed or torch.distributed.get_rank() == 0:
         loader = None
-        if scoring["method"] == "taylor":
+        if training.prune_heads_method == "taylor":
             loader = torch.utils.data.DataLoader(
                 data.train, batch_size=training.per_device_train_batch_size, shuffle=True,
                 collate_fn=data.collator, generator=torch.Generator().manual_seed(training.seed),
             )
         try:
-            _, removed = prune_to_fraction(model, loader, fraction, **scoring)
+            _, removed = to_fraction(model, loader, **kwargs)
         except ValueError as err:
             raise RecipeError(f"prune: {err}") from err
     if distributed:
@@ -415,7 +435,7 @@ def prune(model, data: TaskData, fraction: float, training: DistillationConfig) 
         torch.distributed.broadcast_object_list(box, src=0)
         if torch.distributed.get_rank() != 0:
             removed = box[0]
-            prune_heads(model, removed)
+            remove(model, removed)
     return removed
 
 

@@ -66,8 +66,11 @@ class CompressResult:
 
 def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
-                  teacher_name: str | None = None, transfer_examples: int = 0) -> CompressResult:
-    """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards."""
+                  teacher_name: str | None = None, transfer_examples: int = 0, progress: bool = True
+                  ) -> CompressResult:
+    """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
+
+    `progress`: a bar over the latency rounds (each evaluation shows the Trainer's, unless disable_tqdm)."""
     from .. import from_pretrained
 
     models = {"teacher": teacher, **{name: from_pretrained(output_dir / name) for name in stage_names}}
@@ -80,7 +83,7 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
         teacher.set_attn_implementation(models[stage_names[0]].config._attn_implementation)
         try:
             latency = measure.interleaved_latency_ms(models, machine.batch_size, machine.seq_len, machine.threads,
-                                                     rounds=rounds)
+                                                     rounds=rounds, progress=progress)
         finally:
             teacher.set_attn_implementation(trained_with)
     teacher_ms = latency["teacher"]["median"] if latency else None

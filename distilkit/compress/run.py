@@ -135,7 +135,8 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     return write_outcome(plan, teacher, tokenizer, [name for name, _ in stages], output_dir, training_args,
                          eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
                          rounds=args.latency_rounds, teacher_name=teacher_name,
-                         transfer_examples=0 if transfer_dataset is None else len(transfer_dataset))
+                         transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
+                         progress=progress)
 
 
 def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:

@@ -9,6 +9,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from .. import loss_terms
+from ..architectures import get_architecture
 from ..config import DistillationConfig
 
 RECIPE_ORDER = ("Distillation", "Training", "Pruning", "Quantization")
@@ -95,9 +96,31 @@ def pruning_facts(config: PretrainedConfig, record: Mapping) -> dict[str, Any] |
     pruning = record.get("pruning")
     if not pruning:
         return None
-    kept = [len(heads) for heads in pruning.get("kept_heads", [])]
-    per_layer = getattr(config, "num_attention_heads", None)
-    total = per_layer * len(kept) if per_layer else None
+    return _kept_facts(pruning.get("kept_heads", []), getattr(config, "num_attention_heads", None))
+
+
+def ffn_pruning_facts(config: PretrainedConfig, record: Mapping) -> dict[str, Any] | None:
+    """FFN neurons kept in total, of how many, and per layer, from the compression record (None: no FFN pruning)."""
+    ffn_pruning = record.get("ffn_pruning")
+    if not ffn_pruning:
+        return None
+    try:
+        width = getattr(config, get_architecture(config).ffn_width_attr, None)
+    except ValueError:  # a family distilkit has no entry for: the total is unknown
+        width = None
+    return _kept_facts(ffn_pruning.get("kept_neurons", []), width)
+
+
+def pruned_to(config: PretrainedConfig, record: Mapping) -> str | None:
+    """What pruning left, as the card's first sentence says it: "5 of 8 attention heads and 64 of 128 FFN
+    neurons" (None: not pruned)."""
+    facts = [(pruning_facts(config, record), "attention heads"), (ffn_pruning_facts(config, record), "FFN neurons")]
+    return " and ".join(f"{f['kept']} of {f['total']} {unit}" for f, unit in facts if f) or None
+
+
+def _kept_facts(kept_per_layer: list[list[int]], original_per_layer: int | None) -> dict[str, Any]:
+    kept = [len(units) for units in kept_per_layer]
+    total = original_per_layer * len(kept) if original_per_layer else None
     return {"kept": sum(kept), "total": total if total is not None else "?", "per_layer": kept}
 
 
@@ -108,13 +131,18 @@ def format_number(value: float) -> str:
 def _structure_recipe(config: PretrainedConfig, record: Mapping) -> dict[str, dict[str, Any]]:
     """What config.distilkit says about pruning and quantization (what the folder holds, whoever made it)."""
     groups: dict[str, dict[str, Any]] = {}
-    pruning = pruning_facts(config, record)
-    if pruning:
-        groups["Pruning"] = {
-            "attention heads kept": f"{pruning['kept']} of {pruning['total']}",
-            "heads kept per layer": ", ".join(map(str, pruning["per_layer"])),
-            "method": "structural: pruned heads are removed from the weights, not masked",
-        }
+    pruning, ffn_pruning = pruning_facts(config, record), ffn_pruning_facts(config, record)
+    if pruning or ffn_pruning:
+        group = {}
+        if pruning:
+            group["attention heads kept"] = f"{pruning['kept']} of {pruning['total']}"
+            group["heads kept per layer"] = ", ".join(map(str, pruning["per_layer"]))
+        if ffn_pruning:
+            group["FFN neurons kept"] = f"{ffn_pruning['kept']} of {ffn_pruning['total']}"
+            group["FFN neurons kept per layer"] = ", ".join(map(str, ffn_pruning["per_layer"]))
+        units = " and ".join(unit for unit, facts in (("heads", pruning), ("FFN neurons", ffn_pruning)) if facts)
+        group["method"] = f"structural: pruned {units} are removed from the weights, not masked"
+        groups["Pruning"] = group
     quantization = record.get("quantization")
     if quantization:
         scheme = quantization.get("scheme") or {}

@@ -16,8 +16,9 @@ from transformers import PretrainedConfig
 from transformers.models.auto import modeling_auto
 
 from ..serialization import compression_record, load_config
+from ..serialization.compressions import recorded
 from .facts import CardFacts, hub_id
-from .recipe import format_number, pruning_facts, recipe_groups
+from .recipe import format_number, pruned_to, recipe_groups
 from .table import ModelRow, complete_rows
 
 TEMPLATE_NAME = "distilled_model.md"
@@ -112,7 +113,7 @@ def _card_data(facts: CardFacts, record: Mapping, this_model: ModelRow, metric_n
     all_tags = ["distilkit"]
     if facts.teacher:
         all_tags.append("distillation")
-    if "pruning" in record:
+    if "pruning" in record or "ffn_pruning" in record:
         all_tags.append("pruned")
     if "quantization" in record:
         all_tags.append("int8")
@@ -137,6 +138,7 @@ def _template_variables(*, config, record, facts: CardFacts, architectures, auto
     layers = getattr(config, "num_hidden_layers", None)
     hidden = getattr(config, "hidden_size", None)
     architecture = config.model_type
+    remote_codes = {compression.remote_code for compression in recorded(record)}
     if layers and hidden:
         architecture = f"{layers}-layer {config.model_type} (hidden size {hidden})"
     return {
@@ -148,13 +150,12 @@ def _template_variables(*, config, record, facts: CardFacts, architectures, auto
         "architecture_class": architectures[0] if architectures else config.model_type,
         "auto_class": auto_class,
         "datasets": facts.datasets,
-        "pruning": pruning_facts(config, record),
+        "pruned_to": pruned_to(config, record),
         "quantization": record.get("quantization"),
-        "structure": " and ".join(
-            label for key, label in (("pruning", "pruned attention heads"), ("quantization", "int8 layers"))
-            if key in record
-        ),
+        "structure": " and ".join(compression.description for compression in recorded(record)),
         "needs_distilkit": bool(record),
+        # distilkit.save_pretrained writes loading code for transformers alone when all compressions share one
+        "loads_with_remote_code": len(remote_codes) == 1 and None not in remote_codes,
         "repo_id": facts.repo_id or facts.model_name,
         "metric_names": [_cell(name) for name in metric_names],
         "rows": [
@@ -201,7 +202,7 @@ def _limitations(facts: CardFacts, record: Mapping, rows: Sequence[ModelRow]) ->
     if "quantization" in record:
         items.append("Int8 outputs differ slightly from the float model's; int8 speed depends on the CPU's "
                      "instruction set (AVX-512 VNNI, AVX2), so the gain may differ on your hardware.")
-    if "pruning" in record or "quantization" in record:
+    if record:
         items.append("Needs distilkit to load (see above).")
     if any(row.latency_ms is not None for row in rows):
         items.append("Latency was measured on one machine"

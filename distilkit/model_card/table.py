@@ -96,7 +96,8 @@ def complete_rows(rows: Sequence[ModelRow], record: Mapping, folder: Path | None
 
 def default_row_name(record: Mapping) -> str:
     """The described model's row name from its compression record: "student", "student (pruned, int8)", ..."""
-    applied = [label for key, label in (("pruning", "pruned"), ("quantization", "int8")) if key in record]
+    applied = [label for keys, label in ((("pruning", "ffn_pruning"), "pruned"), (("quantization",), "int8"))
+               if any(key in record for key in keys)]
     return "student" + (f" ({', '.join(applied)})" if applied else "")
 
 
@@ -113,7 +114,7 @@ def stored_parameter_count(folder: Path, record: Mapping) -> int | None:
     total = 0
     for path in files:
         with safe_open(path, framework="pt") as weights:
-            for key in weights.keys():
+            for key in weights.keys():  # noqa: SIM118 (safetensors' safe_open has keys() but is not iterable)
                 if key not in buffers:
                     total += math.prod(weights.get_slice(key).get_shape())
     return total

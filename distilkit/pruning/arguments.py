@@ -6,7 +6,8 @@ distilkit prunes attention heads in two ways, both configured here:
   `HeadPruningCallback` when prune_heads_fraction > 0 or prune_ffn_fraction > 0 (FFN neurons, on the same
   schedule; prune_every_steps, prune_num_prunes set it);
 - once, after training: the CLI's prune step (`distilkit prune`, and the prune section of `distill` and
-  `quickstart`) removes its `prune_fraction` of the heads in one go.
+  `quickstart`) removes its `prune_fraction` of the heads in one go; `distilkit prune` also removes
+  prune_ffn_fraction of the FFN neurons in the same go.
 
 Both score heads with prune_heads_method (one of `importance.METHODS`) on prune_batches batches and keep
 prune_min_heads_per_layer heads in every layer; `scoring()` gives these settings to either use.
@@ -48,7 +49,8 @@ class HeadPruningArguments:
         metadata={
             "help": "Prune this share of the student's FFN neurons (intermediate units of the feed-forward blocks) "
             "while training (0 = off), on the same schedule as prune_heads_fraction and scored with "
-            "prune_heads_method. A layer may lose its whole FFN."
+            "prune_heads_method. A layer may lose its whole FFN. `distilkit prune` removes this share in one go, "
+            "after prune_fraction's heads."
         },
     )
     prune_every_steps: int = field(
