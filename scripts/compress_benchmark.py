@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS,
                    help="speedup=<x>, latency_ms=<ms> or size_mb=<MB> (default: %(default)s).")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--epochs", type=float, default=2.0, help="Epochs over labelled + transfer rows.")
+    p.add_argument("--epochs", type=float, default=1.0, help="Epochs over labelled + transfer rows.")
     p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--prune-every-steps", type=int, default=100)
+    p.add_argument("--prune-every-steps", type=int, default=75)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=15, help="Interleaved latency rounds of the measure phase.")
@@ -156,7 +156,7 @@ class CompressBench:
                           data_collator=self.data.collator("mpnet"), teacher_name="MPNet-base (SST-2, 4,000 rows)")
         seconds = time.perf_counter() - start
         record = {"seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                  "command": "python " + " ".join(sys.argv)}
+                  "command": "python " + " ".join(sys.argv), "settings": settings(self.args)}
         (out / "bench_run.json").write_text(json.dumps(record, indent=1) + "\n")
         print(result.summary(), flush=True)
         return record
@@ -231,7 +231,7 @@ def measure(bench: CompressBench, targets: list[str], rounds: int) -> dict:
                               "all models timed in turn, round after round"},
             "teacher": {"latency_ms": teacher_ms, "size_mb": teacher_mb,
                         "accuracy": runs[0]["teacher_accuracy"], "folder": str(bench.data.teacher_folder())},
-            "runs": runs, "data": bench.data.results.get("data"), "settings": settings(bench.args),
+            "runs": runs, "data": bench.data.results.get("data"), "settings": run_settings(runs),
             "hand_made": hand_made(), "command": "python " + " ".join(sys.argv),
             "python": platform.python_version()}
 
@@ -242,6 +242,14 @@ def settings(a) -> dict:
             "max_length": 64, "labelled_rows": a.labelled_rows, "transfer_rows": a.transfer_rows,
             "target_margin": 0.05, "candidates": "layers 12/8/4 x heads 100/50/25% x FFN 100/50/25% x "
                                                  "float / int8 / int8 + int8 embeddings"}
+
+
+def run_settings(runs: list[dict]) -> dict | list:
+    """The training settings the runs recorded: one dict when they agree, else one per run."""
+    recorded = [(run["training"] or {}).get("settings") for run in runs]
+    if all(r == recorded[0] for r in recorded):
+        return recorded[0]
+    return [{"run": run_name(run["target"], run["seed"]), "settings": r} for run, r in zip(runs, recorded)]
 
 
 def hand_made() -> dict | None:
@@ -285,7 +293,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# distilkit compress: SST-2, MPNet-base teacher",
         "",
-        f"Machine: {m.get('cpu', m)}; torch {torch.__version__}. Latency: {results['latency_setup']['what']}, batch "
+        f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores (AVX-512 VNNI: {m.get('avx512_vnni')}), torch "
+        f"{m.get('torch')}, transformers {m.get('transformers')}. Latency: {results['latency_setup']['what']}, batch "
         f"{MACHINE['batch_size']}, sequence {MACHINE['seq_len']}, {MACHINE['threads']} threads, "
         f"{results['latency_setup']['rounds']} rounds, the teacher in the same run.",
         f"Command: `{results['command']}`",
