@@ -158,7 +158,7 @@ class Plan:
         lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
         for c in self.candidates:
             cost = self.cost(c)
-            mark = "**chosen**" if c.shape.key() == self.chosen else ("yes" if cost <= budget else "no")
+            mark = "**chosen**" if c.shape.key() == self.chosen else ("yes" if fits(cost, budget) else "no")
             lines.append("| " + " | ".join([
                 c.shape.key() + (" (teacher)" if c is self.teacher_candidate else ""), f"{c.parameters / 1e6:.3f}M",
                 f"{c.size_mb:.3f}", cell(c.latency_ms, ".2f"), cell(c.predicted_ms, ".2f"),
@@ -169,6 +169,11 @@ class Plan:
 def cell(value: float | None, spec: str, suffix: str = "") -> str:
     """A table cell: `value` formatted, or a dash for None."""
     return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def fits(cost: float, budget: float) -> bool:
+    """`cost` within `budget`, up to the float rounding of the latency model's least squares."""
+    return cost <= budget * (1 + 1e-9)
 
 
 def cost_of(target: Target, candidate: Candidate) -> float | None:
@@ -277,7 +282,7 @@ def _choose(target: Target, machine, teacher: dict, candidates: list[Candidate])
         raise ValueError(f"{target} is met by the teacher itself ({described(teacher_candidate)}); nothing to "
                          f"compress. Choose a {'smaller' if target.name != 'target_speedup' else 'larger'} target.")
     budget = target.budget(teacher_ms)
-    within = [c for c in candidates if cost(c) <= budget]
+    within = [c for c in candidates if fits(cost(c), budget)]
     if not within:
         closest = min(candidates, key=cost)
         wanted = target.achieved(budget, teacher_ms)
