@@ -370,6 +370,22 @@ def save(results: dict, results_dir: Path) -> None:
         with publishing_file(results_dir / name) as staging:
             Path(staging).write_text(text, encoding="utf-8")
     plot(results, results_dir / "compress_sst2.png")
+    copy_run_reports(results["runs"], results_dir / "compress_sst2")
+
+
+RUN_REPORTS = ("plan.md", "results.md", "results.json", "tradeoff.png")
+
+
+def copy_run_reports(runs: list[dict], folder: Path) -> None:
+    """Each run's own plan, results and trade-off plot (what `distilkit compress` wrote), beside the summary."""
+    import shutil
+
+    for run in runs:
+        target = folder / run_name(run["target"], run["seed"])
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RUN_REPORTS:
+            if (Path(run["folder"]) / name).is_file():
+                shutil.copyfile(Path(run["folder"]) / name, target / name)
 
 
 def main(argv=None) -> None:

@@ -69,6 +69,10 @@ def test_seeds_of_a_target_are_summarised_with_mean_and_spread(tmp_path):
     md = cb.markdown(results)
     assert "| speedup=8 | 1,2,3 | L4-int8 | 87.00 ± 1.00 | -3.00 |" in md
     assert "| size_mb=60 | 1 |" in md and "85.00 | -5.00 |" in md
+    (tmp_path / "speedup8-seed1" / "plan.md").write_text("# plan")
+    cb.copy_run_reports(runs, tmp_path / "reports")
+    assert (tmp_path / "reports" / "speedup8-seed1" / "plan.md").read_text() == "# plan"
+    assert (tmp_path / "reports" / "size_mb60-seed1" / "results.json").is_file()
 
 
 def test_a_missed_target_is_reported_as_missed(tmp_path):
