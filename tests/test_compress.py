@@ -416,6 +416,21 @@ def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypat
     assert "larger of the twin's measurement and the latency model's prediction" in plan.reason
 
 
+def test_the_plot_puts_candidates_at_their_planned_speedup_on_this_runs_axis(tmp_path):
+    from distilkit.compress.results import StageOutcome, candidate_positions
+
+    plan = make_plan(tiny_config("bert", layers=2, num_labels=3), arguments(tmp_path, target_speedup=2.0), MACHINE,
+                     False)
+    teacher_then = plan.teacher_candidate.latency_ms
+    slower_now = StageOutcome("teacher", None, {}, 1, 1.0, latency_ms=3 * teacher_then, speedup=1.0)
+    positions = candidate_positions(plan, slower_now)
+    assert positions == pytest.approx([3 * plan.cost(c) for c in plan.candidates])
+    assert positions[0] == pytest.approx(slower_now.latency_ms)  # the teacher's twin lands on the teacher
+    sized = make_plan(tiny_config("bert", layers=2, num_labels=3), arguments(tmp_path, target_size_mb=0.05),
+                      MACHINE, False)
+    assert candidate_positions(sized, slower_now) == [c.size_mb for c in sized.candidates]
+
+
 def test_an_unfinished_pruning_names_the_training_folder_to_delete(tmp_path):
     from distilkit.compress.run import check_shape
 

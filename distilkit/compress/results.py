@@ -152,6 +152,15 @@ def results_markdown(result: CompressResult) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def candidate_positions(plan: Plan, teacher: StageOutcome) -> list[float]:
+    """The candidates' planned costs on the plot's axis: sizes as they are; latencies, timed when the plan was
+    made, scaled by the teacher's latency now over then, so each sits where its planned speedup puts it."""
+    scale = 1.0
+    if plan.target.is_latency and teacher.latency_ms and plan.teacher_candidate.latency_ms:
+        scale = teacher.latency_ms / plan.teacher_candidate.latency_ms
+    return [plan.cost(c) * scale for c in plan.candidates if plan.cost(c) is not None]
+
+
 def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
     """tradeoff.png: the first metric of each model against its latency (size, for a size target), with the
     target and the candidates' latencies (sizes) as ticks. Returns the file name, or why it was not drawn."""
@@ -175,8 +184,9 @@ def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
             axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     limit = plan.target.budget(stages[0].latency_ms) / (1 - plan.target.margin)
     axes.axvline(limit, linestyle="--", color="grey", label=str(plan.target))
-    costs = [plan.cost(c) for c in plan.candidates if plan.cost(c) is not None]
-    axes.plot(costs, [axes.get_ylim()[0]] * len(costs), "|", color="grey", alpha=0.5, label="candidates measured")
+    costs = candidate_positions(plan, stages[0])
+    axes.plot(costs, [axes.get_ylim()[0]] * len(costs), "|", color="grey", alpha=0.5,
+              label="candidates (planned, at this run's teacher speed)" if latency else "candidates")
     axes.set_xlabel(unit)
     axes.set_ylabel(metric)
     axes.legend(fontsize=8)
