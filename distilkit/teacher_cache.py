@@ -34,12 +34,19 @@ CACHE_COLUMNS = ("teacher_logits", "teacher_topk_values", "teacher_topk_indices"
 _FORMAT_VERSION = 1
 
 
+# Config fields transformers sets while a model runs (the first forward with labels sets problem_type, a Trainer
+# turns use_cache off); they change neither the logits nor what the teacher is, so they stay out of its hash.
+RUN_TIME_CONFIG_FIELDS = ("problem_type", "use_cache")
+
+
 def teacher_fingerprint(teacher: torch.nn.Module) -> str:
-    """sha256 of the teacher's config and every tensor of its state dict (names, dtypes, shapes, bytes)."""
+    """sha256 of the teacher's config (less `RUN_TIME_CONFIG_FIELDS`) and every tensor of its state dict (names,
+    dtypes, shapes, bytes): the same before and after the teacher was evaluated or trained against."""
     digest = hashlib.sha256()
     config = getattr(teacher, "config", None)
     if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
+        fields = {k: v for k, v in config.to_dict().items() if k not in RUN_TIME_CONFIG_FIELDS}
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for name, tensor in teacher.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

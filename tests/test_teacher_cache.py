@@ -62,6 +62,28 @@ def test_changed_teacher_or_dataset_invalidates_the_cache(tmp_path):
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 3
 
 
+def test_evaluating_the_teacher_keeps_its_fingerprint_and_its_cache(tmp_path):
+    """transformers sets config.problem_type at the first forward with labels, and a Trainer turns use_cache off:
+    neither changes the teacher, so the next run (compress evaluates its teacher, then may run again in the same
+    process) still reads the cache; a field that does change the model still invalidates it."""
+    from transformers import Trainer, TrainingArguments
+
+    from distilkit.teacher_cache import teacher_fingerprint
+
+    teacher = tiny_model("seq", seed=1)
+    before = teacher_fingerprint(teacher)
+    run(tmp_path, "a", teacher, tiny_model("seq", seed=2))
+    Trainer(model=teacher, args=TrainingArguments(output_dir=str(tmp_path / "eval"), report_to="none", use_cpu=True),
+            eval_dataset=tiny_dataset("seq", 8), data_collator=pad_collator).evaluate()
+    assert teacher.config.problem_type == "single_label_classification"  # what transformers changed
+    assert teacher_fingerprint(teacher) == before
+    calls = count_forwards(teacher)
+    run(tmp_path, "b", teacher, tiny_model("seq", seed=2))
+    assert calls == []
+    teacher.config.hidden_act = "relu"
+    assert teacher_fingerprint(teacher) != before
+
+
 def test_causal_lm_top_k_cache(tmp_path):
     teacher = tiny_model("causal", family="llama", seed=1)
     base = tiny_model("causal", family="llama", seed=2)
