@@ -88,3 +88,10 @@ def test_runs_with_other_training_settings_are_listed_apart(tmp_path):
     fake_run(tmp_path, "speedup=8", 2, 0.87, {"epochs": 2.0})
     settings = cb.run_settings(cb.finished_runs(tmp_path, ["speedup=8"]))
     assert isinstance(settings, list) and [s["settings"]["epochs"] for s in settings] == [1.0, 2.0]
+
+
+def test_a_measured_result_is_judged_by_the_targets_own_rule_loosened_by_the_tolerance():
+    assert not cb.met("speedup=8", 125.0, 140.0, 932.5, 0.0)  # 7.46x
+    assert cb.met("speedup=8", 122.5, 140.0, 932.5, 0.05) and not cb.met("speedup=8", 125.0, 140.0, 932.5, 0.05)
+    assert cb.met("size_mb=60", 500.0, 55.2, 932.5, 0.0) and not cb.met("size_mb=60", 1.0, 61.0, 932.5, 0.0)
+    assert cb.met("latency_ms=100", 104.0, 1.0, 932.5, 0.05) and not cb.met("latency_ms=100", 106.0, 1.0, 932.5, 0.05)
