@@ -73,11 +73,12 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
         default=2.0,
         metadata={"help": "Softmax temperature T of the soft-label loss (> 0). The KL term is scaled by T^2."},
     )
-    alpha: float = field(
-        default=0.5,
+    alpha: float | None = field(
+        default=None,
         metadata={
             "help": "Weight of the soft-label (teacher) loss in [0, 1]; the hard-label loss gets 1 - alpha. "
-            "1.0 trains on teacher outputs alone (labels not needed)."
+            f"1.0 trains on teacher outputs alone (labels not needed). Default: {loss_terms.DEFAULT_ALPHA} when "
+            "the trainer gets a teacher_model, and without one 0, which trains exactly as transformers.Trainer."
         },
     )
     hidden_weight: float = field(
@@ -152,7 +153,7 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
         # Validate our own fields first: a bad value should fail here, not at step 900.
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the soft-label loss), got {self.alpha}.")
         for name in loss_terms.WEIGHT_FIELDS:
             if not getattr(self, name) >= 0:
@@ -208,5 +209,12 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
 
     @property
     def uses_teacher(self) -> bool:
-        """Whether any loss term needs the teacher's forward pass."""
+        """Whether any loss term needs the teacher's forward pass (alpha unset counts as its default)."""
         return bool(loss_terms.teacher_terms(self))
+
+    @property
+    def distillation_settings(self) -> dict[str, float]:
+        """The teacher-term weights set explicitly above 0 (alpha unset is not one of them): {field: value}."""
+        fields = dict.fromkeys(t.weight_field for t in loss_terms.LOSS_TERMS if t.uses_teacher)
+        return {name: getattr(self, name) for name in fields if (getattr(self, name) or 0) > 0}
+

@@ -29,6 +29,16 @@ HIDDEN_STATES = "hidden_states"
 ATTENTIONS = "attentions"
 INTERMEDIATE, PREDICTION = "intermediate", "prediction"
 
+# The soft-label weight when a teacher is given and `alpha` is not: the teacher's soft labels alone. In the SST-2
+# sweep (benchmarks/results/kd_sweep.md) alpha 1.0 had the best mean, within the seeds' spread of 0.5; it is what
+# the recipes and the transfer-data results use. Without a teacher an unset alpha is 0 (plain Trainer).
+DEFAULT_ALPHA = 1.0
+
+
+def soft_label_weight(args) -> float:
+    """`args.alpha`, or DEFAULT_ALPHA while it is unset (arguments not yet resolved by a trainer with a teacher)."""
+    return DEFAULT_ALPHA if args.alpha is None else args.alpha
+
 
 @dataclass(frozen=True)
 class TeacherOutputs:
@@ -129,12 +139,13 @@ def _attention(batch: Batch) -> torch.Tensor:
 
 LOSS_TERMS: tuple[LossTerm, ...] = (
     LossTerm(
-        name="loss_ce", weight_field="alpha", weight=lambda args: 1 - args.alpha, compute=_hard_label,
+        name="loss_ce", weight_field="alpha", weight=lambda args: 1 - soft_label_weight(args),
+        compute=_hard_label,
         describe=lambda args, w: f"{w} × cross-entropy on the labels",
         uses_teacher=False, needs_labels=True,
     ),
     LossTerm(
-        name="loss_kd", weight_field="alpha", weight=lambda args: args.alpha, compute=_soft_label,
+        name="loss_kd", weight_field="alpha", weight=soft_label_weight, compute=_soft_label,
         describe=lambda args, w: f"{w} × T²·KL(teacher ‖ student) on temperature-T soft labels",
         cacheable=True,
     ),
@@ -178,18 +189,10 @@ def weight_summary(args) -> str:
 
 
 def compute_terms(batch: Batch) -> dict[str, torch.Tensor]:
-    """Every term of this batch (in its stage) by name: the hard-label term whenever there are labels (logged even
-    at weight 0), each teacher term when weighted."""
-    parts: dict[str, torch.Tensor] = {}
-    for term in LOSS_TERMS:
-        if batch.stage not in (None, term.stage):
-            continue
-        if term.needs_labels:
-            if batch.labels is not None:
-                parts[term.name] = term.compute(batch)
-        elif term.active(batch.args):
-            parts[term.name] = term.compute(batch)
-    return parts
+    """Every weighted term of this batch (in its stage) by name; a term that needs labels only when the batch has
+    them. A term at weight 0 is neither computed nor logged: a logged value is always part of the loss."""
+    return {term.name: term.compute(batch) for term in LOSS_TERMS
+            if term.active(batch.args, batch.stage) and (batch.labels is not None or not term.needs_labels)}
 
 
 def weighted_total(args, parts: Mapping[str, torch.Tensor], labelled_share: float = 1.0) -> torch.Tensor:

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -54,14 +56,19 @@ def teacher_fingerprint(teacher: torch.nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
-def cache_key(dataset: Dataset, teacher_hash: str, task: Task, top_k: int | None, temperature: float) -> str:
+def dataset_fingerprint(dataset) -> str:
+    """The fingerprint that keys `dataset`'s cache; a clear error for data that has none."""
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint is None:
         raise ValueError(
             "teacher_cache_dir needs a datasets.Dataset as train_dataset (its fingerprint keys the cache); got "
             f"{type(dataset).__name__}."
         )
-    spec = {"v": _FORMAT_VERSION, "data": fingerprint, "teacher": teacher_hash, "task": task.value, "top_k": top_k,
+    return fingerprint
+
+
+def cache_key(dataset: Dataset, teacher_hash: str, task: Task, top_k: int | None, temperature: float) -> str:
+    spec = {"v": _FORMAT_VERSION, "data": dataset_fingerprint(dataset), "teacher": teacher_hash, "task": task.value, "top_k": top_k,
             # The log-normaliser of top-k caches depends on the temperature; full logits do not.
             "temperature": temperature if top_k else None}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -150,20 +157,32 @@ def check_disk_space(dataset: Dataset, task: Task, width: int, top_k: int | None
 
 
 def load_or_build(dataset: Dataset, teacher: torch.nn.Module, collator, cache_dir: str | os.PathLike, task: Task,
-                  top_k: int | None, temperature: float, batch_size: int, device, args) -> Dataset:
-    """`dataset` with the cached teacher columns added, building the cache on the main process if needed."""
+                  top_k: int | None, temperature: float, batch_size: int, device, args,
+                  input_columns: Sequence[str] | None = None) -> Dataset:
+    """`dataset` with the cached teacher columns added, building the cache on the main process if needed.
+
+    `input_columns`: the columns the teacher pass collates (as the Trainer keeps only the columns the model's
+    forward accepts, `remove_unused_columns`); None collates every column. A raw text column left in the data
+    then never reaches the collator. The build is announced at WARNING level before and after (it can take
+    minutes, and the progress bar may be off)."""
     teacher_hash = teacher_fingerprint(teacher)
     key = cache_key(dataset, teacher_hash, task, top_k, temperature)
     folder = Path(cache_dir) / key
     with args.main_process_first(local=False, desc="teacher output cache"):
         if not folder.is_dir():
             check_disk_space(dataset, task, output_size(teacher, task), top_k, cache_dir)
-            logger.info("Building the teacher output cache in %s", folder)
-            cached = compute_teacher_outputs(dataset, teacher, collator, task, top_k, temperature, batch_size, device,
+            logger.warning("Computing the teacher's outputs for %d training examples (once; cached in %s).",
+                           len(dataset), folder)
+            started = time.perf_counter()
+            inputs = dataset if input_columns is None else dataset.select_columns(
+                [c for c in dataset.column_names if c in set(input_columns)])
+            cached = compute_teacher_outputs(inputs, teacher, collator, task, top_k, temperature, batch_size, device,
                                              progress=not args.disable_tqdm)
             # readers see no folder or a complete one; a folder another process published first is kept
             with publishing_folder(folder, keep_existing=True) as staging:
                 cached.save_to_disk(str(staging))
+            logger.warning("Teacher outputs for %d examples computed in %.0f s and cached in %s.", len(dataset),
+                           time.perf_counter() - started, folder)
         else:
             logger.info("Reusing the teacher output cache in %s", folder)
         cached = load_from_disk(str(folder))

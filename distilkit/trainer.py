@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections import defaultdict
@@ -45,19 +46,24 @@ class DistillationTrainer(Trainer):
                  *trainer_args, teacher_model: nn.Module | None = None, transfer_dataset=None, **trainer_kwargs):
         # Positional arguments keep Trainer's order (model, args, data_collator, train_dataset, ...);
         # the teacher and the transfer data (unlabelled examples, see distilkit.transfer) are keyword-only.
-        if args is None:  # as Trainer(model): default arguments; without a teacher, no teacher terms
-            args = DistillationConfig(output_dir="trainer_output",
-                                      **({} if teacher_model is not None else {"alpha": 0.0}))
+        if args is None:  # as Trainer(model): default arguments
+            args = DistillationConfig(output_dir="trainer_output")
         if not isinstance(args, DistillationConfig):
             raise TypeError(
                 f"args must be a distilkit.DistillationConfig (got {type(args).__name__}); it accepts every "
                 "TrainingArguments field plus temperature, alpha, hidden_weight, attention_weight, ..."
             )
-        if args.uses_teacher and teacher_model is None:
+        if teacher_model is None and args.distillation_settings:
+            given = ", ".join(f"{name}={value}" for name, value in args.distillation_settings.items())
             raise ValueError(
-                f"{loss_terms.weight_summary(args)} need a teacher: pass teacher_model=, or set all of them to 0 to "
-                "train without one."
+                f"The distillation setting{'s' if ',' in given else ''} {given} need{'' if ',' in given else 's'} a "
+                "teacher: pass teacher_model=, or leave alpha unset (or 0) and hidden_weight / attention_weight at 0 "
+                "to train exactly as transformers.Trainer."
             )
+        # An unset alpha weighs the soft labels DEFAULT_ALPHA when there is a teacher (loss_terms.soft_label_weight);
+        # without one no teacher term exists. `args` stays as given, as Trainer leaves its arguments untouched.
+        if teacher_model is None:
+            logger.info("No teacher_model: DistillationTrainer trains exactly as transformers.Trainer.")
         self.teacher = teacher_model if args.uses_teacher else None
         self.task: Task | None = None
         self.layer_map: dict[int, int] = {}
@@ -71,9 +77,10 @@ class DistillationTrainer(Trainer):
         self.transfer_examples = 0
         if self.has_transfer:
             num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-            check_transfer(transfer_dataset, train_dataset, self.task, num_labels, args)
+            columns = model_input_columns(model, args)
+            check_transfer(transfer_dataset, train_dataset, self.task, num_labels, args, columns)
             self.transfer_examples = len(transfer_dataset)
-            train_dataset = with_transfer(train_dataset, transfer_dataset)
+            train_dataset = with_transfer(train_dataset, transfer_dataset, columns)
             if "train_dataset" in trainer_kwargs:
                 trainer_kwargs["train_dataset"] = train_dataset
             else:
@@ -89,6 +96,7 @@ class DistillationTrainer(Trainer):
             ))
 
         self.projections = nn.ModuleDict()
+        self._teacher_cache_pending = False
         self._metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.nonfinite_batches_skipped = 0
         if self.teacher is not None:
@@ -99,8 +107,12 @@ class DistillationTrainer(Trainer):
                 self._build_projections()
             if TEACHER_INPUT_COLUMNS[0] in (getattr(self.train_dataset, "column_names", None) or ()):
                 self._check_own_tokenizer_terms()
-            if args.teacher_cache_dir and any(t.cacheable for t in loss_terms.teacher_terms(args)):
-                self._attach_teacher_cache()
+            # The cache is built when the training data is first loaded (`get_train_dataloader`), not here: building
+            # a trainer stays cheap, as with Trainer. Its set-up is checked now.
+            self._teacher_cache_pending = bool(args.teacher_cache_dir) and any(
+                t.cacheable for t in loss_terms.teacher_terms(args))
+            if self._teacher_cache_pending:
+                self._check_teacher_cache()
 
     # ---- set-up checks: everything that can be wrong fails here, before the first step ----
 
@@ -123,7 +135,7 @@ class DistillationTrainer(Trainer):
     @staticmethod
     def _check_compatible(student: nn.Module, teacher: nn.Module, args: DistillationConfig) -> None:
         student_task, teacher_task = task_of(student), task_of(teacher)
-        if args.alpha > 0:
+        if loss_terms.soft_label_weight(args) > 0:
             if student_task is not teacher_task:
                 raise ValueError(
                     f"Logit distillation needs the same kind of head: student is {type(student).__name__} "
@@ -213,8 +225,7 @@ class DistillationTrainer(Trainer):
         for s_index in self.layer_map:
             self.projections[str(s_index)] = nn.Linear(s_width, t_width).to(device)
 
-    def _attach_teacher_cache(self) -> None:
-        """Add cached teacher outputs to the training data (building them once) and collate them with it."""
+    def _check_teacher_cache(self) -> None:
         if self.train_dataset is None:
             raise ValueError("teacher_cache_dir needs a train_dataset to cache teacher outputs for.")
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
@@ -222,20 +233,34 @@ class DistillationTrainer(Trainer):
                 "teacher_cache_dir is built by the main process alone, which a teacher sharded by FSDP/DeepSpeed "
                 "cannot do. Build the cache once in a single process (same data and teacher), then launch."
             )
+        teacher_cache.dataset_fingerprint(self.train_dataset)
+
+    def _attach_teacher_cache(self) -> None:
+        """Add cached teacher outputs to the training data (building them once) and collate them with it."""
+        self._teacher_cache_pending = False
         top_k = self.args.teacher_cache_top_k
         if top_k is None and self.task.predicts_vocabulary:
             top_k = 32
+        self._set_signature_columns_if_needed()
+        # The teacher pass collates what training will: the columns the model's forward accepts (Trainer's
+        # remove_unused_columns), or every column when that is off.
+        columns = self._signature_columns if self.args.remove_unused_columns else None
         self.train_dataset = teacher_cache.load_or_build(
             self.train_dataset, self.teacher, self.data_collator, self.args.teacher_cache_dir, self.task, top_k,
             self.args.temperature, self.args.per_device_eval_batch_size, self.args.device, self.args,
+            input_columns=columns,
         )
         self.data_collator = teacher_cache.CachedTeacherCollator(self.data_collator, self.task.token_level)
+
+    def get_train_dataloader(self):
+        if self._teacher_cache_pending:
+            self._attach_teacher_cache()
+        return super().get_train_dataloader()
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # Keep the cached teacher columns through `remove_unused_columns`; compute_loss takes them out again.
-        extra = [*teacher_cache.CACHE_COLUMNS, *TEACHER_INPUT_COLUMNS]
-        self._signature_columns += [c for c in extra if c not in self._signature_columns]
+        self._signature_columns += [c for c in DISTILLATION_COLUMNS if c not in self._signature_columns]
 
     # ---- optimisation: projections train with the student ----
 
@@ -304,9 +329,10 @@ class DistillationTrainer(Trainer):
             labelled_share = labelled / labels.shape[0]
             if labelled == 0:
                 inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        if labels is None and args.alpha < 1:
+        alpha = loss_terms.soft_label_weight(args)
+        if labels is None and alpha < 1:
             raise ValueError(
-                f"The batch has no 'labels', so the hard-label loss (weight 1 - alpha = {1 - args.alpha}) cannot be "
+                f"The batch has no 'labels', so the hard-label loss (weight 1 - alpha = {1 - alpha}) cannot be "
                 "computed. Add labels to the dataset or set alpha=1.0 to learn from the teacher alone."
             )
         cached = {k: inputs[k] for k in teacher_cache.CACHE_COLUMNS if k in inputs}
@@ -455,6 +481,23 @@ class DistillationTrainer(Trainer):
         checkpoints.match_checkpoint_pruning(model if model is not None else self.model, resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         checkpoints.load_projections(resume_from_checkpoint, self.projections)
+
+
+# Columns distilkit reads besides the model's forward arguments: cached teacher outputs, a teacher's own inputs.
+DISTILLATION_COLUMNS = (*teacher_cache.CACHE_COLUMNS, *TEACHER_INPUT_COLUMNS)
+
+
+def model_input_columns(model, args) -> list[str] | None:
+    """The dataset columns a training batch keeps, as the Trainer decides under `remove_unused_columns`: the
+    model's forward arguments, the label columns and `DISTILLATION_COLUMNS`; None (every column) when that is
+    off or the model's forward cannot be read."""
+    if not args.remove_unused_columns or model is None:
+        return None
+    try:
+        forward = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return [*forward, "label", "label_ids", *(args.label_names or ["labels"]), *DISTILLATION_COLUMNS]
 
 
 def _check_labels(model, dataset) -> None:

@@ -16,6 +16,8 @@ and a causal LM's text is already its own label (put more text in train_dataset 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from datasets import Dataset, Value, concatenate_datasets
 
 from . import loss_terms
@@ -30,8 +32,12 @@ def label_column(dataset) -> str | None:
     return next((c for c in LABEL_COLUMNS if c in columns), None)
 
 
-def check_transfer(transfer_dataset, train_dataset, task: Task | None, num_labels: int | None, args) -> None:
-    """Every way transfer data can be wrong, raised before any work: what is wrong and how to fix it."""
+def check_transfer(transfer_dataset, train_dataset, task: Task | None, num_labels: int | None, args,
+                   columns: Sequence[str] | None = None) -> None:
+    """Every way transfer data can be wrong, raised before any work: what is wrong and how to fix it.
+
+    `columns`: the columns training reads (`trainer.model_input_columns`); the transfer data needs those of them
+    that train_dataset has. None: every column of train_dataset (a collator that sees all columns)."""
     if not loss_terms.teacher_terms(args):
         raise ValueError(
             f"transfer_dataset trains on the teacher's outputs only, but no teacher term is weighted "
@@ -66,22 +72,31 @@ def check_transfer(transfer_dataset, train_dataset, task: Task | None, num_label
             "them). Remove the column to use the text as transfer data, or add these examples to train_dataset."
         )
     train_label = label_column(train_dataset)
-    if train_label is None and args.alpha < 1:
+    alpha = loss_terms.soft_label_weight(args)
+    if train_label is None and alpha < 1:
         raise ValueError(
-            f"train_dataset has no 'labels' column, so its hard-label loss (weight 1 - alpha = {1 - args.alpha}) "
+            f"train_dataset has no 'labels' column, so its hard-label loss (weight 1 - alpha = {1 - alpha}) "
             "cannot be computed. Give train_dataset its labels, or put unlabelled text in transfer_dataset only."
         )
-    missing = [c for c in train_dataset.column_names if c != train_label and c not in transfer_dataset.column_names]
+    needed = [c for c in _kept_columns(train_dataset, columns) if c != train_label]
+    missing = [c for c in needed if c not in transfer_dataset.column_names]
     if missing:
         raise ValueError(
-            f"transfer_dataset lacks the columns {missing} that train_dataset has (tokenise it the same way, with "
-            f"the student's tokenizer, and the teacher's where it has its own); it has {transfer_dataset.column_names}."
+            f"transfer_dataset lacks the columns {missing} that train_dataset has and training reads (tokenise it "
+            "the same way, with the student's tokenizer, and the teacher's where it has its own); it has "
+            f"{transfer_dataset.column_names}."
         )
 
 
-def with_transfer(train_dataset: Dataset, transfer_dataset: Dataset) -> Dataset:
-    """`train_dataset` followed by the transfer examples, which get the label NO_LABEL (-100)."""
+def _kept_columns(dataset: Dataset, columns: Sequence[str] | None) -> list[str]:
+    return list(dataset.column_names) if columns is None else [c for c in dataset.column_names if c in set(columns)]
+
+
+def with_transfer(train_dataset: Dataset, transfer_dataset: Dataset, columns: Sequence[str] | None = None) -> Dataset:
+    """`train_dataset` followed by the transfer examples, which get the label NO_LABEL (-100). `columns` as in
+    `check_transfer`: both keep only those (training would drop the others); None keeps train_dataset's."""
     label = label_column(train_dataset) or "labels"
+    train_dataset = train_dataset.select_columns(_kept_columns(train_dataset, columns))
     transfer = transfer_dataset.select_columns([c for c in train_dataset.column_names if c != label])
     if label in train_dataset.column_names:
         # ClassLabel cannot hold -100: both sides become plain integers.

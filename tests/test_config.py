@@ -10,9 +10,19 @@ def make(**kw):
 
 def test_defaults_and_trainingarguments_fields():
     config = make(learning_rate=1e-4)
-    assert config.temperature == 2.0 and config.alpha == 0.5 and config.hidden_weight == 0
+    assert config.temperature == 2.0 and config.alpha is None and config.hidden_weight == 0
     assert config.layer_map == "uniform" and config.learning_rate == 1e-4
     assert config.uses_teacher and not make(alpha=0.0).uses_teacher
+
+
+def test_unset_alpha_weighs_the_soft_labels_by_the_default_and_is_no_explicit_setting():
+    from distilkit.loss_terms import DEFAULT_ALPHA, soft_label_weight
+
+    config = make()
+    assert DEFAULT_ALPHA == 1.0 and soft_label_weight(config) == DEFAULT_ALPHA and config.uses_teacher
+    assert soft_label_weight(make(alpha=0.3)) == 0.3
+    assert config.distillation_settings == {} and make(alpha=0.0).distillation_settings == {}
+    assert make(alpha=0.5, hidden_weight=1.0).distillation_settings == {"alpha": 0.5, "hidden_weight": 1.0}
 
 
 def test_every_field_has_help():

@@ -72,7 +72,7 @@ def save_variant(folder: Path, variant: str):
         quantize_dynamic(model, quantize_embeddings=True)
     model.save_pretrained(folder)
     save_tiny_tokenizer(folder)
-    write_model_card(folder, teacher="org/teacher", datasets=["nyu-mll/glue"], repo_id=f"stub-user/{variant}")
+    write_model_card(folder, teacher_hub_id="org/teacher", datasets=["nyu-mll/glue"], repo_id=f"stub-user/{variant}")
     return model
 
 

@@ -60,9 +60,11 @@ def test_terms_equal_the_loss_functions_and_the_total_is_their_weighted_sum():
     assert torch.allclose(weighted_total(args, parts), total)
 
 
-def test_hard_label_term_is_logged_at_weight_zero_and_absent_without_labels():
+def test_a_term_at_weight_zero_is_not_logged_and_the_hard_label_term_needs_labels():
     args = make(alpha=1.0)
-    assert set(compute_terms(_batch(args))) == {"loss_ce", "loss_kd"}
+    assert set(compute_terms(_batch(args))) == {"loss_kd"}  # the CE is not trained on, so it is not logged
+    assert set(compute_terms(_batch(make(alpha=0.5)))) == {"loss_ce", "loss_kd"}
+    assert set(compute_terms(_batch(make(alpha=0.5), labels=False))) == {"loss_kd"}
     parts = compute_terms(_batch(args, labels=False))
     assert set(parts) == {"loss_kd"}
     assert torch.equal(weighted_total(args, parts), parts["loss_kd"])

@@ -70,7 +70,7 @@ def test_card_of_a_plain_student(tmp_path):
     recipe = recipe_from_config(DistillationConfig(output_dir=str(tmp_path / "x"), temperature=3.0, alpha=0.7,
                                                    hidden_weight=1.0, hidden_loss="cosine"), {0: 0, 1: 2, 2: 4})
     path = write_model_card(
-        tmp_path, teacher="org/teacher", datasets=["nyu-mll/glue"], eval_dataset_name="GLUE SST-2",
+        tmp_path, teacher_hub_id="org/teacher", datasets=["nyu-mll/glue"], eval_dataset_name="GLUE SST-2",
         eval_config="sst2", eval_split="validation", repo_id="user/tiny", license="apache-2.0", language="en",
         rows=[ModelRow("teacher", metrics={"accuracy": 0.91}, parameters=22_713_216, size_mb=90.9, latency_ms=12.34),
               ModelRow("student", metrics={"accuracy": 0.875}, latency_ms=3.21, this_model=True)],
@@ -115,7 +115,7 @@ def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     prune_heads(model, {0: [1], 1: [0, 2]})
     quantize_dynamic(model, quantize_embeddings=True)
     model.save_pretrained(tmp_path)
-    card = render_model_card(tmp_path, teacher="org/teacher", repo_id="user/tiny-int8")
+    card = render_model_card(tmp_path, teacher_hub_id="org/teacher", repo_id="user/tiny-int8")
     meta = metadata(card)
     assert meta["library_name"] == "distilkit"
     assert meta["tags"] == ["distilkit", "distillation", "pruned", "int8"]
@@ -147,7 +147,7 @@ def test_card_of_an_ffn_pruned_student_states_the_neurons_kept_per_layer(tmp_pat
         prune_heads(model, {0: [1]})
     prune_ffn(model, {0: list(range(10)), 1: list(range(24, 64))})
     distilkit.save_pretrained(model, tmp_path)
-    card = render_model_card(tmp_path, teacher="org/teacher", repo_id="user/tiny-ffn")
+    card = render_model_card(tmp_path, teacher_hub_id="org/teacher", repo_id="user/tiny-ffn")
     assert metadata(card)["tags"] == ["distilkit", "distillation", "pruned"]
 
     body = sections(card)

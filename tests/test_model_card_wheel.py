@@ -45,7 +45,7 @@ model.save_pretrained(folder)
 args = DistillationConfig(output_dir=str(folder / "run"), temperature=2.0, alpha=0.5, attention_weight=1.0,
                           layer_map="1:2,2:4")
 readme = write_model_card(
-    folder, teacher="org/bert-teacher", datasets=["nyu-mll/glue"], eval_config="sst2", eval_split="validation",
+    folder, teacher_hub_id="org/bert-teacher", datasets=["nyu-mll/glue"], eval_config="sst2", eval_split="validation",
     repo_id="user/bert-tiny-int8", recipe=recipe_from_config(args),
     rows=[ModelRow("teacher", metrics={"accuracy": 0.92}, parameters=109_483_778, size_mb=438.0, latency_ms=41.0),
           ModelRow("student", metrics={"accuracy": 0.9}, parameters=66_955_010, size_mb=267.8, latency_ms=20.5),

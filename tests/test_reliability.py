@@ -11,6 +11,7 @@ import torch
 from tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
+from distilkit.loss_terms import DEFAULT_ALPHA, soft_label_weight
 from distilkit.serialization.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 
 CHILD = Path(__file__).with_name("resume_child.py")
@@ -209,11 +210,11 @@ def test_nonfinite_loss_without_a_teacher_is_what_trainer_does(tmp_path):
 def test_distillation_trainer_without_args_is_trainer_without_args(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer = DistillationTrainer(tiny_model("seq"))
-    assert trainer.args.output_dir == "trainer_output" and not trainer.args.uses_teacher
+    assert trainer.args.output_dir == "trainer_output" and trainer.args.alpha is None  # as given: no teacher term
     assert trainer.teacher is None
     # With a teacher and no args, the default distillation settings apply.
     distilling = DistillationTrainer(tiny_model("seq"), teacher_model=tiny_model("seq", seed=1))
-    assert distilling.args.alpha == 0.5 and distilling.teacher is not None
+    assert soft_label_weight(distilling.args) == DEFAULT_ALPHA and distilling.teacher is not None
 
 
 def test_a_distilkit_checkpoint_interrupted_after_trainer_state_is_not_resumed(tmp_path):

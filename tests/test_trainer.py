@@ -214,9 +214,11 @@ def test_resume_from_checkpoint_restores_projections_and_matches_uninterrupted_r
 
 # ---- clear errors, raised when the trainer is built ----
 
-def test_error_alpha_without_teacher(tmp_path):
-    with pytest.raises(ValueError, match="alpha=0.5.*need a teacher"):
-        trainer(tmp_path, tiny_model("seq"), None)
+@pytest.mark.parametrize("setting", [{"alpha": 0.5}, {"hidden_weight": 1.0}, {"alpha": 1.0, "attention_weight": 0.5}])
+def test_error_explicit_distillation_setting_without_teacher(tmp_path, setting):
+    given = ", ".join(f"{k}={v}" for k, v in setting.items())
+    with pytest.raises(ValueError, match=f"setting.* {given} need.* a teacher: pass teacher_model="):
+        trainer(tmp_path, tiny_model("seq"), None, **setting)
 
 
 def test_error_plain_training_arguments(tmp_path):
@@ -267,7 +269,7 @@ def test_error_hidden_matching_on_a_model_without_hidden_states(tmp_path):
 
 
 def test_error_missing_labels_with_hard_loss(tmp_path):
-    t = trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1))
+    t = trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1), alpha=0.5)
     batch = pad_collator([tiny_dataset("seq", 2)[i] for i in range(2)])
     del batch["labels"]
     t.model.train()

@@ -92,9 +92,9 @@ def test_teacher_cache_covers_the_transfer_set_and_trains_as_the_live_teacher(tm
         student = copy.deepcopy(base)
         t = make_trainer(tmp_path, student, teacher, n_labelled=8, n_transfer=8, alpha=0.7, max_steps=3,
                          teacher_cache_dir=cache)
+        t.train()
         if cache:
             assert len(t.train_dataset["teacher_logits"]) == 16
-        t.train()
         weights.append(student.state_dict())
     for key in weights[0]:
         assert torch.allclose(weights[0][key], weights[1][key], atol=1e-5), key
@@ -149,9 +149,11 @@ def test_a_cache_too_large_for_its_disk_is_refused_before_the_teacher_pass(tmp_p
     monkeypatch.setattr(teacher_cache, "compute_teacher_outputs",
                         lambda *a, **k: pytest.fail("the teacher pass ran before the disk check"))
     cache = tmp_path / "cache"
-    with pytest.raises(ValueError, match=r"needs about .* MiB in teacher_cache_dir=.*has 0 MiB free.*max_transfer"):
-        make_trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1), n_transfer=40,
+    t = make_trainer(tmp_path, tiny_model("seq", seed=2), tiny_model("seq", seed=1), n_transfer=40,
                      teacher_cache_dir=str(cache))
+    with pytest.raises(ValueError, match=r"needs about .* MiB in teacher_cache_dir=.*has 0 MiB free.*max_transfer"):
+        t.train()
+    assert t.state.global_step == 0
     assert not cache.exists() or not any(cache.iterdir())
 
 

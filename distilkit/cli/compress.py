@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..compress import MachineSettings
 from ..compress.target import MACHINE_FIELDS
-from ..model_card import hub_id
+from ..model_card import teacher_hub_id, teacher_name
 from .parser import RecipeError, write_recipe
 from .recipe import Recipe
 from .report import compute_metrics_function
@@ -80,7 +80,8 @@ def run(recipe: Recipe) -> None:
         raise RecipeError(str(err)) from err
     result = compress(teacher, tokenizer, data.train, data.validation, recipe.compress, training,
                       training.output_dir, machine=machine, transfer_dataset=data.transfer, compute_metrics=metrics,
-                      data_collator=data.collator, teacher_name=hub_id(m.teacher) or Path(m.teacher).name,
+                      data_collator=data.collator, teacher_name=teacher_name(m.teacher),
+                      teacher_hub_id=teacher_hub_id(m.teacher, teacher),
                       progress=progress, plan=plan)
     write_recipe(recipe, training.output_dir)
     print("\n" + (Path(training.output_dir) / "results.md").read_text(encoding="utf-8"), flush=True)

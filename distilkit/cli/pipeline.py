@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from ..model_card import hub_id
+from ..model_card import teacher_name
 from ..student import every_kth_layer
 from .parser import RecipeError, write_recipe
 from .recipe import Recipe
@@ -67,7 +67,7 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
     metrics = compute_metrics_function(recipe.evaluation, m.task) if args.eval_strategy != "no" else None
     student = train(student, args, data, tokenizer, teacher=teacher, compute_metrics=metrics).model
 
-    teacher_name = teacher_label or hub_id(teacher_source) or Path(teacher_source).name
+    teacher_label = teacher_label or teacher_name(teacher_source)
     if m.student:
         start = m.student
     else:
@@ -75,7 +75,7 @@ def distill_and_compress(recipe: Recipe, teacher, teacher_source: str, tokenizer
         if isinstance(keep, int):
             keep = every_kth_layer(teacher.config.num_hidden_layers, keep)
         start = f"copy of the teacher with its layers {', '.join(map(str, keep))}"
-    distilled = {"Distillation": {"teacher": teacher_name, "student initialisation": start}}
+    distilled = {"Distillation": {"teacher": teacher_label, "student initialisation": start}}
     results: list[StageResult] = []
     groups: dict[str, dict] = {"student": card_recipe(args, extra=distilled)}
     measure_args = (data, recipe.evaluation, m.task, training.per_device_eval_batch_size, not training.disable_tqdm)
@@ -134,7 +134,7 @@ def finish(recipe: Recipe, results: list[StageResult], groups: dict, *, data, te
     write_results(results, training.output_dir, recipe.evaluation, data_description=data.description,
                   extra={"command": recipe.command, "recipe": recipe.values,
                          "wall_time_s": round(time.perf_counter() - started, 1)})
-    write_cards(results, teacher=hub_id(teacher_source), recipe_groups=groups, datasets=hub_datasets(recipe.data),
+    write_cards(results, teacher_source=teacher_source, recipe_groups=groups, datasets=hub_datasets(recipe.data),
                 eval_args=recipe.evaluation, limitations=list(limitations), data_name=data.description,
                 run_name=Path(training.output_dir).name, output_dir=training.output_dir)
     write_recipe(recipe, training.output_dir)

@@ -17,6 +17,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from .. import loss_terms
 from .parser import RecipeError, read_recipe_file
 from .pipeline import distill_and_compress, fine_tune_teacher, finish
 from .recipe import Recipe
@@ -80,8 +81,8 @@ def run(recipe: Recipe) -> None:
     if builtin_data:
         recipe.data = dataclasses.replace(recipe.data, train_file=str(_packaged("sentiment_train.csv")),
                                           validation_file=str(_packaged("sentiment_validation.csv")))
-    if recipe.training.teacher_cache_dir is None and recipe.training.alpha > 0 and recipe.training.hidden_weight == 0 \
-            and recipe.training.attention_weight == 0:
+    if recipe.training.teacher_cache_dir is None and recipe.training.uses_teacher \
+            and not loss_terms.layer_terms(recipe.training):
         # The teacher's logits are computed once instead of in every distillation step (about a third of a step).
         recipe.training = dataclasses.replace(
             recipe.training, teacher_cache_dir=str(Path(recipe.training.output_dir) / "teacher_cache"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..measure import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
-from ..model_card import ModelRow, recipe_from_config, write_model_card
+from ..model_card import ModelRow, recipe_from_config, teacher_hub_id, teacher_name, write_model_card
 from .recipe import EvalArguments
 
 logger = logging.getLogger("distilkit.cli")
@@ -159,12 +159,15 @@ def write_results(results: list[StageResult], folder: str | Path, eval_args: Eva
     return md, js
 
 
-def write_cards(results: list[StageResult], *, teacher: str | None, recipe_groups: dict, datasets: list[str] | None,
+def write_cards(results: list[StageResult], *, teacher_source: str | None, recipe_groups: dict,
+                datasets: list[str] | None,
                 eval_args: EvalArguments, limitations: list[str] = (), data_name: str | None = None,
                 run_name: str | None = None, output_dir: str | Path | None = None) -> list[Path]:
     """A model card (README.md) in every stage folder under `output_dir`, each with the whole table.
 
     Folders outside `output_dir` (a teacher given as a folder, the input of `prune`) are never written to.
+    `teacher_source`: the teacher's folder or Hub id, as given (None: not distilled); a Hub id becomes the cards'
+    `base_model`, a folder is only named.
     """
     machine = machine_info()
     written = []
@@ -178,7 +181,8 @@ def write_cards(results: list[StageResult], *, teacher: str | None, recipe_group
                          latency_ms=r.latency_ms, this_model=r is this) for r in results]
         distilled = this.stage != "teacher"
         written.append(write_model_card(
-            folder, teacher=teacher if distilled else None, rows=rows,
+            folder, teacher=teacher_name(teacher_source) if distilled else None,
+            teacher_hub_id=teacher_hub_id(teacher_source) if distilled else None, rows=rows,
             model_name=f"{run_name}-{this.stage}" if run_name else None,
             recipe=recipe_groups.get(this.stage, {}), datasets=datasets,
             eval_dataset_name=data_name, latency_setup=latency_setup(eval_args, machine) if eval_args.latency else None,

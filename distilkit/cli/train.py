@@ -26,7 +26,7 @@ def run(recipe: Recipe) -> None:
     if result is None:
         return
     write_results([result], training.output_dir, recipe.evaluation, data_description=data.description)
-    write_cards([result], teacher=None, recipe_groups={"teacher": card_recipe(args, distilled=False)},
+    write_cards([result], teacher_source=None, recipe_groups={"teacher": card_recipe(args, distilled=False)},
                 datasets=hub_datasets(recipe.data), eval_args=recipe.evaluation, data_name=data.description,
                 run_name=Path(training.output_dir).name, output_dir=training.output_dir)
     write_recipe(recipe, training.output_dir)

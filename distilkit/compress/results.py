@@ -66,7 +66,8 @@ class CompressResult:
 
 def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
-                  teacher_name: str | None = None, transfer_examples: int = 0, progress: bool = True
+                  teacher_name: str | None = None, teacher_hub_id: str | None = None, transfer_examples: int = 0,
+                  progress: bool = True
                   ) -> CompressResult:
     """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
 
@@ -106,7 +107,7 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
                                                   "latency_setup": latency_setup(plan)}, indent=1) + "\n")
     write_text(output_dir / RESULTS_MD, results_markdown(result))
-    write_cards(result, output_dir, training_args, teacher_name, transfer_examples)
+    write_cards(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
     return result
 
 
@@ -198,7 +199,7 @@ def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
 
 
 def write_cards(result: CompressResult, output_dir: Path, training_args, teacher_name: str | None,
-                transfer_examples: int) -> None:
+                teacher_hub_id: str | None, transfer_examples: int) -> None:
     """A model card in every stage folder: the whole table, the recipe, and the target with the measured result."""
     from ..model_card import ModelRow, recipe_from_config, write_model_card
 
@@ -214,7 +215,7 @@ def write_cards(result: CompressResult, output_dir: Path, training_args, teacher
                          latency_ms=s.latency_ms, this_model=s is this) for s in result.stages]
         trained = this.stage != result.stages[1].stage  # the layer-selection stage is not trained
         recipe = recipe_from_config(stage_args, transfer_examples=transfer_examples) if trained else {}
-        write_model_card(this.folder, teacher=teacher_name, rows=rows, model_name=f"{output_dir.name}-{this.stage}",
+        write_model_card(this.folder, teacher=teacher_name, teacher_hub_id=teacher_hub_id, rows=rows, model_name=f"{output_dir.name}-{this.stage}",
                          recipe={**recipe, "Compression target": compression}, latency_setup=latency_setup(plan))
 
 

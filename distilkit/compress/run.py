@@ -65,7 +65,7 @@ def prepare(teacher, train_dataset, args: CompressArguments, training_args: Dist
 def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArguments,
              training_args: DistillationConfig, output_dir: str | Path, *, machine: MachineSettings | None = None,
              transfer_dataset=None, compute_metrics=None, data_collator=None, teacher_name: str | None = None,
-             progress: bool = True, plan: Plan | None = None):
+             teacher_hub_id: str | None = None, progress: bool = True, plan: Plan | None = None):
     """Compress `teacher` (a sequence classifier) to `args`' target and return a `results.CompressResult`.
 
     `machine`: the batch size, sequence length and threads latency is measured at (needed for latency and speedup
@@ -75,8 +75,14 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     Every check (`prepare`) runs before anything is trained or written to output_dir; `plan`: what `prepare`
     returned for these same arguments, to run its checks apart (the CLI does), or None to run them here.
+    `teacher_name` / `teacher_hub_id`: how the cards name the teacher and link it (default: from the teacher's
+    `name_or_path`; a local folder is named, not linked).
     """
+    from ..model_card import facts
     from .results import write_outcome, write_text
+
+    teacher_hub_id = teacher_hub_id or facts.teacher_hub_id(None, teacher)
+    teacher_name = teacher_name or facts.teacher_name(None, teacher)
 
     output_dir = Path(output_dir)
     if plan is None:
@@ -134,7 +140,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     teacher.to(device=teacher_device, dtype=teacher_dtype)
     return write_outcome(plan, teacher, tokenizer, [name for name, _ in stages], output_dir, training_args,
                          eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
-                         rounds=args.latency_rounds, teacher_name=teacher_name,
+                         rounds=args.latency_rounds, teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
                          transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
                          progress=progress)
 
@@ -229,7 +235,7 @@ def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, t
 
     import torch
 
-    from ..trainer import DistillationTrainer, _check_labels
+    from ..trainer import DistillationTrainer, _check_labels, model_input_columns
     from ..transfer import check_transfer
 
     config = copy.deepcopy(teacher.config)
@@ -247,7 +253,8 @@ def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, t
     if transfer_dataset is not None:
         from ..tasks import task_of
 
-        check_transfer(transfer_dataset, train_dataset, task_of(student), config.num_labels, args)
+        check_transfer(transfer_dataset, train_dataset, task_of(student), config.num_labels, args,
+                       model_input_columns(student, args))
 
 
 def check_shape(model, plan: Plan, training_dir: Path) -> None:

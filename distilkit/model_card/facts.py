@@ -1,5 +1,5 @@
-"""What a model card states, as plain values: `CardFacts`, and `hub_id`, which tells a Hub repo id from a local
-name (a card links only Hub ids)."""
+"""What a model card states, as plain values: `CardFacts`; `hub_id`, which tells a Hub repo id from a local
+name (a card links only Hub ids), and `teacher_hub_id` / `teacher_name`, how a card refers to a teacher."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ class CardFacts:
 
     Attributes:
         model_name: the model's name (title, model-index name; `render_model_card` defaults it to the folder name).
-        teacher: Hub id of the teacher; becomes `base_model` and is linked from the card (a local folder is
-            only named).
+        teacher: how the card names the teacher (a Hub id, or a local folder's name); None: not distilled.
+        teacher_hub_id: the teacher's Hub id, when it has one: it becomes `base_model` and the name links to it.
+            A teacher known only as a local folder has none (`teacher_hub_id` finds it), and is named unlinked.
         rows: the comparison table (teacher, student, pruned, int8, ...), e.g. from `measure_model`. The row with
             `this_model=True` is completed from the folder (parameters, size); if no row has it, one is added.
         recipe: {group title: {setting: value}}, e.g. `recipe_from_config(args)`. Pruning and quantization facts
@@ -36,6 +37,7 @@ class CardFacts:
 
     model_name: str | None = None
     teacher: str | None = None
+    teacher_hub_id: str | None = None
     rows: Sequence[ModelRow] = ()
     recipe: Mapping[str, Mapping[str, Any]] | None = None
     datasets: str | Sequence[str] | None = None
@@ -53,6 +55,8 @@ class CardFacts:
 
     def __post_init__(self):
         self.rows = list(self.rows)
+        if self.teacher_hub_id and not self.teacher:
+            self.teacher = self.teacher_hub_id
         self.datasets = as_list(self.datasets)
         self.language = as_list(self.language)
         self.tags = as_list(self.tags)
@@ -76,3 +80,18 @@ def hub_id(name: str | None) -> str | None:
     except ValueError:
         return None
     return name
+
+
+def teacher_hub_id(source: str | None, model=None) -> str | None:
+    """The Hub id of a teacher loaded from `source` (a folder or Hub id; None when unknown), if it has one:
+    `source` itself when it is a Hub id, else the name `model` was loaded from (`config._name_or_path`) when that
+    is a Hub id. A teacher read from a local folder has none."""
+    return hub_id(source) or hub_id(getattr(getattr(model, "config", None), "_name_or_path", None))
+
+
+def teacher_name(source: str | None, model=None) -> str | None:
+    """How a card names a teacher loaded from `source`: its Hub id (`teacher_hub_id`), or the folder's name."""
+    if source is None and model is None:
+        return None
+    local = source or getattr(getattr(model, "config", None), "_name_or_path", None) or ""
+    return teacher_hub_id(source, model) or Path(str(local)).name or None

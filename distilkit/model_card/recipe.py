@@ -25,7 +25,7 @@ def recipe_from_config(args: DistillationConfig, layer_map: Mapping[int, int] | 
     """
     distillation: dict[str, Any] = {
         "temperature (T)": args.temperature,
-        "alpha (soft-label weight)": args.alpha,
+        "alpha (soft-label weight)": loss_terms.soft_label_weight(args),
         "loss": loss_description(args),
     }
     if args.intermediate_epochs > 0:

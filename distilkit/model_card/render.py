@@ -120,7 +120,7 @@ def _card_data(facts: CardFacts, record: Mapping, this_model: ModelRow, metric_n
     all_tags += facts.tags
     return ModelCardData(
         model_name=facts.model_name if eval_results else None,  # the Hub reads it only as the model-index name
-        base_model=hub_id(facts.teacher),  # a local teacher folder is named in the text, not linked
+        base_model=facts.teacher_hub_id,  # a local teacher folder is named in the text, not linked
         datasets=facts.datasets or None,
         language=facts.language or None,
         license=facts.license,
@@ -144,7 +144,7 @@ def _template_variables(*, config, record, facts: CardFacts, architectures, auto
     return {
         "model_name": facts.model_name,
         "teacher": facts.teacher,
-        "teacher_url": f"https://huggingface.co/{facts.teacher}" if hub_id(facts.teacher) else None,
+        "teacher_url": f"https://huggingface.co/{facts.teacher_hub_id}" if facts.teacher_hub_id else None,
         "distilkit_url": DISTILKIT_URL,
         "architecture": architecture,
         "architecture_class": architectures[0] if architectures else config.model_type,

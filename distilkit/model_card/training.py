@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 
 from ..config import DistillationConfig
 from ..serialization import compression_record
-from .facts import CardFacts, as_list, hub_id
+from .facts import CardFacts, as_list, teacher_hub_id, teacher_name
 from .recipe import pruning_callback_recipe, recipe_from_config
 from .render import render_card
 from .table import ModelRow, default_row_name, measure_model, merge_rows
@@ -79,12 +79,15 @@ def trainer_model_card(
     args, model = run.args, run.student
     model_name = model_name or (args.hub_model_id or Path(args.output_dir).resolve().name).split("/")[-1]
     recipe = recipe_from_config(args, run.layer_map or None, run.transfer_examples)
+    if run.teacher is None:  # trained as plain Trainer: no distillation settings apply
+        del recipe["Distillation"]
     recipe["Training"]["optimizer steps"] = run.optimizer_steps
     if run.pruning_callback is not None:
         recipe["Pruning"] = pruning_callback_recipe(run.pruning_callback)
     facts = CardFacts(
         model_name=model_name,
-        teacher=finetuned_from or hub_id(getattr(run.teacher, "name_or_path", None)),
+        teacher=finetuned_from or teacher_name(None, run.teacher),
+        teacher_hub_id=finetuned_from or teacher_hub_id(None, run.teacher),
         rows=merge_rows(_measured_rows(run), rows),
         recipe=recipe,
         datasets=as_list(dataset_tags) or as_list(dataset),
