@@ -181,7 +181,9 @@ def check_graph(path: Path, model: nn.Module, signature: GraphSignature, seed: i
     """
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # a small batch: threads would only wait on each other on a busy machine
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     with export_mode(model):
         inputs = dummy_inputs(model, signature.inputs, CHECK_SHAPE, seed)
         expected = forward_outputs(model, inputs)
