@@ -338,7 +338,7 @@ def test_unsupported_family_is_named_with_the_supported_ones(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100)).save_pretrained(tmp_path / "gpt2")
-    with pytest.raises(ValueError, match=r"'gpt2' is not supported.*Supported model types: bert, roberta"):
+    with pytest.raises(ValueError, match=r"'gpt2' cannot be exported: distilkit exports .*bert, roberta.*qwen2"):
         to_onnx(tmp_path / "gpt2", tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
 

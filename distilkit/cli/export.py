@@ -39,7 +39,7 @@ def run(recipe: Recipe) -> None:
 
     try:
         folder = to_onnx(e.export_folder, recipe.training.output_dir, int8=e.export_int8, opset=e.export_opset)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # a folder that is not a model, an unreadable one, a bad output folder
         raise RecipeError(str(err)) from err
     beside = sorted(p.name for p in folder.iterdir() if p.name != ONNX_FILE)
     print(f"Exported {e.export_folder} to {folder / ONNX_FILE}; beside it: {', '.join(beside)}.")

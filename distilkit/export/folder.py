@@ -23,10 +23,15 @@ with `int8=False`; `int8=True` then also quantizes what distilkit left in float 
 Everything is checked before any work (the optional packages, the opset, the source, the output folder), and
 the folder is written into a staging folder, checked with ONNX Runtime, then published in one rename: an
 existing export is replaced whole or left as it was.
+
+Limits: a causal LM's graph takes input_ids and attention_mask only (positions count from 0, as the PyTorch model's
+without position_ids), so optimum's ORTModelForCausalLM loads it as a "legacy" model without a cache (it warns);
+graphs over 2 GB (protobuf's limit for one file) are not handled.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Iterator
@@ -103,8 +108,6 @@ def to_onnx(model_or_folder, output_dir: str | os.PathLike, int8: bool = False, 
 
 def _resolve_source(model_or_folder, tokenizer) -> _Source:
     """The source, checked: a folder must hold a model of a supported family (read from its config only)."""
-    from ..architectures import get_architecture
-
     if isinstance(model_or_folder, (str, os.PathLike)):
         folder = Path(model_or_folder)
         if not folder.is_dir():
@@ -122,9 +125,21 @@ def _resolve_source(model_or_folder, tokenizer) -> _Source:
         folder, model, config = None, model_or_folder, model_or_folder.config
     else:
         raise ValueError(f"to_onnx takes a model folder or a transformers model, not {type(model_or_folder).__name__}.")
-    get_architecture(config)  # a clear error naming the supported model types
+    _check_family(config)
     return _Source(folder, model, _resolve_tokenizer(tokenizer if tokenizer is not None else folder,
                                                      explicit=tokenizer is not None))
+
+
+def _check_family(config) -> None:
+    """Only the families of distilkit.architectures export (each is tested, pruned and int8 included)."""
+    from ..architectures import SUPPORTED_MODEL_TYPES
+
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        close = difflib.get_close_matches(str(model_type), SUPPORTED_MODEL_TYPES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Model type {model_type!r} cannot be exported: distilkit exports the model types it "
+                         f"prunes and quantizes, {', '.join(SUPPORTED_MODEL_TYPES)}.{hint}")
 
 
 def _resolve_tokenizer(tokenizer, explicit: bool):
