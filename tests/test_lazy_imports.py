@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("transformers.trainer", "datasets", "distilkit.trainer", "distilkit.config", "distilkit.cli",
-         "distilkit.serialization.load")
+         "distilkit.serialization.load", "onnx", "onnxruntime")
 
 
 @pytest.mark.parametrize("statement", [
     "import distilkit.quantization as q; q.quantize_dynamic, q.Int8Linear, q.restore_quantization",
     "import distilkit.pruning as p; p.prune_heads, p.kept_heads, p.restore_pruning",
+    "import distilkit.export as e; e.to_onnx, e.MissingExtraError",
     "from distilkit import losses",
     "import distilkit",
 ])
@@ -27,10 +28,11 @@ def test_light_imports_stay_light(statement):
 
 def test_public_names_resolve_and_are_listed():
     import distilkit
+    import distilkit.export
     import distilkit.pruning
     import distilkit.quantization
 
-    for package in (distilkit, distilkit.pruning, distilkit.quantization):
+    for package in (distilkit, distilkit.export, distilkit.pruning, distilkit.quantization):
         for name in package.__all__:
             assert getattr(package, name) is not None, (package.__name__, name)
             assert name in dir(package)

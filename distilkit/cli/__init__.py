@@ -6,13 +6,14 @@
     distilkit quantize  --config recipe.yaml     convert a model's Linear layers to int8
     distilkit evaluate  --config recipe.yaml     metrics, size and CPU latency of models, as a table
     distilkit push FOLDER --repo-id user/name    upload a finished folder to the Hugging Face Hub
+    distilkit export FOLDER --output_dir OUT     a model folder to ONNX Runtime (model.onnx, config, tokenizer)
     distilkit quickstart                         the whole pipeline on a built-in data set, offline, in minutes
     distilkit augment   --config recipe.yaml     write N augmented copies of each example of a data file
     distilkit compress  --config recipe.yaml     compress a teacher to a latency, speedup or size target
 
 Each command module has SECTIONS (the recipe sections it reads), run(recipe), and optionally base_recipe() (a
 packaged recipe under the user's; only quickstart has one) and normalize_argv(argv) (a command's own short
-syntax rewritten into recipe flags; only push has one). A command's module is imported only when it runs.
+syntax rewritten into recipe flags; push and export have one). A command's module is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("distilkit.cli.quantize", "Convert a model's Linear layers to int8."),
     "evaluate": ("distilkit.cli.evaluate", "Measure models: task metrics, parameters, size on disk, CPU latency."),
     "push": ("distilkit.cli.push", "Upload a model folder (with its model card) to the Hugging Face Hub."),
+    "export": ("distilkit.cli.export", "Export a model folder to ONNX Runtime (optionally its dynamic int8)."),
     "quickstart": ("distilkit.cli.quickstart", "Run the whole pipeline offline on a built-in sentiment set."),
     "augment": ("distilkit.cli.augment", "Write augmented copies of a data file (word replacement, masking, n-grams)."),
     "compress": ("distilkit.cli.compress", "Compress the teacher to a latency, speedup or size target on this machine."),

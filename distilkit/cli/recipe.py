@@ -13,6 +13,7 @@ A recipe file is YAML with these sections (all optional):
     quickstart: QuickstartArguments  the teacher fine-tuning of `distilkit quickstart`
     augment:    AugmentFileArguments data augmentation (distilkit.augment) and the files of `distilkit augment`
     compress:   CompressArguments    the target of `distilkit compress` (distilkit.compress.CompressArguments)
+    export:     ExportArguments      what `distilkit export` writes for ONNX Runtime (distilkit.export.to_onnx)
 
 Every field is also a command-line flag of the same name (`--temperature 4`), which overrides the file. Field
 names are unique across sections, so a flag never needs its section. A field may also answer to another name,
@@ -29,6 +30,7 @@ from typing import Literal
 from ..augment import AugmentArguments
 from ..compress.target import CompressArguments
 from ..config import DistillationConfig
+from ..export.folder import DEFAULT_OPSET, OPSETS
 from ..pruning.arguments import check_fraction
 
 TASKS = ("sequence-classification", "causal-lm")
@@ -353,6 +355,33 @@ class PushArguments:
 
 
 @dataclass
+class ExportArguments:
+    """Export a model folder to ONNX Runtime: model.onnx, config.json and the tokenizer, in output_dir."""
+
+    export_folder: str | None = field(
+        default=None,
+        metadata={"help": "The model folder to export (plain, pruned or int8, as distilkit saves it); also the "
+                          "first argument: `distilkit export FOLDER --output_dir OUT`."},
+    )
+    export_int8: bool = field(
+        default=False,
+        metadata={
+            "help": "Quantize the graph with ONNX Runtime's dynamic int8 (onnxruntime.quantization.quantize_dynamic, "
+            "int8 weights). Without it a folder quantized by distilkit still exports its int8 weights as they are.",
+            "aliases": ["--int8"],
+        },
+    )
+    export_opset: int = field(
+        default=DEFAULT_OPSET,
+        metadata={"help": f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1}.", "aliases": ["--opset"]},
+    )
+
+    def __post_init__(self):
+        if self.export_opset not in OPSETS:
+            raise ValueError(f"export_opset must be one of {OPSETS.start}..{OPSETS.stop - 1}, got {self.export_opset}.")
+
+
+@dataclass
 class QuickstartArguments:
     """`distilkit quickstart` first fine-tunes the teacher; the training section then drives the distillation."""
 
@@ -408,6 +437,7 @@ SECTIONS: dict[str, type] = {
     "quantize": QuantizeArguments,
     "evaluation": EvalArguments,
     "push": PushArguments,
+    "export": ExportArguments,
     "quickstart": QuickstartArguments,
     "augment": AugmentFileArguments,
     "compress": CompressArguments,
@@ -427,6 +457,7 @@ class Recipe:
     quantize: QuantizeArguments | None = None
     evaluation: EvalArguments | None = None
     push: PushArguments | None = None
+    export: ExportArguments | None = None
     quickstart: QuickstartArguments | None = None
     augment: AugmentFileArguments | None = None
     compress: CompressArguments | None = None
