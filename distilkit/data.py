@@ -8,6 +8,7 @@ Padding is left to the collator (`DataCollatorWithPadding`), so each batch is pa
 from __future__ import annotations
 
 import csv
+import json
 import os
 from itertools import chain
 from pathlib import Path
@@ -305,3 +306,47 @@ def prepare_causal_lm(dataset: Dataset, tokenizer, text_column: str, block_size:
             "use more text or a smaller max_length."
         )
     return blocks
+
+
+def _write_csv(dataset: Dataset, path: Path, delimiter: str) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        if delimiter == "\t":  # read back without quote processing (distilkit.data.read_table)
+            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
+        else:
+            writer = csv.writer(handle)
+        writer.writerow(dataset.column_names)
+        for row in dataset.iter(batch_size=1000):
+            writer.writerows(zip(*(row[column] for column in dataset.column_names)))
+
+
+def _write_json_lines(dataset: Dataset, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in dataset:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_text(dataset: Dataset, path: Path) -> None:
+    (column,) = dataset.column_names
+    with path.open("w", encoding="utf-8") as handle:
+        handle.writelines(text + "\n" for text in dataset[column])
+
+
+WRITERS = {
+    ".csv": lambda dataset, path: _write_csv(dataset, path, ","),
+    ".tsv": lambda dataset, path: _write_csv(dataset, path, "\t"),
+    ".json": _write_json_lines,
+    ".jsonl": _write_json_lines,
+    ".parquet": lambda dataset, path: dataset.to_parquet(str(path)),
+    ".txt": _write_text,
+}
+
+
+def write_table(dataset: Dataset, path: str | os.PathLike) -> Path:
+    """Write `dataset` in the format of the suffix, atomically (complete or not at all)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .serialization.atomic import publishing_file
+
+    with publishing_file(path) as staging:
+        WRITERS[path.suffix.lower()](dataset, staging)
+    return path

@@ -308,7 +308,7 @@ class Experiment:
         if "tokenizer" not in self._cache:
             from transformers import AutoTokenizer
 
-            from distilkit.cli.quickstart import minilm_dir
+            from distilkit.pipeline.quickstart import minilm_dir
 
             self._cache["tokenizer"] = AutoTokenizer.from_pretrained(minilm_dir())
         return self._cache["tokenizer"]
@@ -352,7 +352,7 @@ class Experiment:
     def train_teacher(self) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
 
         a = self.args
         folder = self.teacher_folder()
@@ -435,7 +435,7 @@ class Experiment:
         """Layers every_kth of the pretrained MiniLM-L6 with a fresh 2-label head seeded by `seed`."""
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
         from distilkit.student import student_from_teacher
 
         set_seed(seed)

@@ -146,10 +146,10 @@ def train(model, config, train_set, collator, tokenizer, teacher=None) -> dict:
 
 def evaluate(model, dataset, collator, batch_size: int = 64) -> dict:
     """Accuracy and binary F1 (of label 1) of `model` on a tokenised `dataset`, with distilkit's shipped metrics
-    (distilkit.cli.report.task_metrics), rounded to 4 digits. The rows go in batches of similar length, which
+    (distilkit.pipeline.report.task_metrics), rounded to 4 digits. The rows go in batches of similar length, which
     is faster and does not change the result."""
-    from distilkit.cli.recipe import EvalArguments
-    from distilkit.cli.report import task_metrics
+    from distilkit.pipeline.recipe import EvalArguments
+    from distilkit.pipeline.report import task_metrics
 
     lengths = [len(ids) for ids in dataset["input_ids"]]
     by_length = dataset.select(sorted(range(len(dataset)), key=lengths.__getitem__))

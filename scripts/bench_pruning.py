@@ -35,7 +35,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from transformers.utils import logging as hf_logging
 
 from distilkit import DistillationConfig
-from distilkit.cli.quickstart import minilm_dir
+from distilkit.pipeline.quickstart import minilm_dir
 from distilkit.measure import count_parameters, folder_size_mb, interleaved_latency_ms, machine_info
 from distilkit.pruning import kept_heads, prune_to_fraction
 

@@ -31,7 +31,7 @@ from bench_common import ROOT, SHARED_DATA, accuracy_and_f1, load_glue_local
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from distilkit.cli.quickstart import minilm_dir as shared_minilm_dir
+from distilkit.pipeline.quickstart import minilm_dir as shared_minilm_dir
 from distilkit.measure import cpu_latency_ms, folder_size_mb
 from distilkit.measure import machine_info as shared_machine_info
 from distilkit.quantization import KERNELS, Int8Linear, activation_reduce_range, quantize_dynamic, select_kernel

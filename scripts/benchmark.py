@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from bench_common import default_data_dir, evaluate, mpnet_dir, train
 
-from distilkit.cli.quickstart import minilm_dir
+from distilkit.pipeline.quickstart import minilm_dir
 from distilkit.serialization.atomic import publishing_file, publishing_folder
 
 DEFAULT_RESULTS = Path("benchmarks") / "results"

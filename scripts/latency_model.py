@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def model_folder(name: str) -> Path:
     if name == "minilm":
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
 
         return minilm_dir()
     from bench_common import mpnet_dir

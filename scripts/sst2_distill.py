@@ -20,7 +20,7 @@ from bench_common import ROOT, SHARED_DATA, evaluate, load_glue_tokenized, train
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from distilkit import DistillationConfig, student_from_teacher
-from distilkit.cli.quickstart import minilm_dir
+from distilkit.pipeline.quickstart import minilm_dir
 from distilkit.measure import machine_info
 
 

@@ -525,7 +525,7 @@ class Experiment:
     def tokenizer(self, family: str):
         from transformers import AutoTokenizer
 
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
 
         key = f"tok-{family}"
         if key not in self._cache:
@@ -725,7 +725,7 @@ class Experiment:
         """Plain, cached-teacher and live-teacher steps of the student on the same batches of labelled data."""
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
 
         if "step_timing" in self.results:
             return
@@ -791,7 +791,7 @@ class Experiment:
     def run_student(self, row: str, seed: int) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.cli.quickstart import minilm_dir
+        from distilkit.pipeline.quickstart import minilm_dir
 
         a = self.args
         distil = row != "no_teacher"

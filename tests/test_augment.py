@@ -261,7 +261,7 @@ def test_cli_writes_the_copies_in_the_format_of_the_suffix(tmp_path, output):
 
 
 def test_cli_failure_midway_leaves_no_output_file(tmp_path, monkeypatch):
-    from distilkit.cli import augment as command
+    from distilkit import data as command
 
     def fail_midway(dataset, path):
         path.write_text("sentence\nhalf", encoding="utf-8")

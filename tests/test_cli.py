@@ -12,9 +12,10 @@ from test_cli_fixtures import save_tiny_teacher, tiny_recipe, write_data
 
 from distilkit import DistillationConfig
 from distilkit.cli import main
-from distilkit.cli.parser import RecipeError, RecipeParser, read_recipe_file
-from distilkit.cli.recipe import SECTIONS, ModelArguments
-from distilkit.cli.steps import check_launch
+from distilkit.cli.parser import RecipeParser
+from distilkit.pipeline.recipe import RecipeError, read_recipe_file
+from distilkit.pipeline.recipe import SECTIONS, ModelArguments
+from distilkit.pipeline.launch import check_launch
 
 DISTILL_SECTIONS = ("model", "data", "training", "prune", "quantize", "evaluation")
 
@@ -334,9 +335,13 @@ def test_distill_with_pruning_and_int8_writes_every_stage(tmp_path):
         assert model.config.num_hidden_layers == 1
         assert (run / stage / "README.md").is_file()  # model card
     assert not (tmp_path / "teacher" / "README.md").exists()  # the input teacher folder is left alone
-    # The student's training log is there, written once.
-    state = json.loads((run / "student" / "trainer_state.json").read_text())
+    # The student's training log and checkpoints are beside its folder, which holds the model alone.
+    state = json.loads((run / "student-training" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    assert not list((run / "student").glob("checkpoint-*")) and not (run / "student" / "trainer_state.json").exists()
+    # Every stage is marked complete for this run; running it again makes nothing.
+    assert all(json.loads((run / stage / "distilkit_stage.json").read_text())["stage"] == stage
+               for stage in ("student", "pruned", "int8"))
     # The saved recipe repeats the run.
     again = RecipeParser("distill", DISTILL_SECTIONS).parse(["--config", str(run / "distilkit_recipe.yaml")])
     assert again.values == yaml.safe_load((run / "distilkit_recipe.yaml").read_text())
@@ -391,17 +396,17 @@ def test_prune_removes_heads_and_ffn_neurons_and_the_folder_reloads_with_the_sam
     from transformers import AutoTokenizer
 
     import distilkit
-    from distilkit.cli import pipeline
+    from distilkit.pipeline import commands
     from distilkit.pruning import kept_heads, kept_neurons
 
     saved = {}
-    save = pipeline.save
+    save = commands.save
 
     def keep_and_save(model, tokenizer, folder):  # the in-memory pruned model, as the prune step saves it
         saved["model"] = model
         return save(model, tokenizer, folder)
 
-    monkeypatch.setattr(pipeline, "save", keep_and_save)
+    monkeypatch.setattr(commands, "save", keep_and_save)
     run = tmp_path / "run"
     assert main(["prune", *prune_flags(tmp_path), "--prune_fraction", "0.5", "--prune_ffn_fraction", "0.5",
                  "--prune_method", method]) == 0
@@ -418,7 +423,7 @@ def test_prune_removes_heads_and_ffn_neurons_and_the_folder_reloads_with_the_sam
     stages = json.loads((run / "results.json").read_text())["stages"]
     assert [s["heads"] for s in stages] == [8, 4] and stages[1]["parameters"] < stages[0]["parameters"]
     card = (run / "pruned" / "README.md").read_text()
-    assert f"| head and FFN neuron importance | {method} |" in card and "| FFN neurons removed | 64 |" in card
+    assert f"| head and FFN neuron importance | {method}" in card and "| FFN neurons removed | 64 |" in card
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -486,8 +491,8 @@ def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
     from transformers import BertTokenizer
 
     from distilkit.cli import main
-    from distilkit.cli.recipe import ModelArguments
-    from distilkit.cli.steps import teacher_tokenizer_if_different
+    from distilkit.pipeline.recipe import ModelArguments
+    from distilkit.pipeline.models import teacher_tokenizer_if_different
 
     student = save_tiny_teacher(tmp_path / "student", seed=3)
     words = SPECIAL + list(reversed(POSITIVE + NEGATIVE + NEUTRAL))  # same words, other ids
@@ -593,7 +598,7 @@ def test_distill_with_a_transfer_file_trains_on_labelled_and_transfer_text(tmp_p
                        training={"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": 8,
                                  "teacher_cache_dir": str(tmp_path / "cache")})
     assert main(["distill", "--config", str(path)]) == 0
-    state = json.loads((tmp_path / "run" / "student" / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "run" / "student-training" / "trainer_state.json").read_text())
     assert state["global_step"] == (32 + 24) // 8
     logs = [e for e in state["log_history"] if "loss_kd" in e]
     assert logs and all(e["loss_kd"] == e["loss_kd"] for e in logs)
@@ -627,7 +632,7 @@ def test_distill_adds_augmented_copies_of_the_training_text_as_transfer_data(tmp
     path = tiny_recipe(tmp_path, augment={"augment_train": True, "num_copies": 2, "num_candidates": 3},
                        training={"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": 16})
     assert main(["distill", "--config", str(path)]) == 0
-    state = json.loads((tmp_path / "run" / "student" / "trainer_state.json").read_text())
+    state = json.loads((tmp_path / "run" / "student-training" / "trainer_state.json").read_text())
     assert state["global_step"] == (32 + 2 * 32) // 16  # 32 labelled rows and 2 unlabelled copies of each
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distilkit.cli.parser import RecipeParser, read_recipe_file
-from distilkit.cli.quickstart import base_recipe
+from distilkit.cli.parser import RecipeParser
+from distilkit.pipeline.recipe import read_recipe_file
+from distilkit.pipeline.quickstart import base_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

@@ -190,14 +190,14 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
         patch.setattr(distilkit.quantization, "quantize_dynamic", killed)
         run_compress(tmp_path, args, out)
-    assert (out / "02-distilled" / "distilkit_stage.json").is_file() and not (out / "03-int8").exists()
+    assert (out / "student" / "distilkit_stage.json").is_file() and not (out / "int8").exists()
     runs_before = len(trainer_runs)
 
     result = run_compress(tmp_path, args, out)
     assert len(trainer_runs) == runs_before == 1  # the distillation was not repeated
     plan = result.plan
-    assert [s.stage for s in result.stages] == ["teacher", "01-layers", "02-distilled", "03-int8"]
-    for name in ("plan.json", "plan.md", "results.json", "results.md", "02-distilled-training/trainer_state.json"):
+    assert [s.stage for s in result.stages] == ["teacher", "student", "int8"]
+    for name in ("plan.json", "plan.md", "results.json", "results.md", "student-training/trainer_state.json"):
         assert (out / name).is_file()
     try:
         import matplotlib  # noqa: F401  (optional: the plot is drawn only with it)
@@ -205,7 +205,7 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
     except ImportError:
         drawn = False
     assert (out / "tradeoff.png").is_file() == drawn and (result.plot == "tradeoff.png") == drawn
-    final = distilkit.from_pretrained(out / "03-int8")
+    final = distilkit.from_pretrained(out / "int8")
     shape = ModelShape.of(final)
     assert shape.num_layers == plan.shape.num_layers and shape.int8
     assert sum(shape.heads) == sum(plan.shape.heads) and sum(shape.ffn) == sum(plan.shape.ffn)
@@ -213,11 +213,11 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
                                                                   / fake_ms(shape))
     saved = json.loads((out / "results.json").read_text())
     assert saved["target_met"] is True and saved["plan"] == plan.chosen
-    assert "| 03-int8 |" in (out / "results.md").read_text() and "yes |" in (out / "results.md").read_text()
-    card = (out / "03-int8" / "README.md").read_text()
+    assert "| int8 |" in (out / "results.md").read_text() and "yes |" in (out / "results.md").read_text()
+    card = (out / "int8" / "README.md").read_text()
     assert "target_speedup=3" in card and result.summary() in card
 
-    with pytest.raises(ValueError, match="holds a run of another plan.*target_speedup=3 -> target_speedup=2.5"):
+    with pytest.raises(ValueError, match="made by a run of other settings.*target_speedup=3 -> target_speedup=2.5"):
         run_compress(tmp_path, arguments(tmp_path, target_speedup=2.5), out)
 
 
@@ -230,13 +230,21 @@ def test_progress_false_shows_no_bar_and_true_times_the_stages_with_one(tmp_path
     """The long steps outside the Trainer (its bars follow disable_tqdm): the teacher-output cache pass (which
     follows disable_tqdm too) and the final latency measurement over the teacher and every stage."""
     monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", REAL_INTERLEAVED_LATENCY)  # tiny models: fast
-    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.05), tmp_path / "out", progress=progress,
+    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.03), tmp_path / "out", progress=progress,
                           training_args=training(tmp_path, teacher_cache_dir=str(tmp_path / "cache"),
                                                  disable_tqdm=not progress))
     assert all(stage.latency_ms for stage in result.stages)
     err = capsys.readouterr().err
     assert (f"timing {len(result.stages)} models" in err) is progress
     assert ("Caching teacher outputs" in err) is progress
+
+
+def test_a_plan_that_keeps_the_teacher_shape_quantizes_the_teacher_without_distilling(tmp_path, trainer_runs):
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.05), out)
+    assert result.plan.shape.heads == (4, 4) and result.plan.shape.int8  # the teacher's whole shape, in int8
+    assert trainer_runs == [] and not (out / "student").exists() and not (out / "student-training").exists()
+    assert [s.stage for s in result.stages] == ["teacher", "int8"] and result.target_met
 
 
 # ---- the command line ----
@@ -247,11 +255,12 @@ def test_the_shipped_recipe_parses_with_its_machine_settings():
 
     from distilkit.cli import compress as command
     from distilkit.cli.parser import RecipeParser
+    from distilkit.pipeline.commands import compress_machine_settings
 
     path = Path(__file__).resolve().parents[1] / "recipes" / "compress_sst2.yaml"
     recipe = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path)])
     assert str(recipe.compress.target) == "target_speedup=8" and recipe.data.dataset == "glue"
-    assert command.machine_settings(recipe) == MachineSettings(batch_size=8, seq_len=128, threads=2)
+    assert compress_machine_settings(recipe) == MachineSettings(batch_size=8, seq_len=128, threads=2)
 
 
 def compress_recipe(tmp_path, **compress_values):
@@ -269,8 +278,8 @@ def test_cli_compresses_a_tiny_teacher_end_to_end(tmp_path, capsys):
     assert main(["compress", "--config", str(path)]) == 0
     out = tmp_path / "run"
     result = json.loads((out / "results.json").read_text())
-    assert result["target_met"] is True and result["stages"][-1]["stage"] in ("02-distilled", "03-int8")
-    assert (out / "distilkit_recipe.yaml").is_file() and (out / "01-layers" / "README.md").is_file()
+    assert result["target_met"] is True and result["stages"][-1]["stage"] in ("student", "int8")
+    assert (out / "distilkit_recipe.yaml").is_file() and (out / "student" / "README.md").is_file()
     assert "target_speedup=2: met" in capsys.readouterr().out
 
 
@@ -318,7 +327,7 @@ def test_resume_reuses_the_plan_and_is_refused_for_other_teacher_weights_data_or
     original = distilkit.quantization.quantize_dynamic
     monkeypatch.setattr(distilkit.quantization, "quantize_dynamic",
                         lambda *a, **k: quantized.append(1) or original(*a, **k))
-    (out / "02-distilled" / "distilkit_stage.json").unlink()
+    (out / "student" / "distilkit_stage.json").unlink()
     run_compress(tmp_path, args, out)
     assert len(trainer_runs) == 2 and quantized == [1]
 
@@ -339,7 +348,7 @@ def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_pat
     out = tmp_path / "out"
     result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out,
                           training_args=training(tmp_path, attention_weight=1.0, teacher_dtype="bfloat16"))
-    assert (out / "02-distilled" / "distilkit_stage.json").is_file() and result.stages[0].latency_ms
+    assert (out / "student" / "distilkit_stage.json").is_file() and result.stages[0].latency_ms
     assert timed == {"dtype": torch.float32, "device": "cpu", "attention": "sdpa"}
 
 
@@ -422,7 +431,7 @@ def test_the_plot_puts_candidates_at_their_planned_speedup_on_this_runs_axis(tmp
     plan = make_plan(tiny_config("bert", layers=2, num_labels=3), arguments(tmp_path, target_speedup=2.0), MACHINE,
                      False)
     teacher_then = plan.teacher_candidate.latency_ms
-    slower_now = StageOutcome("teacher", None, {}, 1, 1.0, latency_ms=3 * teacher_then, speedup=1.0)
+    slower_now = StageOutcome("teacher", "teacher", {}, 1, 1.0, latency_ms=3 * teacher_then, layers=2, heads=8, speedup=1.0)
     positions = candidate_positions(plan, slower_now)
     assert positions == pytest.approx([3 * plan.cost(c) for c in plan.candidates])
     assert positions[0] == pytest.approx(slower_now.latency_ms)  # the teacher's twin lands on the teacher
@@ -437,8 +446,8 @@ def test_an_unfinished_pruning_names_the_training_folder_to_delete(tmp_path):
     plan = make_plan(tiny_config("bert", layers=2, num_labels=3), arguments(tmp_path, target_speedup=5.0), MACHINE,
                      False)
     unpruned = tiny_model("seq", "bert", layers=1, num_labels=3)
-    with pytest.raises(RuntimeError, match=r"delete .*02-distilled-training/ to distil again"):
-        check_shape(unpruned, plan, tmp_path / "out" / "02-distilled-training")
+    with pytest.raises(RuntimeError, match=r"delete .*student-training/ to distil again"):
+        check_shape(unpruned, plan, tmp_path / "out" / "student-training")
 
 
 def test_cli_later_errors_are_not_recipe_errors(tmp_path, monkeypatch):
@@ -454,6 +463,7 @@ def test_cli_later_errors_are_not_recipe_errors(tmp_path, monkeypatch):
 def test_cli_machine_settings_given_as_flags_with_default_values_count(tmp_path):
     from distilkit.cli import compress as command
     from distilkit.cli.parser import RecipeParser
+    from distilkit.pipeline.commands import compress_machine_settings
 
     path = compress_recipe(tmp_path, target_latency_ms=5.0)
     recipe = yaml.safe_load(path.read_text())
@@ -461,5 +471,5 @@ def test_cli_machine_settings_given_as_flags_with_default_values_count(tmp_path)
     path.write_text(yaml.safe_dump(recipe))
     flags = ["--latency_batch_size", "8", "--latency_seq_len=128", "--latency_threads", "2"]
     parsed = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path), *flags])
-    assert command.machine_settings(parsed) == MachineSettings(batch_size=8, seq_len=128, threads=2)
+    assert compress_machine_settings(parsed) == MachineSettings(batch_size=8, seq_len=128, threads=2)
     assert parsed.values["evaluation"] == {"latency_batch_size": 8, "latency_seq_len": 128, "latency_threads": 2}

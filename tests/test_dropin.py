@@ -188,18 +188,18 @@ def test_a_teacher_with_a_hub_id_is_linked_and_is_the_base_model(tmp_path):
 
 
 def test_cli_cards_name_a_local_teacher_folder_and_link_a_hub_teacher(tmp_path, monkeypatch):
-    from distilkit.cli.recipe import EvalArguments
-    from distilkit.cli.report import StageResult, write_cards
+    from distilkit.pipeline.recipe import load_recipe
+    from distilkit.pipeline.report import StageResult, finish
 
     monkeypatch.chdir(tmp_path)
     tiny_model("seq", seed=1).save_pretrained(tmp_path / "runs" / "emo" / "teacher")
     tiny_model("seq", seed=2).save_pretrained(tmp_path / "out" / "student")
     results = [StageResult("student", str(tmp_path / "out" / "student"), {}, 1, 1.0, None, 2, 8)]
-    eval_args = EvalArguments(latency=False)
+    recipe = load_recipe("distill", output_dir=str(tmp_path / "out"), latency=False)
+    data = type("Data", (), {"description": "test.csv"})
     cards = {}
     for source in ("runs/emo/teacher", "org/emo-teacher"):
-        write_cards(results, teacher_source=source, recipe_groups={}, datasets=None, eval_args=eval_args,
-                    output_dir=tmp_path / "out")
+        finish(recipe, results, {}, data=data, teacher_source=source, started=0.0)
         cards[source] = ModelCard.load(tmp_path / "out" / "student" / "README.md")
     local, hub = cards["runs/emo/teacher"], cards["org/emo-teacher"]
     assert "base_model" not in local.data.to_dict() and "huggingface.co/teacher" not in local.text

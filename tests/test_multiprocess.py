@@ -45,7 +45,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def losses(run: Path) -> list[float]:
-    state = json.loads((run / "student" / "trainer_state.json").read_text())
+    state = json.loads((run / "student-training" / "trainer_state.json").read_text())
     return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
 
 
@@ -115,7 +115,7 @@ def test_two_gloo_processes_train_on_different_shards_like_one_process(tmp_path,
                      for w in writes if w["what"] == "PreTrainedModel.save_pretrained")
     assert wheres == {str(tmp_path / "two" / "student"): 1}
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
-        "distilkit_recipe.yaml", "results.json", "results.md", "student"]
+        "distilkit_recipe.yaml", "results.json", "results.md", "student", "student-training"]
 
 
 def test_two_processes_without_use_cpu_stop_with_the_fix(tmp_path):

@@ -15,8 +15,8 @@ import pytest
 from test_cli_fixtures import save_tiny_teacher, write_data
 
 from distilkit.cli import main
-from distilkit.cli.parser import RecipeError
-from distilkit.cli.quickstart import default_teacher
+from distilkit.pipeline.recipe import RecipeError
+from distilkit.pipeline.quickstart import default_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "distilkit" / "quickstart_data"
@@ -59,8 +59,16 @@ def test_quickstart_pipeline_end_to_end_on_a_tiny_model(tmp_path, capsys):
             "--latency_seq_len", "16", "--latency_batch_size", "2", "--latency_threads", "1", "--disable_tqdm", "true"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "[1/4] Fine-tuning the teacher" in printed and "| Stage | accuracy |" in printed
+    assert "[1/4] teacher: fine-tuning" in printed and "| Stage | accuracy |" in printed
     results = json.loads((out / "results.json").read_text())
+    # Run again: every stage is complete, nothing is trained, and the measured accuracies are the same.
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert all(f"[{i}/4] {stage}: complete, skipped" in again
+               for i, stage in enumerate(("teacher", "student", "pruned", "int8"), 1))
+    assert "train_runtime" not in again
+    rerun = json.loads((out / "results.json").read_text())
+    assert [s["metrics"] for s in rerun["stages"]] == [s["metrics"] for s in results["stages"]]
     assert [s["stage"] for s in results["stages"]] == ["teacher", "student", "pruned", "int8"]
     for stage in ("teacher", "student", "pruned", "int8"):
         folder = out / stage

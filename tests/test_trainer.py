@@ -1,7 +1,6 @@
 """DistillationTrainer end to end on tiny random models: exactness, gradients, tasks, errors, checkpoints."""
 
 import copy
-import os
 
 import pytest
 import torch

@@ -12,10 +12,9 @@ Examples:
 from __future__ import annotations
 
 from ..export.extra import MissingExtraError, require_onnx
-from .parser import RecipeError
-from .recipe import Recipe
+from ..pipeline.recipe import COMMAND_SECTIONS, Recipe, RecipeError
 
-SECTIONS = ("training", "export")
+SECTIONS = COMMAND_SECTIONS["export"]
 
 
 def normalize_argv(argv: list[str]) -> list[str]:

@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..hub import IncompleteFolderError, push_folder
-from .parser import RecipeError
-from .recipe import Recipe
+from ..pipeline.recipe import COMMAND_SECTIONS, Recipe, RecipeError
 
-SECTIONS = ("training", "push")
+SECTIONS = COMMAND_SECTIONS["push"]
 
 # The short syntax `push FOLDER --repo-id ID [--private] [--dry-run]`, as recipe flags.
 _SHORT_FLAGS = {"--repo-id": ["--hub_model_id"], "--private": ["--hub_private_repo", "true"],

@@ -9,31 +9,12 @@ Example:
 
 from __future__ import annotations
 
-import time
+from ..pipeline.recipe import COMMAND_SECTIONS, Recipe
 
-from .parser import RecipeError
-from .pipeline import finish
-from .recipe import Recipe
-from .report import measure
-from .steps import TaskData, load_model, load_task_data, load_tokenizer, quantize, save, stage_dir
-
-SECTIONS = ("model", "data", "training", "quantize", "evaluation")
+SECTIONS = COMMAND_SECTIONS["quantize"]
 
 
 def run(recipe: Recipe) -> None:
-    started = time.perf_counter()
-    m, training = recipe.model, recipe.training
-    if not m.student:
-        raise RecipeError("quantize works on model.student: the folder (or Hub id) of the model to quantize.")
-    tokenizer = load_tokenizer(m.tokenizer or m.student, m.task)
-    if recipe.data.has_source:
-        data = load_task_data(recipe.data, tokenizer, m.task, training.seed)
-    else:
-        data = TaskData(train=None, validation=None, collator=None, description="(no data: metrics not measured)")
-    model = load_model(m.student, m.task, "model to quantize")
-    measure_args = (data, recipe.evaluation, m.task, training.per_device_eval_batch_size, not training.disable_tqdm)
-    results = [measure("float", model, m.student, *measure_args)]
-    model = quantize(model, recipe.quantize)
-    folder = save(model, tokenizer, stage_dir(training, "int8"))
-    results.append(measure("int8", model, folder, *measure_args))
-    finish(recipe, results, {}, data=data, teacher_source=m.teacher, started=started)
+    from ..pipeline.commands import quantize_model
+
+    quantize_model(recipe)

@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 
 from .. import measure
+from ..pipeline import report
+from ..pipeline.report import StageResult, head_count
+from ..pipeline.stages import write_text
 from ..serialization.atomic import publishing_file
 from .plan import PLAN_MD, Plan, cell
 
@@ -25,16 +28,11 @@ NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_prepa
 
 
 @dataclasses.dataclass
-class StageOutcome:
-    """One model of the run (the teacher, then each stage) as measured at the end."""
+class StageOutcome(StageResult):
+    """One model of the run (the teacher, then each stage) as measured at the end, with its speedup over the
+    teacher in the same interleaved measurement."""
 
-    stage: str
-    folder: str | None
-    metrics: dict[str, float]
-    parameters: int
-    size_mb: float
-    latency_ms: float | None
-    speedup: float | None
+    speedup: float | None = None
 
 
 @dataclasses.dataclass
@@ -93,12 +91,13 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
         folder = None if name == "teacher" else output_dir / name
         ms = latency[name]["median"] if latency else None
         stages.append(StageOutcome(
-            stage=name, folder=None if folder is None else str(folder),
+            stage=name, source=(teacher_name or "teacher") if folder is None else str(folder),
             metrics=evaluate(model, training_args, output_dir, eval_dataset, compute_metrics, data_collator,
                              tokenizer),
             parameters=measure.count_parameters(model),
             size_mb=plan.teacher_candidate.size_mb if folder is None else measure.folder_size_mb(folder),
-            latency_ms=ms, speedup=None if ms is None else teacher_ms / ms))
+            latency_ms=ms, layers=model.config.num_hidden_layers, heads=head_count(model),
+            speedup=None if ms is None else teacher_ms / ms))
     final = stages[-1]
     cost = final.latency_ms if plan.target.is_latency else final.size_mb
     plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
@@ -201,25 +200,17 @@ def draw_tradeoff(plan: Plan, stages: list[StageOutcome], path: Path) -> str:
 def write_cards(result: CompressResult, output_dir: Path, training_args, teacher_name: str | None,
                 teacher_hub_id: str | None, transfer_examples: int) -> None:
     """A model card in every stage folder: the whole table, the recipe, and the target with the measured result."""
-    from ..model_card import ModelRow, recipe_from_config, write_model_card
+    from ..model_card import recipe_from_config
 
     plan = result.plan
-    compression = {"target": str(plan.target) + (f" at {latency_setup(plan)}" if plan.machine else ""),
+    setup = latency_setup(plan)
+    compression = {"target": str(plan.target) + (f" at {setup}" if setup else ""),
                    "plan": f"{plan.chosen}, teacher layers {', '.join(map(str, plan.keep_layers))}",
                    "measured": result.summary()}
     heads_fraction, ffn_fraction = plan.prune_fractions
     stage_args = dataclasses.replace(training_args, prune_heads_fraction=heads_fraction,
                                      prune_ffn_fraction=ffn_fraction)
-    for this in result.stages[1:]:
-        rows = [ModelRow(name=s.stage, metrics=s.metrics, parameters=s.parameters, size_mb=s.size_mb,
-                         latency_ms=s.latency_ms, this_model=s is this) for s in result.stages]
-        trained = this.stage != result.stages[1].stage  # the layer-selection stage is not trained
-        recipe = recipe_from_config(stage_args, transfer_examples=transfer_examples) if trained else {}
-        write_model_card(this.folder, teacher=teacher_name, teacher_hub_id=teacher_hub_id, rows=rows, model_name=f"{output_dir.name}-{this.stage}",
-                         recipe={**recipe, "Compression target": compression}, latency_setup=latency_setup(plan))
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write `path` atomically (a reader never sees half of it)."""
-    with publishing_file(path) as staging:
-        staging.write_text(text, encoding="utf-8")
+    recipe = recipe_from_config(stage_args, transfer_examples=transfer_examples)
+    groups = {s.stage: {**recipe, "Compression target": compression} for s in result.stages[1:]}
+    report.write_cards(result.stages, teacher=teacher_name, teacher_hub_id=teacher_hub_id, recipe_groups=groups,
+                       latency_setup=setup, run_name=output_dir.name, output_dir=output_dir)

@@ -1,39 +1,38 @@
-"""`compress`: plan, then run the plan stage by stage, then measure the result against the target.
+"""`compress`: plan, then run the plan's stages on distilkit's one engine (`distilkit.pipeline.stages.Run`), then
+measure the result against the teacher.
 
-Stages, each a folder under output_dir, written atomically (`distilkit.save_pretrained`) and then marked complete
-(`STAGE_MARKER`, naming the plan's fingerprint). A rerun with the same plan skips complete stages, and an
-interrupted distillation resumes from its last checkpoint, so a killed run is resumed by running it again; a rerun
-whose plan differs (another target, machine settings, teacher or chosen shape) is refused instead of mixing stages.
+Stages, each a folder under output_dir written atomically and marked complete for the plan's fingerprint; a
+rerun with the same plan skips complete stages and an interrupted distillation resumes from its last
+checkpoint, so a killed run is resumed by running it again; a rerun whose plan differs (another target, machine
+settings, teacher, data or chosen shape) is refused instead of mixing stages.
 
     plan.json, plan.md   the plan (`plan.make_plan`)
-    01-layers/           the teacher's planned layers (`student_from_teacher`)
-    02-distilled/        distilled from the teacher (with the transfer data), heads and FFN neurons pruned
-                         gradually while distilling down to the planned totals (checkpoints and logs in
-                         02-distilled-training/)
-    03-int8/             int8 (`quantize_dynamic`), when the plan is int8
+    student/             the teacher's planned layers (`student_from_teacher`), distilled from the teacher (with
+                         the transfer data), heads and FFN neurons pruned gradually while distilling down to the
+                         planned totals (checkpoints and logs in student-training/); skipped when the plan keeps
+                         the teacher's whole shape
+    int8/                int8 (`quantize_dynamic`), when the plan is int8
     results.*, tradeoff.png, README.md cards: `results.write_outcome`
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DistillationConfig
+from ..pipeline.identity import training_settings
+from ..pipeline.stages import Run, Stage, write_text
 from ..serialization.format import compression_record
 from .cost_model import MachineSettings
 from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan, saved_plan_matches
 from .shape import ModelShape
 from .target import CompressArguments
 
-STAGE_MARKER = "distilkit_stage.json"
-LAYERS, DISTILLED, INT8 = "01-layers", "02-distilled", "03-int8"
-# The distillation's checkpoints, logs and state: beside its stage folder, so that folder holds the model alone
-# (its size on disk is the model's) and a killed distillation resumes from its last checkpoint.
-DISTILLED_TRAINING = "02-distilled-training"
+STUDENT, INT8 = "student", "int8"
 
 
 def prepare(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
@@ -58,8 +57,20 @@ def prepare(teacher, train_dataset, args: CompressArguments, training_args: Dist
     examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
     check_schedule(plan, training_args, examples)
     check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
-    check_resumable(output_dir, plan, saved)
+    Run(output_dir, plan.identity()).check(stage_names(plan, teacher))
     return plan
+
+
+def stage_names(plan: Plan, teacher) -> list[str]:
+    """The plan's stages: student/ unless the plan keeps the teacher's whole shape (int8 alone needs no
+    distillation), int8/ when it is int8."""
+    return [STUDENT] * distils(plan, teacher) + [INT8] * plan.shape.int8
+
+
+def distils(plan: Plan, teacher) -> bool:
+    """Whether the plan's shape differs from the teacher's (layers, heads or FFN neurons), so it is distilled."""
+    teacher_shape = ModelShape.of(teacher)
+    return (plan.shape.heads, plan.shape.ffn) != (teacher_shape.heads, teacher_shape.ffn)
 
 
 def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArguments,
@@ -79,7 +90,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     `name_or_path`; a local folder is named, not linked).
     """
     from ..model_card import facts
-    from .results import write_outcome, write_text
+    from .results import write_outcome
 
     teacher_hub_id = teacher_hub_id or facts.teacher_hub_id(None, teacher)
     teacher_name = teacher_name or facts.teacher_name(None, teacher)
@@ -95,25 +106,19 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
     write_text(output_dir / PLAN_MD, plan.to_markdown())
+    run = Run(output_dir, plan.identity())
 
-    def layers(folder: Path) -> None:
-        from .. import save_pretrained, student_from_teacher
-
-        save_pretrained(student_from_teacher(teacher, plan.keep_layers), folder, tokenizer)
-
-    def distilled(folder: Path) -> None:
-        from .. import from_pretrained
+    def student(folder: Path) -> None:
+        from .. import student_from_teacher
         from ..trainer import DistillationTrainer
 
-        training_dir = output_dir / DISTILLED_TRAINING
-        # The teacher's attention implementation: eager when attention maps are distilled (a saved model would
-        # load with sdpa).
-        student = from_pretrained(output_dir / LAYERS, attn_implementation=teacher.config._attn_implementation)
-        trainer = DistillationTrainer(model=student, args=stage_arguments(plan, training_args, training_dir),
+        training_dir = run.training_dir(STUDENT)
+        trainer = DistillationTrainer(model=student_from_teacher(teacher, plan.keep_layers),
+                                      args=stage_arguments(plan, training_args, training_dir),
                                       teacher_model=teacher, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                       data_collator=data_collator, processing_class=tokenizer,
                                       compute_metrics=compute_metrics, transfer_dataset=transfer_dataset)
-        trainer.train(resume_from_checkpoint=last_checkpoint(training_dir))
+        trainer.train(resume_from_checkpoint=run.last_checkpoint(STUDENT))
         check_shape(trainer.model, plan, training_dir)
         trainer.save_state()
         trainer.save_model(str(folder))
@@ -122,23 +127,16 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         from .. import from_pretrained, save_pretrained
         from ..quantization import quantize_dynamic
 
-        model = quantize_dynamic(from_pretrained(output_dir / DISTILLED),
-                                 quantize_embeddings=plan.shape.int8_embeddings)
-        save_pretrained(model, folder, tokenizer)
+        source = from_pretrained(run.folder(STUDENT)) if STUDENT in names else copy.deepcopy(teacher)
+        save_pretrained(quantize_dynamic(source, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
 
-    stages: list[tuple[str, Callable[[Path], None]]] = [(LAYERS, layers), (DISTILLED, distilled)]
-    if plan.shape.int8:
-        stages.append((INT8, int8))
-    remade = False
-    for number, (name, make) in enumerate(stages, 1):
-        if remade:  # a stage made from an earlier one that was just remade is stale
-            (output_dir / name / STAGE_MARKER).unlink(missing_ok=True)
-        if progress:
-            state = "complete, skipped" if stage_complete(output_dir / name, plan) else "making"
-            print(f"[{number}/{len(stages)}] {name}: {state}", flush=True)
-        remade = run_stage(output_dir / name, plan, make) or remade
+    names = stage_names(plan, teacher)
+    makers = {STUDENT: Stage(STUDENT, student, "distilling with gradual pruning"),
+              INT8: Stage(INT8, int8, "quantizing to int8")}
+    stages = [makers[name] for name in names]
+    run.execute(stages)
     teacher.to(device=teacher_device, dtype=teacher_dtype)
-    return write_outcome(plan, teacher, tokenizer, [name for name, _ in stages], output_dir, training_args,
+    return write_outcome(plan, teacher, tokenizer, [stage.name for stage in stages], output_dir, training_args,
                          eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
                          rounds=args.latency_rounds, teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
                          transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
@@ -152,24 +150,18 @@ def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir:
                                prune_ffn_fraction=ffn_fraction)
 
 
-# Training settings that do not change the distilled model: where it is written, logged and reported.
-NOT_SHAPING = ("output_dir", "logging_", "log_", "report_to", "run_name", "disable_tqdm", "push_to_hub", "hub_",
-               "save_", "overwrite_output_dir")
-
-
 def run_inputs(teacher, train_dataset, transfer_dataset, training_args: DistillationConfig) -> dict:
     """What the stages are made from besides the plan: the teacher's weights (`teacher_fingerprint`), the
     training and transfer data (datasets' `_fingerprint`; None for data without one) and the training settings
     that shape the result (all but the output, logging and reporting ones)."""
     from ..teacher_cache import teacher_fingerprint
 
-    settings = {name: value for name, value in training_args.to_dict().items()
-                if not name.startswith(NOT_SHAPING)}
     return {"teacher_weights": teacher_fingerprint(teacher),
             "train_data": getattr(train_dataset, "_fingerprint", None),
             "transfer_data": None if transfer_dataset is None else getattr(transfer_dataset, "_fingerprint", None),
             # json round trip: the values as plan.json stores them, so a resumed run compares like with like
-            "training_settings": json.loads(json.dumps(settings, sort_keys=True, default=str))}
+            "training_settings": json.loads(json.dumps(training_settings(training_args), sort_keys=True,
+                                                       default=str))}
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -280,54 +272,3 @@ def read_plan(output_dir: Path) -> Plan | None:
         return Plan.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a readable compression plan ({err}); choose another output_dir.") from err
-
-
-def check_resumable(output_dir: Path, plan: Plan, before: Plan | None) -> None:
-    """An output_dir with a plan.json (`before`) is resumed only for the same plan and inputs: the error names
-    what changed (for the training settings, which ones)."""
-    if before is None or before.fingerprint() == plan.fingerprint():
-        return
-    changed = _differences(before.identity(), plan.identity())
-    raise ValueError(f"{output_dir} holds a run of another plan or other inputs ({'; '.join(changed)}); resuming "
-                     "would mix the two. Use another output_dir, or delete this one to start over.")
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    changed = []
-    for key in dict.fromkeys([*old, *new]):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}: {a} -> {b}")
-    return changed
-
-
-# ---------------------------------------------------------------------------------------------------- stages
-
-def last_checkpoint(training_dir: Path) -> str | None:
-    """The newest complete checkpoint of an interrupted distillation, or None to start it afresh."""
-    from ..serialization.checkpoints import last_complete_checkpoint
-
-    try:
-        return last_complete_checkpoint(str(training_dir))
-    except ValueError:  # no (complete) checkpoint
-        return None
-
-
-def stage_complete(folder: Path, plan: Plan) -> bool:
-    marker = folder / STAGE_MARKER
-    if not marker.is_file():
-        return False
-    return json.loads(marker.read_text(encoding="utf-8")).get("plan") == plan.fingerprint()
-
-
-def run_stage(folder: Path, plan: Plan, make: Callable[[Path], None]) -> bool:
-    """Make a stage folder unless it is complete for this plan; mark it complete. Returns whether it ran."""
-    if stage_complete(folder, plan):
-        return False
-    from .results import write_text
-
-    make(folder)
-    write_text(folder / STAGE_MARKER, json.dumps({"stage": folder.name, "plan": plan.fingerprint()}) + "\n")
-    return True

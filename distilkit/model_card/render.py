@@ -17,7 +17,7 @@ from transformers.models.auto import modeling_auto
 
 from ..serialization import compression_record, load_config
 from ..serialization.compressions import recorded
-from .facts import CardFacts, hub_id
+from .facts import CardFacts
 from .recipe import format_number, pruned_to, recipe_groups
 from .table import ModelRow, complete_rows
 

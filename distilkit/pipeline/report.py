@@ -1,4 +1,5 @@
-"""Measuring each stage (task metric, parameters, size on disk, CPU latency) and writing the comparison table."""
+"""A run's report: each stage measured (task metrics, parameters, size on disk, CPU latency, the stages timed in
+interleaved rounds), the comparison table (results.md, results.json), the stages' model cards and the recipe."""
 
 from __future__ import annotations
 
@@ -6,22 +7,27 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
 
-from ..measure import count_parameters, cpu_latency_ms, folder_size_mb, machine_info
+from ..measure import count_parameters, folder_size_mb, interleaved_latency_ms, latency_setup, machine_info
 from ..model_card import ModelRow, recipe_from_config, teacher_hub_id, teacher_name, write_model_card
-from .recipe import EvalArguments
+from .recipe import EvalArguments, Recipe, write_recipe
+from .stages import write_text
 
-logger = logging.getLogger("distilkit.cli")
+logger = logging.getLogger("distilkit.pipeline")
 
 RESULTS_MD = "results.md"
 RESULTS_JSON = "results.json"
+LATENCY_ROUNDS = 10  # rounds of the interleaved latency measurement
 
 
 @dataclasses.dataclass
 class StageResult:
+    """One model of a run as measured: `source` is its folder (or the Hub id / folder it was read from)."""
+
     stage: str
     source: str
     metrics: dict[str, float]
@@ -30,6 +36,11 @@ class StageResult:
     latency_ms: float | None
     layers: int | None
     heads: int | None
+
+    def row(self, this_model: bool = False) -> ModelRow:
+        """The model card's table row of this stage."""
+        return ModelRow(name=self.stage, metrics=self.metrics, parameters=self.parameters, size_mb=self.size_mb,
+                        latency_ms=self.latency_ms, this_model=this_model)
 
 
 def metric_names(eval_args: EvalArguments, task: str) -> list[str]:
@@ -91,38 +102,57 @@ def task_metrics(model, dataset, collator, eval_args: EvalArguments, task: str, 
     return scores
 
 
-def latency_ms(model, eval_args: EvalArguments) -> tuple[float, int]:
-    """Median CPU latency at the configured batch and length (clamped to the model's maximum length)."""
-    seq_len = eval_args.latency_seq_len
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit and seq_len > limit:
-        logger.warning("latency_seq_len=%d is longer than the model's %d positions; measuring at %d.",
-                       seq_len, limit, limit)
-        seq_len = limit
-    value = cpu_latency_ms(model, eval_args.latency_batch_size, seq_len, threads=eval_args.latency_threads)
-    return value, seq_len
-
-
 def measure(stage: str, model, source: str | Path, data, eval_args: EvalArguments, task: str,
             batch_size: int, progress: bool = True) -> StageResult:
-    from .steps import head_count
-
+    """Task metrics (on data.validation, when there is one), parameters and size on disk of one stage; its
+    latency is measured beside the other stages' (`add_latencies`)."""
     metrics = {}
     if data is not None and data.validation is not None:
         metrics = task_metrics(model, data.validation, data.collator, eval_args, task, batch_size,
                                f"evaluating {stage}", progress)
     folder = Path(source)
     size = folder_size_mb(folder) if folder.is_dir() else None
-    latency = latency_ms(model, eval_args)[0] if eval_args.latency else None
     return StageResult(stage=stage, source=str(source), metrics=metrics, parameters=count_parameters(model),
-                       size_mb=size, latency_ms=latency, layers=getattr(model.config, "num_hidden_layers", None),
+                       size_mb=size, latency_ms=None, layers=getattr(model.config, "num_hidden_layers", None),
                        heads=head_count(model))
 
 
-def latency_setup(eval_args: EvalArguments, machine: dict) -> str:
-    from ..measure import latency_setup as describe
+def latency_seq_len(models, eval_args: EvalArguments) -> int:
+    """The latency measurement's sequence length: latency_seq_len, clamped to the shortest model's positions."""
+    seq_len = eval_args.latency_seq_len
+    limit = min((getattr(m.config, "max_position_embeddings", None) or seq_len for m in models), default=seq_len)
+    if limit < seq_len:
+        logger.warning("latency_seq_len=%d is longer than a model's %d positions; measuring at %d.",
+                       seq_len, limit, limit)
+    return min(seq_len, limit)
 
-    return describe(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads, machine)
+
+def add_latencies(results: list[StageResult], models: list, eval_args: EvalArguments, progress: bool = False
+                  ) -> None:
+    """Each result's CPU latency: the median over rounds in which every model runs once, in turn
+    (`distilkit.measure.interleaved_latency_ms`), so a change of load on the machine affects them alike."""
+    if not eval_args.latency or not results:
+        return
+    timed = interleaved_latency_ms({str(i): model for i, model in enumerate(models)}, eval_args.latency_batch_size,
+                                   latency_seq_len(models, eval_args), threads=eval_args.latency_threads,
+                                   rounds=LATENCY_ROUNDS, progress=progress)
+    for i, result in enumerate(results):
+        result.latency_ms = timed[str(i)]["median"]
+
+
+def head_count(model) -> int | None:
+    """Attention heads left in the model (None for a family distilkit cannot prune)."""
+    try:
+        from ..pruning import kept_heads
+
+        return sum(len(heads) for heads in kept_heads(model))
+    except (ImportError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def describe_latency(eval_args: EvalArguments, machine: dict) -> str:
+    """How latency was measured (`distilkit.measure.latency_setup`) with the evaluation section's settings."""
+    return latency_setup(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads, machine)
 
 
 def markdown_table(results: list[StageResult]) -> str:
@@ -144,32 +174,30 @@ def write_results(results: list[StageResult], folder: str | Path, eval_args: Eva
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
-    setup = latency_setup(eval_args, machine)
+    setup = describe_latency(eval_args, machine)
     table = markdown_table(results)
     notes = [f"Metrics on {data_description}."]
     if eval_args.latency:
-        notes.append(f"Latency: median of 10 forward passes, {setup}.")
+        notes.append(f"Latency: median over {LATENCY_ROUNDS} rounds in which every model runs once in turn, {setup}.")
     notes.append("Size on disk counts the weight files only. Parameters of int8 layers count their int8 weights.")
-    md = folder / RESULTS_MD
-    md.write_text(table + "\n\n" + "\n".join(notes) + "\n", encoding="utf-8")
+    md, js = folder / RESULTS_MD, folder / RESULTS_JSON
+    write_text(md, table + "\n\n" + "\n".join(notes) + "\n")
     payload = {"data": data_description, "latency_setup": setup if eval_args.latency else None,
                "machine": machine, "stages": [dataclasses.asdict(r) for r in results], **(extra or {})}
-    js = folder / RESULTS_JSON
-    js.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_text(js, json.dumps(payload, indent=2) + "\n")
     return md, js
 
 
-def write_cards(results: list[StageResult], *, teacher_source: str | None, recipe_groups: dict,
-                datasets: list[str] | None,
-                eval_args: EvalArguments, limitations: list[str] = (), data_name: str | None = None,
-                run_name: str | None = None, output_dir: str | Path | None = None) -> list[Path]:
-    """A model card (README.md) in every stage folder under `output_dir`, each with the whole table.
+def write_cards(results: list[StageResult], *, teacher: str | None, teacher_hub_id: str | None,
+                recipe_groups: dict, datasets: list[str] | None = None, latency_setup: str | None = None,
+                limitations: list[str] = (), data_name: str | None = None, run_name: str | None = None,
+                output_dir: str | Path | None = None) -> list[Path]:
+    """A model card (README.md) in every stage folder under `output_dir`, each with the whole table and its stage's
+    `recipe_groups[stage]`. `teacher` / `teacher_hub_id`: how the cards name the teacher and link it
+    (`distilkit.model_card.teacher_name` / `teacher_hub_id`); the teacher's own stage names none.
 
     Folders outside `output_dir` (a teacher given as a folder, the input of `prune`) are never written to.
-    `teacher_source`: the teacher's folder or Hub id, as given (None: not distilled); a Hub id becomes the cards'
-    `base_model`, a folder is only named.
     """
-    machine = machine_info()
     written = []
     for this in results:
         folder = Path(this.source)
@@ -177,16 +205,13 @@ def write_cards(results: list[StageResult], *, teacher_source: str | None, recip
             continue  # e.g. a teacher given as a Hub id: its card is on the Hub
         if output_dir is not None and not folder.resolve().is_relative_to(Path(output_dir).resolve()):
             continue  # an input of this run, not one of its outputs
-        rows = [ModelRow(name=r.stage, metrics=r.metrics, parameters=r.parameters, size_mb=r.size_mb,
-                         latency_ms=r.latency_ms, this_model=r is this) for r in results]
         distilled = this.stage != "teacher"
         written.append(write_model_card(
-            folder, teacher=teacher_name(teacher_source) if distilled else None,
-            teacher_hub_id=teacher_hub_id(teacher_source) if distilled else None, rows=rows,
+            folder, teacher=teacher if distilled else None, teacher_hub_id=teacher_hub_id if distilled else None,
+            rows=[r.row(this_model=r is this) for r in results],
             model_name=f"{run_name}-{this.stage}" if run_name else None,
-            recipe=recipe_groups.get(this.stage, {}), datasets=datasets,
-            eval_dataset_name=data_name, latency_setup=latency_setup(eval_args, machine) if eval_args.latency else None,
-            limitations=list(limitations),
+            recipe=recipe_groups.get(this.stage, {}), datasets=datasets, eval_dataset_name=data_name,
+            latency_setup=latency_setup, limitations=list(limitations),
         ))
     return written
 
@@ -209,3 +234,23 @@ def hub_datasets(data_args) -> list[str] | None:
 
 def print_table(results: list[StageResult]) -> None:
     print("\n" + markdown_table(results) + "\n", flush=True)
+
+
+def finish(recipe: Recipe, results: list[StageResult], groups: dict, *, data, teacher_source: str | None,
+           started: float, limitations: list[str] = ()) -> None:
+    """The end of a run, on the main process: results.md/json, the stages' model cards and the recipe written
+    under output_dir, and the table printed."""
+    training = recipe.training
+    write_results(results, training.output_dir, recipe.evaluation, data_description=data.description,
+                  extra={"command": recipe.command, "recipe": recipe.values,
+                         "wall_time_s": round(time.perf_counter() - started, 1)})
+    e = recipe.evaluation
+    write_cards(results, teacher=teacher_name(teacher_source), teacher_hub_id=teacher_hub_id(teacher_source),
+                recipe_groups=groups, datasets=hub_datasets(recipe.data),
+                latency_setup=describe_latency(e, machine_info()) if e.latency else None,
+                limitations=list(limitations), data_name=data.description, run_name=Path(training.output_dir).name,
+                output_dir=training.output_dir)
+    write_recipe(recipe, training.output_dir)
+    print_table(results)
+    folders = ", ".join(f"{r.stage}/" for r in results if Path(r.source).parent == Path(training.output_dir))
+    print(f"Saved under {training.output_dir}: {folders} results.md, results.json.")

@@ -23,15 +23,25 @@ The defaults and help texts below are the only copy: `--help` and the error mess
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from ..augment import AugmentArguments
 from ..compress.target import CompressArguments
 from ..config import DistillationConfig
 from ..export.folder import DEFAULT_OPSET, OPSETS
 from ..pruning.arguments import check_fraction
+
+class RecipeError(ValueError):
+    """A mistake in a recipe, on the command line, or in the data it names: shown without a traceback."""
+
 
 TASKS = ("sequence-classification", "causal-lm")
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
@@ -463,3 +473,170 @@ class Recipe:
     compress: CompressArguments | None = None
     # The recipe as given (file values merged with command-line overrides), per section; saved beside outputs.
     values: dict = field(default_factory=dict)
+
+
+# The sections each command reads, in the order of its --help: the one table the command line and
+# `load_recipe` (Python) share.
+COMMAND_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("model", "data", "training", "evaluation"),
+    "distill": ("model", "data", "training", "prune", "quantize", "evaluation", "augment"),
+    "prune": ("model", "data", "training", "prune", "evaluation"),
+    "quantize": ("model", "data", "training", "quantize", "evaluation"),
+    "evaluate": ("model", "data", "training", "evaluation"),
+    "quickstart": ("model", "data", "training", "prune", "quantize", "evaluation", "quickstart"),
+    "compress": ("model", "data", "training", "evaluation", "compress"),
+    "augment": ("model", "data", "augment"),
+    "push": ("training", "push"),
+    "export": ("training", "export"),
+}
+
+
+def section_fields(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(SECTIONS[section]) if f.init]
+
+
+def field_sections() -> dict[str, str]:
+    """Field name -> the section that owns it (names are unique across sections; a test checks it)."""
+    return {name: section for section in SECTIONS for name in section_fields(section)}
+
+
+def field_aliases() -> dict[str, str]:
+    """Another name a field answers to -> the field's name, from the "aliases" in the fields' metadata."""
+    return {alias.lstrip("-").replace("-", "_"): f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)
+            for alias in f.metadata.get("aliases", ())}
+
+
+def _suggestion(name: str, candidates) -> str:
+    candidates = list(candidates)
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if not close and len(name) >= 3:  # an abbreviation: "temp" -> "temperature"
+        close = sorted((c for c in candidates if c.startswith(name)), key=len)[:1]
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _listing(names) -> str:
+    return textwrap.fill(", ".join(names), width=110, initial_indent="    ", subsequent_indent="    ")
+
+
+def unknown_field_error(name: str, where: str, sections: tuple[str, ...], section: str | None = None) -> RecipeError:
+    """The error for a field that does not exist where it was given, with the closest valid name."""
+    owner = field_sections().get(field_aliases().get(name, name))
+    if section is not None:  # a key inside a section of a recipe file
+        if owner is not None:
+            return RecipeError(f"{where}: {name!r} is not a field of section {section!r}; it belongs under {owner}:.")
+        valid = section_fields(section)
+        return RecipeError(
+            f"{where}: unknown field {name!r} in section {section!r}.{_suggestion(name, valid)}\n"
+            f"Valid fields of {section!r}:\n{_listing(valid)}"
+        )
+    if owner is not None:  # a command-line flag of a section this command does not read
+        return RecipeError(
+            f"{where}: --{name} belongs to the {owner!r} section, which this command does not use (it reads "
+            f"{', '.join(sections)})."
+        )
+    valid = [n for s in sections for n in section_fields(s)]
+    listing = "\n".join(f"  {s}:\n{_listing(section_fields(s))}" for s in sections)
+    return RecipeError(
+        f"{where}: unknown field {name!r}.{_suggestion(name, valid)}\nValid fields, by recipe section:\n{listing}"
+    )
+
+
+def read_recipe_file(path: str | os.PathLike) -> dict[str, dict]:
+    """The sections of a recipe file, every key checked against the schema (not only the sections a command uses)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path} must be a mapping of sections ({', '.join(SECTIONS)}), not {type(data).__name__}.")
+    owners = field_sections()
+    aliases = field_aliases()
+    recipe: dict[str, dict] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            if section in owners:
+                raise RecipeError(
+                    f"{path}: {section!r} is a field, not a section; put it under {owners[section]}: "
+                    f"(sections: {', '.join(SECTIONS)})."
+                )
+            raise RecipeError(
+                f"{path}: unknown section {section!r}.{_suggestion(str(section), SECTIONS)} Sections: "
+                f"{', '.join(SECTIONS)}."
+            )
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"{path}: section {section!r} must be a mapping of field: value.")
+        valid = set(section_fields(section))
+        for name in values:
+            if aliases.get(name, name) not in valid:
+                raise unknown_field_error(str(name), str(path), tuple(SECTIONS), section=section)
+        recipe[section] = {aliases.get(name, name): value for name, value in values.items()}
+        if len(recipe[section]) < len(values):
+            raise RecipeError(f"{path}: section {section!r} sets a field twice, under its name and an alias "
+                              f"({', '.join(f'{a} = {n}' for a, n in aliases.items() if a in values)}).")
+    return recipe
+
+
+def merge_recipes(base: dict[str, dict], override: dict[str, dict]) -> dict[str, dict]:
+    merged = {section: dict(values) for section, values in base.items()}
+    for section, values in override.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def _to_plain(value):
+    """A value that yaml.safe_dump can write."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return str(getattr(value, "value", value))
+
+
+def write_recipe(recipe: Recipe, folder: str | os.PathLike, name: str = "distilkit_recipe.yaml") -> Path:
+    """Save the recipe as it was asked for beside the outputs, so a run can be repeated with --config."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by `distilkit {recipe.command}`; repeat with: distilkit {recipe.command} --config {name}\n"
+    path.write_text(header + yaml.safe_dump(recipe.values, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_recipe(command: str, config: str | os.PathLike | dict | None = None, base: dict | None = None,
+                **fields) -> Recipe:
+    """The recipe of `command` from Python: `config` (a recipe file or a {section: {field: value}} dict) with
+    `fields` (any field of the command's sections, by name, as on the command line) on top, over `base` (a
+    command's built-in recipe), over the defaults. Every name is checked as the command line checks it.
+
+        recipe = load_recipe("distill", "recipes/sst2.yaml", learning_rate=1e-4, output_dir="runs/sst2")
+    """
+    if command not in COMMAND_SECTIONS:
+        close = difflib.get_close_matches(command, COMMAND_SECTIONS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(f"Unknown command {command!r}.{hint} Commands: {', '.join(COMMAND_SECTIONS)}.")
+    sections = COMMAND_SECTIONS[command]
+    given = read_recipe_file(config) if isinstance(config, (str, os.PathLike)) else dict(config or {})
+    values = merge_recipes(base or {}, given)
+    owners, aliases = field_sections(), field_aliases()
+    for name, value in fields.items():
+        name = aliases.get(name, name)
+        if owners.get(name) not in sections:
+            raise unknown_field_error(name, "load_recipe", sections)
+        values.setdefault(owners[name], {})[name] = value
+    recipe = Recipe(command=command, config_path=str(config) if isinstance(config, (str, os.PathLike)) else None)
+    for section in sections:
+        try:
+            setattr(recipe, section, SECTIONS[section](**values.get(section, {})))
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"invalid {section} settings: {err}") from err
+        if values.get(section):
+            recipe.values[section] = {k: _to_plain(v) for k, v in values[section].items()}
+    return recipe
