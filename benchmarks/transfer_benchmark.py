@@ -321,9 +321,11 @@ def run_commands(results: dict) -> list[str]:
     return list(dict.fromkeys(commands)) or [results["command"]]
 
 
-def save(results: dict, results_dir: Path) -> None:
-    """json then md, each written to a temp file and moved into place."""
-    results["machine"] = harness.machine_info()
+def save(results: dict, results_dir: Path, measured_here: bool = True) -> None:
+    """json then md, each written to a temp file and moved into place. `measured_here`: record this machine
+    (False for --report-only, which keeps the machine the runs were measured on)."""
+    if measured_here:
+        results["machine"] = harness.machine_info()
     results["summary"] = summarize(results)
     results["verdicts"] = verdicts(results, results["summary"])
     harness.write_results(results_dir, {"transfer_sst2.json": json.dumps(results, indent=2),
@@ -689,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("transfer_benchmark: --alpha must be in (0, 1] and --temperature > 0.")
     if args.report_only:
         results_dir = Path(args.results_dir)
-        save(json.loads((results_dir / "transfer_sst2.json").read_text()), results_dir)
+        save(json.loads((results_dir / "transfer_sst2.json").read_text()), results_dir, measured_here=False)
         print((results_dir / "transfer_sst2.md").read_text())
         return 0
     torch.set_num_threads(args.threads)

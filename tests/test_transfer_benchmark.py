@@ -1,5 +1,6 @@
 """benchmarks/transfer_benchmark.py bookkeeping: per-row statistics, goal verdicts and the report, without models."""
 
+import json
 import statistics
 
 import pytest
@@ -77,6 +78,44 @@ def test_one_seed_has_no_spread_and_missing_rows_are_marked():
     assert table["logits_labelled"]["dev acc. mean ± std"] == "not run"
     assert table["no_teacher"]["dev acc. mean ± std"].startswith("80.00 (")  # no std from one seed
     assert table["logits_transfer"]["gain over no_teacher (points)"].startswith("+3.00 (")
+
+
+def test_report_only_rewrites_the_report_and_keeps_the_recorded_machine(tmp_path, capsys):
+    r = results([0.80, 0.82, 0.84], [0.81, 0.83, 0.85], [0.88, 0.89, 0.90])
+    r.update(settings=_settings(), data=_data(), seeds=[1, 2, 3], command="python benchmarks/transfer_benchmark.py",
+             threads=2, machine={"cpu_model": "the machine that ran it"}, lscpu_vnni="")
+    (tmp_path / "transfer_sst2.json").write_text(json.dumps(r))
+    assert tb.main(["--report-only", "--results-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "transfer_sst2.json").read_text())
+    assert written["machine"] == {"cpu_model": "the machine that ran it"}
+    assert written["runs"] == r["runs"] and written["verdicts"]["best_distilled"] == "logits_transfer"
+    assert written["summary"]["logits_transfer"]["mean"] == pytest.approx(0.89)
+    assert (tmp_path / "transfer_sst2.md").read_text() == tb.markdown(written)
+
+
+def test_teacher_facts_are_reused_from_a_run_whose_teacher_folder_is_this_runs(tmp_path, monkeypatch):
+    """--teacher-from compares the recorded teacher folder ("<work-dir>/teachers/...", relative to each run's own
+    --work-dir) and the split settings; a match reuses the teacher's facts instead of scoring it again."""
+    args = tb.build_parser().parse_args(["--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "r"),
+                                         "--teacher-from", str(tmp_path / "main.json")])
+    args.command, args.sampling = "python benchmarks/transfer_benchmark.py", "group_by_length"
+    monkeypatch.setattr(tb.Experiment, "save", lambda self: None)
+    monkeypatch.setattr(tb.Experiment, "teacher", lambda self: (_ for _ in ()).throw(LookupError("scored again")))
+    experiment = tb.Experiment(args)
+    folder = experiment.teacher_folder()
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    facts = {"folder": f"<work-dir>/teachers/{folder.name}", "dev_accuracy": 0.9, "dev_predictions": [1, 0],
+             "labelled_predictions": [0, 1]}
+    (tmp_path / "main.json").write_text(json.dumps({"settings": experiment.settings, "teacher": facts}))
+    experiment.run_teacher()
+    assert experiment.results["teacher"] == facts
+
+    other = tb.Experiment(args)
+    (tmp_path / "main.json").write_text(json.dumps({"settings": experiment.settings,
+                                                    "teacher": {**facts, "folder": "<work-dir>/teachers/another"}}))
+    with pytest.raises(LookupError, match="scored again"):
+        other.run_teacher()
 
 
 def _settings():
