@@ -3,6 +3,7 @@ writes, the spread, and the rule that no script imports another."""
 
 import ast
 import json
+import re
 
 import pytest
 from bench_helpers import BENCHMARKS, import_benchmark
@@ -23,6 +24,14 @@ def test_every_experiment_script_is_in_benchmarks_and_none_imports_another():
                      if isinstance(node, ast.ImportFrom) and node.module}
         assert not imported & set(SCRIPTS), f"{script}.py imports {imported & set(SCRIPTS)}"
     assert not list((BENCHMARKS.parent / "scripts").glob("*.py"))
+
+
+def test_no_results_file_records_a_machines_absolute_path():
+    results = BENCHMARKS / "results"
+    pattern = re.compile(r"/work/|/tmp/|/home/|/root/")
+    found = [f"{path.relative_to(results)}: {match.group(0)}" for path in sorted(results.rglob("*"))
+             if path.suffix in (".json", ".md") for match in pattern.finditer(path.read_text(encoding="utf-8"))]
+    assert found == []
 
 
 def test_portable_paths_are_relative_to_the_run_folders_the_repository_or_home(tmp_path, monkeypatch):
