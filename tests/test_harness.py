@@ -95,3 +95,14 @@ def test_mean_and_spread():
 
 def test_markdown_table_lines():
     assert harness.markdown_table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+@pytest.mark.realdata
+def test_the_sst2_split_of_the_transfer_experiments_on_the_real_files(shared_data):
+    (labelled, selection, transfer, dev), facts = harness.sst2_split(shared_data, 4000, 1000, 20000)
+    assert (len(labelled), len(selection), len(transfer), len(dev)) == (4000, 1000, 20000, 872)
+    assert "label" not in transfer.column_names and set(labelled["label"]) == {"0", "1"}
+    assert not set(labelled["sentence"][:200]) & set(selection["sentence"])  # disjoint parts of one shuffle
+    assert facts["source"].startswith("../shared/data/sst2 ") and facts["train_file_rows"] == 67349
+    texts, labels = harness.glue_texts("mrpc", shared_data)
+    assert len(texts) == len(labels) == 1725 and all(len(pair) == 2 for pair in texts) and set(labels) == {0, 1}
