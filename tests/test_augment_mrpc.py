@@ -1,16 +1,13 @@
-"""scripts/augment_mrpc.py bookkeeping: per-row statistics, gains and their verdicts, the report; no models."""
+"""benchmarks/augment_mrpc.py bookkeeping: per-row statistics, gains and their verdicts, the report; no models."""
 
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
+from bench_helpers import import_benchmark, table_with
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
-
-import augment_mrpc as am  # noqa: E402
-import transfer_benchmark as tb  # noqa: E402
+am = import_benchmark("augment_mrpc")
+harness = import_benchmark("harness")
 
 
 def run(acc, f1, epoch=1):
@@ -70,36 +67,40 @@ def test_one_seed_and_missing_rows():
     assert s["no_teacher"]["accuracy"]["std"] is None and s["logits_labelled"]["n"] == 0
     assert s["logits_augmented"]["accuracy"]["verdict"] == "spread n/a (1 seed)"
     assert s["comparisons"]["logits_augmented vs logits_labelled"]["accuracy"]["gain_points"] is None
-    md = am.markdown(_report(results({"no_teacher": [(0.70, 0.80)], "logits_augmented": [(0.75, 0.83)]})))
-    assert "| logits_labelled: 3-layer student, logit KD, labelled pairs | not run |" in md
-    assert "70.00 (1 seed)" in md
-    assert "+5.00 (spread n/a, 1 seed)" in md
-    assert "- logits_augmented vs logits_labelled: accuracy: not run; f1: not run." in md
+    table = _table(am.markdown(_report(results({"no_teacher": [(0.70, 0.80)],
+                                                "logits_augmented": [(0.75, 0.83)]}))))
+    assert list(table) == list(am.ROWS)
+    assert table["logits_labelled"]["test acc."] == "not run"
+    assert table["no_teacher"]["test acc."].startswith("70.00 (")  # no std from one seed
+    assert table["logits_augmented"]["gain over no_teacher: acc. / F1 (points)"].startswith("+5.00 (")
 
 
-def test_markdown_table_comparisons_and_command():
-    md = am.markdown(_report(full()))
-    assert "test accuracy **80.00%**, F1 **86.00%**" in md
-    assert ("| no_teacher: 3-layer student, no teacher (labelled pairs) | 72.00 ± 2.00 | 81.00 ± 1.00 | "
-            "90.0% / 94.2% | – |") in md
-    assert "+1.00 (no measurable gain: spread 2.00) / +0.50 (no measurable gain: spread 1.00)" in md
-    assert "s1: 77.00 / 85.00 (ep 1)" in md
-    assert "- logits_augmented vs logits_labelled: accuracy +5.00 points (gain, spread 2.00); f1 +3.50 points (gain, " \
-           "spread 1.00)." in md
-    assert "```\npython scripts/augment_mrpc.py --seeds 1 2 3\n```" in md
+def test_markdown_table_holds_the_summary():
+    table = _table(am.markdown(_report(full())))
+    assert list(table) == list(am.ROWS)
+    no_teacher = table["no_teacher"]
+    assert (no_teacher["test acc."], no_teacher["test F1"]) == ("72.00 ± 2.00", "81.00 ± 1.00")
+    assert no_teacher["% of teacher: acc. / F1"] == "90.0% / 94.2%"
+    assert no_teacher["gain over no_teacher: acc. / F1 (points)"] == "–"
+    # Gains within the spread carry the spread, gains beyond it do not.
+    acc_gain, f1_gain = table["logits_labelled"]["gain over no_teacher: acc. / F1 (points)"].split(" / ")
+    assert acc_gain.startswith("+1.00 (") and "2.00" in acc_gain and f1_gain.startswith("+0.50 (")
+    assert table["logits_augmented"]["gain over no_teacher: acc. / F1 (points)"] == "+6.00 / +4.00"
+    assert table["logits_augmented"]["per seed: acc. / F1 (epoch)"].split(", ")[0] == "s1: 77.00 / 85.00 (ep 1)"
+    assert table["logits_augmented"]["agreement with teacher"] == "90.0%"
 
 
 def test_results_with_other_settings_are_set_aside(tmp_path):
     path = tmp_path / "augment_mrpc.json"
     path.write_text(json.dumps({"settings": {"epochs": 3}, "runs": {"no_teacher": {"1": {}}}}))
-    assert tb.load_previous(path, {"settings": {"epochs": 3}, "runs": {}})["runs"] == {"no_teacher": {"1": {}}}
+    assert harness.load_previous(path, {"settings": {"epochs": 3}, "runs": {}})["runs"] == {"no_teacher": {"1": {}}}
     fresh = {"settings": {"epochs": 2}, "runs": {}}
-    assert tb.load_previous(path, fresh) is fresh
+    assert harness.load_previous(path, fresh) is fresh
     assert not path.exists() and len(list(tmp_path.glob("augment_mrpc.json.old-*"))) == 1
 
 
 def _report(r):
-    r.update(summary=am.summarize(r), seeds=[1, 2, 3], command="python scripts/augment_mrpc.py --seeds 1 2 3",
+    r.update(summary=am.summarize(r), seeds=[1, 2, 3], command="python benchmarks/augment_mrpc.py --seeds 1 2 3",
              threads=2, machine={}, lscpu_vnni="", omp_wait_policy="PASSIVE",
              settings={"split_seed": 0, "max_length": 128, "batch_size": 32, "teacher_epochs": 3.0,
                        "teacher_learning_rate": 5e-5, "teacher_seed": 42, "student_learning_rate": 1e-4,
@@ -107,3 +108,7 @@ def _report(r):
                        "augment_epochs": 2},
              data={"source": "mrpc", "labelled_rows": 3676, "selection_rows": 400, "test_rows": 1725})
     return r
+
+
+def _table(md: str) -> dict:
+    return {row["row"].split(":")[0]: row for row in table_with(md, "test acc.")}

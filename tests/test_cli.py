@@ -658,4 +658,4 @@ def test_evaluate_compares_models_that_name_their_labels_differently_on_integer_
 
 def test_the_old_bench_command_points_to_the_script(capsys):
     assert main(["bench"]) == 2
-    assert "scripts/benchmark.py" in capsys.readouterr().err
+    assert "benchmarks/benchmark.py" in capsys.readouterr().err

@@ -1,15 +1,14 @@
-"""scripts/compress_benchmark.py bookkeeping: targets, finished runs, per-target summaries and the report, from
-results files written here (no models, no clock)."""
+"""benchmarks/compress_benchmark.py bookkeeping: targets, finished runs, per-target summaries and the report, from
+results files written here (no models, no clock); the teacher from transfer_benchmark.py's command line."""
 
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from bench_helpers import BENCHMARKS, import_benchmark, table_with
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
-
-import compress_benchmark as cb
+cb = import_benchmark("compress_benchmark")
 
 
 def fake_run(work: Path, target: str, seed: int, accuracy: float, settings: dict | None = None) -> Path:
@@ -34,7 +33,7 @@ def measured(runs: list[dict], speedups: list[float], sizes: list[float]) -> dic
         run.update(target_met=cost_ok, within_tolerance=cost_ok)
     return {"teacher": {"accuracy": 0.9, "latency_ms": 1000.0, "size_mb": 438.0}, "runs": runs,
             "machine": {"cpu_model": "test", "cpu_count": 2}, "latency_setup": {"what": "median", "rounds": 3},
-            "command": "python scripts/compress_benchmark.py --phase measure", "settings": cb.run_settings(runs),
+            "command": "python benchmarks/compress_benchmark.py --phase measure", "settings": cb.run_settings(runs),
             "hand_made": None}
 
 
@@ -66,21 +65,36 @@ def test_seeds_of_a_target_are_summarised_with_mean_and_spread(tmp_path):
     assert rows["speedup=8"]["accuracy_mean"] == pytest.approx(87.0)
     assert rows["speedup=8"]["accuracy_std"] == pytest.approx(1.0)
     assert rows["size_mb=60"]["accuracy_std"] is None and rows["size_mb=60"]["target_met"]
-    md = cb.markdown(results)
-    assert "| speedup=8 | 1,2,3 | L4-int8 | 87.00 ± 1.00 | -3.00 |" in md
-    assert "| size_mb=60 | 1 |" in md and "85.00 | -5.00 |" in md
+    table = {row["target"]: row for row in table_with(cb.markdown(results), "dev acc. (mean ± std)")}
+    assert list(table) == ["speedup=8", "size_mb=60"]
+    assert (table["speedup=8"]["seeds"], table["speedup=8"]["plan"]) == ("1,2,3", "L4-int8")
+    assert table["speedup=8"]["dev acc. (mean ± std)"] == "87.00 ± 1.00"
+    assert table["speedup=8"]["vs teacher"] == "-3.00"
+    assert table["speedup=8"]["measured speedup"] == "8.50x, 8.50x, 8.50x"
+    assert (table["size_mb=60"]["seeds"], table["size_mb=60"]["dev acc. (mean ± std)"]) == ("1", "85.00")
+    assert table["size_mb=60"]["vs teacher"] == "-5.00"
+    assert table["size_mb=60"]["target met (within 5%)"] == "yes (yes)"
+
+    # The recorded folders are the run's, relative to --work-dir; each run's reports are copied beside the summary
+    # with their stage folders relative to the run folder.
+    assert {r["folder"] for r in runs} >= {"<work-dir>/speedup8-seed1", "<work-dir>/size_mb60-seed1"}
+    assert runs[0]["final_folder"] == runs[0]["folder"] + "/03-int8"
+    first = cb.run_name(runs[0]["target"], runs[0]["seed"])
+    assert cb.run_folder(runs[0]["final_folder"], tmp_path) == tmp_path / first / "03-int8"
     (tmp_path / "speedup8-seed1" / "plan.md").write_text("# plan")
-    cb.copy_run_reports(runs, tmp_path / "reports")
+    cb.copy_run_reports(runs, tmp_path / "reports", tmp_path)
     assert (tmp_path / "reports" / "speedup8-seed1" / "plan.md").read_text() == "# plan"
-    assert (tmp_path / "reports" / "size_mb60-seed1" / "results.json").is_file()
+    copied = json.loads((tmp_path / "reports" / "size_mb60-seed1" / "results.json").read_text())
+    assert [stage["folder"] for stage in copied["stages"]] == [None, "03-int8"]
+    assert copied["plan"] == "L4-int8"
 
 
 def test_a_missed_target_is_reported_as_missed(tmp_path):
     fake_run(tmp_path, "speedup=12", 1, 0.8)
     results = measured(cb.finished_runs(tmp_path, ["speedup=12"]), [11.0], [50.0])
     row = cb.summarize(results)[0]
-    assert not row["target_met"]
-    assert "| no (no) |" in cb.markdown(results)
+    assert not row["target_met"] and not row["within_tolerance"]
+    assert table_with(cb.markdown(results), "target met (within 5%)")[0]["target met (within 5%)"] == "no (no)"
 
 
 def test_runs_with_other_training_settings_are_listed_apart(tmp_path):
@@ -95,3 +109,34 @@ def test_a_measured_result_is_judged_by_the_targets_own_rule_loosened_by_the_tol
     assert cb.met("speedup=8", 122.5, 140.0, 932.5, 0.05) and not cb.met("speedup=8", 125.0, 140.0, 932.5, 0.05)
     assert cb.met("size_mb=60", 500.0, 55.2, 932.5, 0.0) and not cb.met("size_mb=60", 1.0, 61.0, 932.5, 0.0)
     assert cb.met("latency_ms=100", 104.0, 1.0, 932.5, 0.05) and not cb.met("latency_ms=100", 106.0, 1.0, 932.5, 0.05)
+
+
+def test_the_teacher_comes_from_transfer_benchmarks_command_line(tmp_path, monkeypatch):
+    """compress_benchmark runs `transfer_benchmark.py --teacher-only` and reads the teacher's folder (relative to
+    that script's --work-dir) and the split's settings from the results file it writes."""
+    commands = []
+    transfer_work = tmp_path / "transfer-work"
+
+    def run(command, check):
+        commands.append(command)
+        results_dir = Path(command[command.index("--results-dir") + 1])
+        results_dir.mkdir(parents=True)
+        (results_dir / "transfer_sst2.json").write_text(json.dumps({
+            "teacher": {"folder": "<work-dir>/teachers/sst2-mpnet-base-rows40"},
+            "settings": {"labelled_rows": 40, "selection_rows": 10, "transfer_rows": 20, "split_seed": 0,
+                         "dev_rows": 8, "max_length": 64},
+            "data": {"source": "../shared/data/sst2 (...)", "labelled_rows": 40}}))
+
+    monkeypatch.setattr(cb.subprocess, "run", run)
+    args = cb.build_parser().parse_args(["--phase", "measure", "--labelled-rows", "40", "--transfer-rows", "20",
+                                         "--dev-rows", "8", "--work-dir", str(tmp_path / "work"),
+                                         "--transfer-work-dir", str(transfer_work), "--threads", "1"])
+    bench = cb.CompressBench(args)
+    assert bench.teacher_folder() == transfer_work / "teachers" / "sst2-mpnet-base-rows40"
+    assert bench.transfer_results()["data"]["labelled_rows"] == 40
+    (command,) = commands  # run once, then read from memory
+    assert command[:3] == [sys.executable, str(BENCHMARKS / "transfer_benchmark.py"), "--teacher-only"]
+    flags = dict(zip(command[3::2], command[4::2]))
+    assert flags == {"--labelled-rows": "40", "--transfer-rows": "20", "--work-dir": str(transfer_work),
+                     "--results-dir": str(tmp_path / "work" / "transfer-results"), "--threads": "1",
+                     "--dev-rows": "8"}

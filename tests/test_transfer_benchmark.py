@@ -1,14 +1,13 @@
-"""scripts/transfer_benchmark.py bookkeeping: per-row statistics, goal verdicts and the report, without models."""
+"""benchmarks/transfer_benchmark.py bookkeeping: per-row statistics, goal verdicts and the report, without models."""
 
+import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
+from bench_helpers import import_benchmark, table_with
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the scripts import each other by name
-
-import transfer_benchmark as tb  # noqa: E402
+harness = import_benchmark("harness")
+tb = import_benchmark("transfer_benchmark")
 
 
 def run(acc, epoch=1, agree=0.9, sps=0.5):
@@ -44,14 +43,26 @@ def test_verdicts_on_the_means_and_gains_within_the_spread():
     assert v["gain_over_no_teacher"]["met"] and v["gain_over_no_teacher"]["measurable"]
     assert not v["of_teacher"]["met"]  # 98.9% of the teacher
     assert v["cached_step"]["met"]
+    assert v["gain_over_no_teacher"]["points"] == pytest.approx(7.0)
+    assert v["gain_over_no_teacher"]["spread_points"] == pytest.approx(2.0)
+    assert v["cached_step"]["ratio_to_plain"] == 1.05
     # logits_labelled gains 1 point with a 2-point spread: no measurable gain.
-    assert tb.measurable(s["logits_labelled"]["gain_points"], s["logits_labelled"]["spread_points"]) is False
+    assert s["logits_labelled"]["gain_points"] == pytest.approx(1.0)
+    assert s["logits_labelled"]["spread_points"] == pytest.approx(2.0)
+    assert harness.measurable(s["logits_labelled"]["gain_points"], s["logits_labelled"]["spread_points"]) is False
     r.update(summary=s, verdicts=v, settings=_settings(), data=_data(), seeds=[1, 2, 3], command="python x",
              threads=2, machine={}, lscpu_vnni="")
-    md = tb.markdown(r)
-    assert "+1.00 (no measurable gain: spread 2.00)" in md
-    assert "logits_transfer) vs no_teacher: +7.00 points (goal >= +2: met; larger than the spread" in md
-    assert "Cached-teacher step 1.05x a plain step (goal <= 1.1x: met)" in md
+    table = {row["row"].split(":")[0]: row for row in table_with(tb.markdown(r), "% of teacher")}
+    # Every MiniLM row is listed, the ones without runs as not run; the MPNet-6 rows only once they have runs.
+    assert list(table) == list(tb.MAIN_ROWS + tb.EXTRA_ROWS)
+    assert table["logits_transfer_2ep"]["dev acc. mean ± std"] == "not run"
+    assert table["logits_transfer"]["dev acc. mean ± std"] == "89.00 ± 1.00"
+    assert table["logits_transfer"]["% of teacher"] == "98.9%"
+    assert table["logits_transfer"]["gain over no_teacher (points)"] == "+7.00"
+    assert table["logits_labelled"]["gain over no_teacher (points)"].startswith("+1.00 (")  # within the spread
+    assert table["no_teacher"]["gain over no_teacher (points)"] == "–"
+    timing = {row["configuration"]: row for row in table_with(tb.markdown(r), "x plain")}
+    assert (timing["distilled_cached"]["s/step"], timing["distilled_cached"]["x plain"]) == ("1.050", "1.05")
 
 
 def test_one_seed_has_no_spread_and_missing_rows_are_marked():
@@ -62,9 +73,49 @@ def test_one_seed_has_no_spread_and_missing_rows_are_marked():
     assert v["gain_over_no_teacher"]["measurable"] is None
     r.update(summary=s, verdicts=v, settings=_settings(), data=_data(), seeds=[1], command="python x", threads=2,
              machine={}, lscpu_vnni="")
-    md = tb.markdown(r)
-    assert "| logits_labelled: MiniLM-L6, logit KD, labelled only | not run |" in md
-    assert "(1 seed)" in md
+    table = {row["row"].split(":")[0]: row for row in table_with(tb.markdown(r), "% of teacher")}
+    assert list(table) == list(tb.MAIN_ROWS + tb.EXTRA_ROWS)
+    assert table["logits_labelled"]["dev acc. mean ± std"] == "not run"
+    assert table["no_teacher"]["dev acc. mean ± std"].startswith("80.00 (")  # no std from one seed
+    assert table["logits_transfer"]["gain over no_teacher (points)"].startswith("+3.00 (")
+
+
+def test_report_only_rewrites_the_report_and_keeps_the_recorded_machine(tmp_path, capsys):
+    r = results([0.80, 0.82, 0.84], [0.81, 0.83, 0.85], [0.88, 0.89, 0.90])
+    r.update(settings=_settings(), data=_data(), seeds=[1, 2, 3], command="python benchmarks/transfer_benchmark.py",
+             threads=2, machine={"cpu_model": "the machine that ran it"}, lscpu_vnni="")
+    (tmp_path / "transfer_sst2.json").write_text(json.dumps(r))
+    assert tb.main(["--report-only", "--results-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "transfer_sst2.json").read_text())
+    assert written["machine"] == {"cpu_model": "the machine that ran it"}
+    assert written["runs"] == r["runs"] and written["verdicts"]["best_distilled"] == "logits_transfer"
+    assert written["summary"]["logits_transfer"]["mean"] == pytest.approx(0.89)
+    assert (tmp_path / "transfer_sst2.md").read_text() == tb.markdown(written)
+
+
+def test_teacher_facts_are_reused_from_a_run_whose_teacher_folder_is_this_runs(tmp_path, monkeypatch):
+    """--teacher-from compares the recorded teacher folder ("<work-dir>/teachers/...", relative to each run's own
+    --work-dir) and the split settings; a match reuses the teacher's facts instead of scoring it again."""
+    args = tb.build_parser().parse_args(["--work-dir", str(tmp_path / "work"), "--results-dir", str(tmp_path / "r"),
+                                         "--teacher-from", str(tmp_path / "main.json")])
+    args.command, args.sampling = "python benchmarks/transfer_benchmark.py", "group_by_length"
+    monkeypatch.setattr(tb.Experiment, "save", lambda self: None)
+    monkeypatch.setattr(tb.Experiment, "teacher", lambda self: (_ for _ in ()).throw(LookupError("scored again")))
+    experiment = tb.Experiment(args)
+    folder = experiment.teacher_folder()
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    facts = {"folder": f"<work-dir>/teachers/{folder.name}", "dev_accuracy": 0.9, "dev_predictions": [1, 0],
+             "labelled_predictions": [0, 1]}
+    (tmp_path / "main.json").write_text(json.dumps({"settings": experiment.settings, "teacher": facts}))
+    experiment.run_teacher()
+    assert experiment.results["teacher"] == facts
+
+    other = tb.Experiment(args)
+    (tmp_path / "main.json").write_text(json.dumps({"settings": experiment.settings,
+                                                    "teacher": {**facts, "folder": "<work-dir>/teachers/another"}}))
+    with pytest.raises(LookupError, match="scored again"):
+        other.run_teacher()
 
 
 def _settings():

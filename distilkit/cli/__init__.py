@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         close = difflib.get_close_matches(name, COMMANDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         if name == "bench":  # a command of distilkit 0.1
-            hint = " The benchmark is a script of the distilkit repository now: python scripts/benchmark.py."
+            hint = " The benchmark is a script of the distilkit repository now: python benchmarks/benchmark.py."
         print(f"distilkit: error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])

@@ -104,7 +104,9 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     result = CompressResult(plan, stages, plan.target.met(cost, teacher_ms), plan.target.achieved(cost, teacher_ms),
                             plot)
     write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
-                                                  "latency_setup": latency_setup(plan)}, indent=1) + "\n")
+                                                      "latency_setup": latency_setup(plan),
+                                                      "stages": report.stages_json(stages, output_dir)},
+                                                     indent=1) + "\n")
     write_text(output_dir / RESULTS_MD, results_markdown(result))
     write_cards(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
     return result

@@ -183,9 +183,22 @@ def write_results(results: list[StageResult], folder: str | Path, eval_args: Eva
     md, js = folder / RESULTS_MD, folder / RESULTS_JSON
     write_text(md, table + "\n\n" + "\n".join(notes) + "\n")
     payload = {"data": data_description, "latency_setup": setup if eval_args.latency else None,
-               "machine": machine, "stages": [dataclasses.asdict(r) for r in results], **(extra or {})}
+               "machine": machine, "stages": stages_json(results, folder), **(extra or {})}
     write_text(js, json.dumps(payload, indent=2) + "\n")
     return md, js
+
+
+def stages_json(results: list[StageResult], folder: str | Path) -> list[dict]:
+    """The results as results.json stores them: a stage folder inside the run's `folder` relative to it (the
+    file stays true when the run folder moves); any other source as it was given."""
+    root = Path(folder).resolve()
+    out = []
+    for result in results:
+        source = Path(result.source)
+        if source.is_absolute() and source.resolve().is_relative_to(root):
+            source = source.resolve().relative_to(root)
+        out.append({**dataclasses.asdict(result), "source": str(source)})
+    return out
 
 
 def write_cards(results: list[StageResult], *, teacher: str | None, teacher_hub_id: str | None,

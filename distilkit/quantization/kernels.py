@@ -15,7 +15,7 @@ that is fast and exact on every x86 CPU, supports nothing finer. Measured on a 2
 with per-token activations 15.7 ms including the quantize and rescale steps, the reference kernel 33.7 ms.
 Per-token activations are more accurate (MiniLM-L6 last hidden state: 22.3 dB SNR vs 16.3 dB), but
 `torch._int_mm` on CPU is only exact with VNNI: forcing fbgemm/oneDNN to AVX2 (`FBGEMM_ENABLE_INSTRUCTIONS`)
-makes it return saturated sums. `scripts/bench_quantization.py --kernels` repeats these measurements.
+makes it return saturated sums. `benchmarks/bench_quantization.py --kernels` repeats these measurements.
 
 CPUs without AVX-512 VNNI build the int8 dot product from `vpmaddubsw`, which adds two uint8*int8 products in
 a *saturating* int16. With full-range uint8 activations and int8 weights that can overflow (255*127*2 > 32767),

@@ -1,11 +1,12 @@
 """Why does logit KD on the labelled rows alone add little? A small sweep of alpha, T, learning rate and epochs.
 
     pip install ".[bench]"
-    python scripts/kd_sweep.py                 # every configuration, seeds 1 2 3, then the report
-    python scripts/kd_sweep.py --report-only   # the report from the results already there
+    python benchmarks/kd_sweep.py                 # every configuration, seeds 1 2 3, then the report
+    python benchmarks/kd_sweep.py --report-only   # the report from the results already there
 
 The same SST-2 split, teacher (MPNet-base fine-tuned on the 4,000 labelled rows) and MiniLM-L6 student as
-scripts/transfer_benchmark.py; each configuration is one `transfer_benchmark.py` run with the labelled rows alone
+benchmarks/transfer_benchmark.py; each configuration is one `transfer_benchmark.py` run (its command line, in a
+child process) with the labelled rows alone
 (row logits_labelled, or no_teacher for the baseline at another learning rate), in its own folder
 benchmarks/results/kd_sweep/<name>/ (resumable: finished seeds are skipped). The reference configuration
 (alpha 0.5, T 2, lr 1e-4, up to 3 epochs) and the no-teacher baseline at lr 1e-4 are the rows of the main run,
@@ -24,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see transfer_benchmark.py
+import harness
 
-import transfer_benchmark as tb  # noqa: E402
-
-RESULTS = Path("benchmarks") / "results"
+TRANSFER_BENCHMARK = Path(__file__).resolve().parent / "transfer_benchmark.py"
 # name -> (row, flags). Each changes one setting of the reference (alpha 0.5, T 2, lr 1e-4, up to 3 epochs), except
 # kd_a1.0_T2_6ep: the epochs of the alpha that did best. A learning rate that helps KD is tried without a teacher too.
 CONFIGS = {
@@ -47,12 +46,12 @@ REFERENCE = {"kd_a0.5_T2 (reference)": "logits_labelled", "no_teacher (reference
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/kd_sweep.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/kd_sweep.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     p.add_argument("--report-only", action="store_true")
     return p
 
@@ -63,7 +62,7 @@ def config_row(name: str, row: str, results: dict) -> dict:
     runs = results["runs"].get(row, {})
     seeds = sorted(runs, key=int)
     accs = [runs[s]["dev_accuracy"] for s in seeds]
-    mean, std = tb.mean_std(accs)
+    mean, std = harness.mean_std(accs)
     train_agree = [runs[s].get("train_agreement_with_teacher") for s in seeds]
     train_acc = [runs[s].get("train_accuracy") for s in seeds]
     return {"name": name, "row": row, "alpha": settings["alpha"] if row != "no_teacher" else None,
@@ -105,11 +104,10 @@ def report(results_dir: Path) -> dict:
     base = next(line for line in lines_data if line["name"] == "no_teacher (reference)")
     for line in lines_data:
         line["gain_points"] = None if line["mean"] is None or line is base else 100 * (line["mean"] - base["mean"])
-        spreads = [100 * v for v in (line["std"], base["std"]) if v is not None]
-        line["spread_points"] = max(spreads) if spreads else None
+        line["spread_points"] = harness.spread_points(line["std"], base["std"])
     teacher = main["teacher"]
     out = {"experiment": "kd_sweep_sst2", "teacher": {k: v for k, v in teacher.items() if "predictions" not in k},
-           "settings": main["settings"], "configs": lines_data, "command": "python scripts/kd_sweep.py",
+           "settings": main["settings"], "configs": lines_data, "command": "python benchmarks/kd_sweep.py",
            "machine": main.get("machine")}
     md = ["# Logit KD on the labelled rows alone: sweep of alpha, T, learning rate, epochs (SST-2)", "",
           "Same split, teacher and MiniLM-L6 student as transfer_sst2.md; labelled rows only (4,000), seeds "
@@ -142,8 +140,17 @@ def report(results_dir: Path) -> dict:
                   f"{_mean_pct(line['dev_agreement_with_teacher'])}% / "
                   f"{_mean_pct(line['train_agreement_with_teacher'])}% | {_mean_pct(line['train_accuracy'])}% |")
     md += ["", "Reproduce:", "", "```", out["command"], "```", ""]
-    tb.write_atomically(results_dir, {"kd_sweep.json": json.dumps(out, indent=2), "kd_sweep.md": "\n".join(md)})
+    harness.write_results(results_dir, {"kd_sweep.json": json.dumps(out, indent=2), "kd_sweep.md": "\n".join(md)})
     return out
+
+
+def transfer_command(name: str, seeds: list[int], threads: int, results_dir: Path) -> list[str]:
+    """The transfer_benchmark.py command line of one configuration: its row and flags, the main run's teacher
+    facts reused, results in results_dir/kd_sweep/<name>/."""
+    row, flags = CONFIGS[name]
+    return [sys.executable, str(TRANSFER_BENCHMARK), "--rows", row, *flags, "--seeds", *map(str, seeds),
+            "--threads", str(threads), "--skip-step-timing", "--teacher-from", str(results_dir / "transfer_sst2.json"),
+            "--results-dir", str(results_dir / "kd_sweep" / name)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.configs:
             row, flags = CONFIGS[name]
             print(f"== {name}: {row} {' '.join(flags)}", flush=True)
-            tb.main(["--rows", row, *flags, "--seeds", *map(str, args.seeds), "--threads", str(args.threads),
-                     "--skip-step-timing", "--teacher-from", str(results_dir / "transfer_sst2.json"), "--results-dir", str(results_dir / "kd_sweep" / name)])
+            # A run of the other script's own command line (a child process), not a call into its code: its
+            # results file records the command that made it, and each configuration gets a fresh process.
+            subprocess.run(transfer_command(name, args.seeds, args.threads, results_dir), check=True)
             report(results_dir)
     report(results_dir)
     print((results_dir / "kd_sweep.md").read_text())

@@ -1,10 +1,14 @@
 """Issue 15's evidence: `distilkit compress` on SST-2 at 4x, 8x and 12x the teacher's CPU batch-8 speed and one
 size target, each run through `distilkit.compress.compress`, then measured against the teacher in one run.
 
-Teacher and data are scripts/transfer_benchmark.py's (the headline benchmark's teacher recipe: MPNet-base fine-tuned
-for one epoch on 4,000 labelled SST-2 training rows, 90.48% on dev): the same 4,000 labelled rows, the same 20,000
-further training rows as transfer text (labels dropped), SST-2 dev (872 sentences) for evaluation. The 1,000-row
-selection slice is not used (compress trains a fixed schedule; nothing is chosen on dev).
+Teacher and data are benchmarks/transfer_benchmark.py's (the headline benchmark's teacher recipe: MPNet-base
+fine-tuned for one epoch on 4,000 labelled SST-2 training rows, 90.48% on dev): the same 4,000 labelled rows, the same
+20,000 further training rows as transfer text (labels dropped), SST-2 dev (872 sentences) for evaluation. The
+1,000-row selection slice is not used (compress trains a fixed schedule; nothing is chosen on dev). The teacher comes
+from that script's own command line (`transfer_benchmark.py --teacher-only`, run here in a child process: it trains
+the teacher in --transfer-work-dir when there is none and records it, with the split's settings, in
+--work-dir/transfer-results/transfer_sst2.json); the split is cut again here with harness.sst2_split and those
+settings.
 
 Phases (`--phase`), so that latency is measured on quiet cores and training can run in parallel processes:
   plan     every target's plan: candidate twins timed into the latency cache (one grid serves all targets);
@@ -13,9 +17,9 @@ Phases (`--phase`), so that latency is measured on quiet cores and training can 
            2 threads, --rounds rounds); accuracy from each run's results.json; writes
            benchmarks/results/compress_sst2.{json,md,png}.
 
-    python scripts/compress_benchmark.py --phase plan
-    python scripts/compress_benchmark.py --phase train --targets speedup=8 --seeds 1 --threads 1
-    python scripts/compress_benchmark.py --phase measure
+    python benchmarks/compress_benchmark.py --phase plan
+    python benchmarks/compress_benchmark.py --phase train --targets speedup=8 --seeds 1 --threads 1
+    python benchmarks/compress_benchmark.py --phase measure
 """
 
 from __future__ import annotations
@@ -24,18 +28,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "compress-bench"
-DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_TRANSFER_WORK = Path.home() / ".cache" / "distilkit" / "transfer-bench"  # transfer_benchmark.py's default
+TRANSFER_BENCHMARK = Path(__file__).resolve().parent / "transfer_benchmark.py"
 DEFAULT_TARGETS = ["speedup=4", "speedup=8", "speedup=12", "size_mb=60"]
 MACHINE = {"batch_size": 8, "seq_len": 128, "threads": 2}
 # The current benchmark's best hand-made stack (benchmarks/results/sst2.json: 6-layer MPNet distilled on logits +
@@ -46,7 +49,7 @@ GOAL_8X_DROP = 2.0  # points below the teacher at 8x
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/compress_benchmark.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/compress_benchmark.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=("plan", "train", "measure"), required=True)
     p.add_argument("--targets", nargs="+", default=DEFAULT_TARGETS,
@@ -61,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="Torch threads for training (the target's latency is "
                    "always measured at 2 threads).")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--transfer-work-dir", default=None,
-                   help="scripts/transfer_benchmark.py's --work-dir (its teacher is reused; trained if absent).")
+    p.add_argument("--transfer-work-dir", default=str(DEFAULT_TRANSFER_WORK),
+                   help="benchmarks/transfer_benchmark.py's --work-dir (its teacher is reused; trained if absent).")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK))
-    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
     p.add_argument("--labelled-rows", type=int, default=4000)
     p.add_argument("--transfer-rows", type=int, default=20000)
@@ -92,22 +95,73 @@ def run_name(target: str, seed: int) -> str:
 
 class CompressBench:
     def __init__(self, args):
-        import transfer_benchmark
-
         self.args = args
         self.work = Path(args.work_dir)
-        transfer_argv = ["--labelled-rows", str(args.labelled_rows), "--transfer-rows", str(args.transfer_rows),
-                         "--results-dir", str(self.work / "transfer-results")]
-        if args.data_dir:
-            transfer_argv += ["--data-dir", args.data_dir]
-        if args.dev_rows:
-            transfer_argv += ["--dev-rows", str(args.dev_rows)]
-        if args.transfer_work_dir:
-            transfer_argv += ["--work-dir", args.transfer_work_dir]
-        transfer_args = transfer_benchmark.build_parser().parse_args(transfer_argv)
-        transfer_args.sampling = "group_by_length"  # as transfer_benchmark.main sets it
-        transfer_args.command = "(compress_benchmark)"
-        self.data = transfer_benchmark.Experiment(transfer_args)
+        self.transfer_work = Path(args.transfer_work_dir)
+        self._cache: dict = {}
+
+    # -- the teacher and data of transfer_benchmark.py
+    def transfer_command(self) -> list[str]:
+        """transfer_benchmark.py's command line that trains (if needed) and records its teacher, for this run's
+        rows; its results go to --work-dir/transfer-results."""
+        a = self.args
+        command = [sys.executable, str(TRANSFER_BENCHMARK), "--teacher-only", "--labelled-rows", str(a.labelled_rows),
+                   "--transfer-rows", str(a.transfer_rows), "--work-dir", str(self.transfer_work),
+                   "--results-dir", str(self.work / "transfer-results"), "--threads", str(a.threads)]
+        if a.data_dir:
+            command += ["--data-dir", a.data_dir]
+        if a.dev_rows:
+            command += ["--dev-rows", str(a.dev_rows)]
+        return command
+
+    def transfer_results(self) -> dict:
+        """The results file of transfer_benchmark.py --teacher-only: the teacher's folder and facts, the split's
+        settings and data facts."""
+        if "transfer" not in self._cache:
+            subprocess.run(self.transfer_command(), check=True)
+            path = self.work / "transfer-results" / "transfer_sst2.json"
+            self._cache["transfer"] = json.loads(path.read_text())
+        return self._cache["transfer"]
+
+    def teacher_folder(self) -> Path:
+        return harness.resolve_path(self.transfer_results()["teacher"]["folder"], {"work-dir": self.transfer_work})
+
+    def teacher(self):
+        if "teacher" not in self._cache:
+            from transformers import AutoModelForSequenceClassification
+
+            self._cache["teacher"] = AutoModelForSequenceClassification.from_pretrained(self.teacher_folder()).eval()
+        return self._cache["teacher"]
+
+    def tokenizer(self):
+        if "tokenizer" not in self._cache:
+            from transformers import AutoTokenizer
+
+            # The tokenizer transfer_benchmark.py reads with (the datasets' fingerprints, which compress's resumable
+            # stages and the teacher-output cache key on, include it).
+            self._cache["tokenizer"] = AutoTokenizer.from_pretrained(harness.mpnet_dir())
+        return self._cache["tokenizer"]
+
+    def collator(self):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer())
+
+    def datasets(self):
+        """(labelled, transfer, dev), tokenised for the teacher's family, cut as transfer_benchmark.py cuts them."""
+        if "datasets" not in self._cache:
+            from distilkit.data import prepare_classification, tokenize_texts
+
+            st = self.transfer_results()["settings"]
+            (labelled, _, transfer, dev), _ = harness.sst2_split(
+                self.args.data_dir or harness.default_data_dir() or "", st["labelled_rows"], st["selection_rows"],
+                st["transfer_rows"], st["split_seed"], st["dev_rows"])
+            labelled, dev = (prepare_classification(raw, self.tokenizer(), "sentence", "label",
+                                                    max_length=st["max_length"], num_labels=2)
+                             for raw in (labelled, dev))
+            transfer = tokenize_texts(transfer, self.tokenizer(), "sentence", max_length=st["max_length"])
+            self._cache["datasets"] = labelled, transfer, dev
+        return self._cache["datasets"]
 
     def machine(self):
         from distilkit.compress import MachineSettings
@@ -131,16 +185,12 @@ class CompressBench:
             logging_steps=50, report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
             train_sampling_strategy="group_by_length", dataloader_num_workers=0)
 
-    def datasets(self):
-        d = self.data
-        return (d.tokenized("mpnet", "labelled"), d.tokenized("mpnet", "transfer"), d.tokenized("mpnet", "dev"))
-
     def plan(self, target: str):
         from distilkit.compress.run import prepare
 
         labelled, transfer, _ = self.datasets()
         out = self.work / run_name(target, self.args.seeds[0])
-        return prepare(self.data.teacher(), labelled, self.compress_arguments(target),
+        return prepare(self.teacher(), labelled, self.compress_arguments(target),
                        self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
                        transfer_dataset=transfer)
 
@@ -150,14 +200,14 @@ class CompressBench:
         labelled, transfer, dev = self.datasets()
         out = self.work / run_name(target, seed)
         start = time.perf_counter()
-        result = compress(self.data.teacher(), self.data.tokenizer("mpnet"), labelled, dev,
+        result = compress(self.teacher(), self.tokenizer(), labelled, dev,
                           self.compress_arguments(target), self.training_arguments(seed, out), out,
                           machine=self.machine(), transfer_dataset=transfer, compute_metrics=accuracy_metric,
-                          data_collator=self.data.collator("mpnet"), teacher_name="MPNet-base (SST-2, 4,000 rows)")
+                          data_collator=self.collator(), teacher_name="MPNet-base (SST-2, 4,000 rows)")
         seconds = time.perf_counter() - start
         record = {"seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                  "command": "python " + " ".join(sys.argv), "settings": settings(self.args)}
-        (out / "bench_run.json").write_text(json.dumps(record, indent=1) + "\n")
+                  "command": self.args.command, "settings": settings(self.args)}
+        harness.write_results(out, {"bench_run.json": json.dumps(record, indent=1) + "\n"})
         print(result.summary(), flush=True)
         return record
 
@@ -172,7 +222,8 @@ def accuracy_metric(prediction) -> dict:
 # ---------------------------------------------------------------------------------------------- measure
 
 def finished_runs(work: Path, targets: list[str]) -> list[dict]:
-    """Every run folder of `targets` with a results.json (any seed), with its final stage."""
+    """Every run folder of `targets` with a results.json (any seed), with its final stage. Folders are recorded
+    as "<work-dir>/<run>/<stage>" (`run_folder` finds them again)."""
     runs = []
     for target in targets:
         for folder in sorted(work.glob(f"{target.replace('=', '')}-seed*")):
@@ -182,8 +233,10 @@ def finished_runs(work: Path, targets: list[str]) -> list[dict]:
             data = json.loads(results.read_text())
             final = data["stages"][-1]
             bench = folder / "bench_run.json"
-            runs.append({"target": target, "seed": int(folder.name.rsplit("seed", 1)[1]), "folder": str(folder),
-                         "plan": data["plan"], "final_stage": final["stage"], "final_folder": final["folder"],
+            portable = harness.portable_path(folder, {"work-dir": work})
+            runs.append({"target": target, "seed": int(folder.name.rsplit("seed", 1)[1]), "folder": portable,
+                         "plan": data["plan"], "final_stage": final["stage"],
+                         "final_folder": f"{portable}/{Path(stage_folder(final)).name}",
                          "accuracy": final["metrics"].get("accuracy"),
                          "stages": {s["stage"]: {"accuracy": s["metrics"].get("accuracy"), "size_mb": s["size_mb"],
                                                  "speedup_in_run": s["speedup"],
@@ -195,24 +248,28 @@ def finished_runs(work: Path, targets: list[str]) -> list[dict]:
     return runs
 
 
+def run_folder(recorded: str, work: Path) -> Path:
+    """A run's (or stage's) folder on this machine from its recorded "<work-dir>/..." form."""
+    return harness.resolve_path(recorded, {"work-dir": work})
+
+
 def measure(bench: CompressBench, targets: list[str], rounds: int) -> dict:
     from distilkit import from_pretrained, measure
 
     runs = finished_runs(bench.work, targets)
     if not runs:
         raise SystemExit(f"compress_benchmark: no finished run under {bench.work}; run --phase train first.")
-    teacher = bench.data.teacher()
-    models = {"teacher": teacher}
+    models = {"teacher": bench.teacher()}
     for run in runs:
-        models[run_name(run["target"], run["seed"])] = from_pretrained(run["final_folder"])
+        models[run_name(run["target"], run["seed"])] = from_pretrained(run_folder(run["final_folder"], bench.work))
     print(f"measuring {len(models)} models interleaved, {rounds} rounds", flush=True)
     latency = measure.interleaved_latency_ms(models, MACHINE["batch_size"], MACHINE["seq_len"], MACHINE["threads"],
                                              rounds=rounds)
     teacher_ms = latency["teacher"]["median"]
-    teacher_mb = measure.folder_size_mb(bench.data.teacher_folder())
+    teacher_mb = measure.folder_size_mb(bench.teacher_folder())
     for run in runs:
         ms = latency[run_name(run["target"], run["seed"])]["median"]
-        size_mb = measure.folder_size_mb(run["final_folder"])
+        size_mb = measure.folder_size_mb(run_folder(run["final_folder"], bench.work))
         run.update(latency_ms=ms, speedup=teacher_ms / ms, size_mb=size_mb, smaller=teacher_mb / size_mb,
                    parameters=measure.count_parameters(models[run_name(run["target"], run["seed"])]))
         run.update(target_met=met(run["target"], ms, size_mb, teacher_ms, 0.0),
@@ -221,9 +278,11 @@ def measure(bench: CompressBench, targets: list[str], rounds: int) -> dict:
             "latency_setup": {**MACHINE, "rounds": rounds, "what": "median ms of one forward pass on random tokens; "
                               "all models timed in turn, round after round"},
             "teacher": {"latency_ms": teacher_ms, "size_mb": teacher_mb,
-                        "accuracy": runs[0]["teacher_accuracy"], "folder": str(bench.data.teacher_folder())},
-            "runs": runs, "data": bench.data.results.get("data"), "settings": run_settings(runs),
-            "hand_made": hand_made(), "command": "python " + " ".join(sys.argv),
+                        "accuracy": runs[0]["teacher_accuracy"],
+                        "folder": harness.portable_path(bench.teacher_folder(),
+                                                        {"transfer-work-dir": bench.transfer_work})},
+            "runs": runs, "data": bench.transfer_results().get("data"), "settings": run_settings(runs),
+            "hand_made": hand_made(), "command": bench.args.command,
             "python": platform.python_version()}
 
 
@@ -254,7 +313,7 @@ def run_settings(runs: list[dict]) -> dict | list:
 
 def hand_made() -> dict | None:
     """The hand-made stack's accuracy, size and batch-8 speedup as its own run measured them."""
-    path = ROOT / HAND_MADE["results_file"]
+    path = harness.ROOT / HAND_MADE["results_file"]
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -275,10 +334,9 @@ def summarize(results: dict) -> list[dict]:
         by_target.setdefault(run["target"], []).append(run)
     rows = []
     for target, runs in by_target.items():
-        acc = [r["accuracy"] * 100 for r in runs]
+        mean, std = harness.mean_std([r["accuracy"] * 100 for r in runs])
         rows.append({"target": target, "seeds": sorted(r["seed"] for r in runs), "plan": runs[0]["plan"],
-                     "accuracy_mean": statistics.fmean(acc),
-                     "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
+                     "accuracy_mean": mean, "accuracy_std": std,
                      "speedup": [round(r["speedup"], 2) for r in runs],
                      "latency_ms": [round(r["latency_ms"], 1) for r in runs],
                      "size_mb": [round(r["size_mb"], 1) for r in runs],
@@ -355,41 +413,62 @@ def plot(results: dict, path: Path) -> bool:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(fig, path, dpi=120)
     return True
 
 
-def save(results: dict, results_dir: Path) -> None:
-    from distilkit.serialization.atomic import publishing_file
-
-    results_dir.mkdir(parents=True, exist_ok=True)
+def save(results: dict, results_dir: Path, work: Path) -> None:
     results["summary"] = summarize(results)
-    for name, text in (("compress_sst2.json", json.dumps(results, indent=1, default=str) + "\n"),
-                       ("compress_sst2.md", markdown(results))):
-        with publishing_file(results_dir / name) as staging:
-            Path(staging).write_text(text, encoding="utf-8")
+    harness.write_results(results_dir, {"compress_sst2.json": json.dumps(results, indent=1, default=str) + "\n",
+                                        "compress_sst2.md": markdown(results)})
     plot(results, results_dir / "compress_sst2.png")
-    copy_run_reports(results["runs"], results_dir / "compress_sst2")
+    copy_run_reports(results["runs"], results_dir / "compress_sst2", work)
 
 
 RUN_REPORTS = ("plan.md", "results.md", "results.json", "tradeoff.png")
 
 
-def copy_run_reports(runs: list[dict], folder: Path) -> None:
-    """Each run's own plan, results and trade-off plot (what `distilkit compress` wrote), beside the summary."""
-    import shutil
+def stage_folder(stage: dict) -> str | None:
+    """A stage's folder in a run's results.json: "source" (distilkit >= 0.2), "folder" before."""
+    return stage.get("source", stage.get("folder"))
 
+
+def run_relative(results: dict, run: Path) -> dict:
+    """A run's results.json (as `distilkit compress` wrote it, with this machine's absolute stage folders) with
+    each stage folder relative to the run folder ("03-int8"), for a copy kept in the repository."""
+    stages = []
+    for stage in results.get("stages", []):
+        key = "source" if "source" in stage else "folder"
+        folder = stage.get(key)
+        if folder and Path(folder).is_absolute():
+            inside = Path(folder).resolve().is_relative_to(run.resolve())
+            folder = os.path.relpath(Path(folder).resolve(), run.resolve()) if inside else harness.portable_path(folder)
+        stages.append({**stage, key: folder})
+    return {**results, "stages": stages}
+
+
+def copy_run_reports(runs: list[dict], folder: Path, work: Path) -> None:
+    """Each run's own plan, results and trade-off plot (what `distilkit compress` wrote), beside the summary;
+    the results.json with its stage folders relative to the run folder."""
     for run in runs:
-        target = folder / run_name(run["target"], run["seed"])
-        target.mkdir(parents=True, exist_ok=True)
+        source = run_folder(run["folder"], work)
+        files = {}
         for name in RUN_REPORTS:
-            if (Path(run["folder"]) / name).is_file():
-                shutil.copyfile(Path(run["folder"]) / name, target / name)
+            if not (source / name).is_file():
+                continue
+            if name == "results.json":
+                data = run_relative(json.loads((source / name).read_text()), source)
+                # distilkit.compress writes results.json with indent=1 and a final newline
+                files[name] = json.dumps(data, indent=1) + "\n"
+            else:
+                files[name] = (source / name).read_bytes()
+        harness.write_results(folder / run_name(run["target"], run["seed"]), files)
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
+    a.command = harness.portable_command("compress_benchmark.py", argv)
     for target in a.targets:
         parse_target(target)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -405,7 +484,7 @@ def main(argv=None) -> None:
                 bench.train(target, seed)
     else:
         results = measure(bench, a.targets, a.rounds)
-        save(results, Path(a.results_dir))
+        save(results, Path(a.results_dir), bench.work)
         print(markdown(results), flush=True)
 
 

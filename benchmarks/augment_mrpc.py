@@ -1,7 +1,7 @@
 """Multi-seed experiment: does augmenting sentence pairs help distillation on MRPC?
 
     pip install ".[bench]"
-    python scripts/augment_mrpc.py
+    python benchmarks/augment_mrpc.py
 
 GLUE MRPC from ../shared/data/mrpc. train.tsv (4,076 pairs) is shuffled once (seed 0) and cut in two: the first
 400 rows are the selection slice (epochs are chosen on it, never on test), the other 3,676 the labelled rows.
@@ -43,10 +43,9 @@ from pathlib import Path
 # Before torch loads its OpenMP runtime (see transfer_benchmark.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import harness  # noqa: E402
 import torch  # noqa: E402
-import transfer_benchmark as tb  # noqa: E402
 
-DEFAULT_RESULTS = Path("benchmarks") / "results"
 DEFAULT_WORK = Path.home() / ".cache" / "distilkit" / "augment-mrpc-bench"
 NAME = "augment_mrpc"
 ROWS = ("no_teacher", "logits_labelled", "logits_augmented")
@@ -68,7 +67,7 @@ SETTINGS_KEYS = ("labelled_rows", "selection_rows", "test_rows", "split_seed", "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/augment_mrpc.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python benchmarks/augment_mrpc.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="Folder with mrpc/train.tsv and mrpc/test.tsv "
                    "(default ../shared/data).")
@@ -96,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work-dir", default=str(DEFAULT_WORK),
                    help="Teacher, augmented copies, teacher-output caches and run folders (outside the repo).")
-    p.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     return p
 
 
@@ -104,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def verdict(gain: float | None, spread: float | None) -> str | None:
     """'gain' / 'loss' when |gain| is at least the larger std of the two rows, else 'no measurable gain'."""
-    measurable = tb.measurable(gain, spread)
+    measurable = harness.measurable(gain, spread)
     if measurable is None:
         return None if gain is None else "spread n/a (1 seed)"
     if not measurable:
@@ -119,9 +118,9 @@ def compare(row: dict, base: dict, metric: str) -> dict:
     if a["mean"] is None or b["mean"] is None:
         return {"gain_points": None, "spread_points": None, "measurable": None, "verdict": None}
     gain = 100 * (a["mean"] - b["mean"])
-    spread = max((100 * v for v in (a["std"], b["std"]) if v is not None), default=None)
+    spread = harness.spread_points(a["std"], b["std"])
     by_seed = dict(zip(base["seeds"], base[f"test_{metric}"]))
-    return {"gain_points": gain, "spread_points": spread, "measurable": tb.measurable(gain, spread),
+    return {"gain_points": gain, "spread_points": spread, "measurable": harness.measurable(gain, spread),
             "verdict": verdict(gain, spread),
             "gain_points_per_seed": {str(seed): 100 * (v - by_seed[seed])
                                      for seed, v in zip(row["seeds"], row[f"test_{metric}"]) if seed in by_seed}}
@@ -140,7 +139,7 @@ def summarize(results: dict) -> dict:
                     "seconds_per_step", "train_seconds"):
             s[key] = [runs[seed][key] for seed in seeds]
         for metric in METRICS:
-            mean, std = tb.mean_std(s[f"test_{metric}"])
+            mean, std = harness.mean_std(s[f"test_{metric}"])
             of_teacher = teacher.get(f"test_{metric}")
             s[metric] = {"mean": mean, "std": std,
                          "percent_of_teacher": 100 * mean / of_teacher if mean is not None and of_teacher else None}
@@ -188,8 +187,8 @@ def markdown(results: dict) -> str:
         "",
         f"Teacher: MiniLM-L6 (all-MiniLM-L6-v2) fine-tuned on the labelled rows ({st['teacher_epochs']:g} epochs, lr "
         f"{st['teacher_learning_rate']:g}, seed {st['teacher_seed']}): test accuracy "
-        f"**{tb._pct(teacher.get('test_accuracy'))}%**, F1 **{tb._pct(teacher.get('test_f1'))}%** (selection slice "
-        f"accuracy {tb._pct(teacher.get('selection_accuracy'))}%).",
+        f"**{harness.pct(teacher.get('test_accuracy'))}%**, F1 **{harness.pct(teacher.get('test_f1'))}%** "
+        f"(selection slice accuracy {harness.pct(teacher.get('selection_accuracy'))}%).",
         f"Students: layers 0, 2, 4 of the pretrained (not fine-tuned) MiniLM-L6 with a fresh head, seeded per seed; "
         f"lr {st['student_learning_rate']:g}, warmup {100 * st['warmup']:g}%, weight decay {st['weight_decay']:g}; "
         f"KD rows alpha {st['alpha']:g}, T {st['temperature']:g}, cached teacher logits. no_teacher and "
@@ -220,7 +219,7 @@ def markdown(results: dict) -> str:
         acc, f1 = s["accuracy"], s["f1"]
         pot = " / ".join("n/a" if m["percent_of_teacher"] is None else f"{m['percent_of_teacher']:.1f}%"
                          for m in (acc, f1))
-        gain = "–" if row == "no_teacher" else f"{tb._gain_text(acc)} / {tb._gain_text(f1)}"
+        gain = "–" if row == "no_teacher" else f"{harness.gain_text(acc)} / {harness.gain_text(f1)}"
         per_seed = ", ".join(f"s{seed}: {100 * a:.2f} / {100 * f:.2f} (ep {e})" for seed, a, f, e in
                              zip(s["seeds"], s["test_accuracy"], s["test_f1"], s["chosen_epoch"]))
         lines.append(f"| {row}: {LABELS[row]} | {_mean_std_text(acc)} | {_mean_std_text(f1)} | {pot} | {gain} | "
@@ -240,12 +239,10 @@ def markdown(results: dict) -> str:
 
 
 def save(results: dict, results_dir: Path) -> None:
-    from distilkit.measure import machine_info
-
-    results["machine"] = machine_info()
+    results["machine"] = harness.machine_info()
     results["summary"] = summarize(results)
-    tb.write_atomically(results_dir, {f"{NAME}.json": json.dumps(results, indent=2),
-                                      f"{NAME}.md": markdown(results)})
+    harness.write_results(results_dir, {f"{NAME}.json": json.dumps(results, indent=2),
+                                        f"{NAME}.md": markdown(results)})
 
 
 # ---------------------------------------------------------------------------------------------- experiment
@@ -256,8 +253,8 @@ class Experiment:
         self.work = Path(args.work_dir)
         self.results_dir = Path(args.results_dir)
         self.settings = {k: getattr(args, k) for k in SETTINGS_KEYS}
-        self.results = tb.load_previous(self.results_dir / f"{NAME}.json",
-                                        {"experiment": NAME, "settings": self.settings, "runs": {}})
+        self.results = harness.load_previous(self.results_dir / f"{NAME}.json",
+                                             {"experiment": NAME, "settings": self.settings, "runs": {}})
         self._cache: dict = {}
 
     def done(self, row: str, seed: int) -> bool:
@@ -265,24 +262,26 @@ class Experiment:
 
     def save(self) -> None:
         a = self.args
-        seeds = sorted(set(a.seeds) | {int(s) for runs in self.results["runs"].values() for s in runs})
-        self.results.update(settings=self.settings, seeds=seeds, command=a.command, threads=a.threads,
-                            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), lscpu_vnni=tb.lscpu_vnni())
+        self.results.update(settings=self.settings, seeds=harness.all_seeds(a.seeds, self.results["runs"]),
+                            command=a.command, threads=a.threads, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                            lscpu_vnni=harness.lscpu_vnni())
+
+    def portable(self, folder: Path) -> str:
+        """A folder of this run as its results file records it: "<work-dir>/..." (harness.portable_path)."""
+        return harness.portable_path(folder, {"work-dir": self.work})
         save(self.results, self.results_dir)
 
     # -- data
     def splits(self):
         """(labelled, selection, test) raw datasets."""
         if "raw" not in self._cache:
-            from bench_common import GLUE_LOCAL, default_data_dir, load_glue_local
-
             a = self.args
-            data_dir = Path(a.data_dir or default_data_dir() or "")
-            if not (data_dir / TASK / GLUE_LOCAL[TASK]["train"]).is_file():
+            data_dir = Path(a.data_dir or harness.default_data_dir() or "")
+            if not (data_dir / TASK / harness.GLUE_LOCAL[TASK]["train"]).is_file():
                 raise SystemExit(f"augment_mrpc: no {TASK}/train.tsv under {data_dir}; pass --data-dir.")
-            train, spec = load_glue_local(TASK, data_dir, "train")
+            train, spec = harness.load_glue_local(TASK, data_dir, "train")
             train = train.shuffle(seed=a.split_seed)
-            test, _ = load_glue_local(TASK, data_dir, "validation")
+            test, _ = harness.load_glue_local(TASK, data_dir, "validation")
             if a.test_rows:
                 test = test.select(range(min(a.test_rows, len(test))))
             if a.selection_rows >= len(train):
@@ -297,7 +296,8 @@ class Experiment:
                 return round(statistics.fmean(int(v) for v in dataset[spec["label"]]), 4)
 
             self.results["data"] = {
-                "source": f"{data_dir}/{TASK} (train.tsv: selection + labelled rows; {spec['validation']} for "
+                "source": f"{harness.portable_path(data_dir / TASK)} (train.tsv: selection + labelled rows; "
+                          f"{spec['validation']} for "
                           "evaluation)",
                 "labelled_rows": len(labelled), "selection_rows": len(selection), "test_rows": len(test),
                 "train_file_rows": len(train), "labelled_positive_share": positive(labelled),
@@ -308,20 +308,16 @@ class Experiment:
         if "tokenizer" not in self._cache:
             from transformers import AutoTokenizer
 
-            from distilkit.pipeline.quickstart import minilm_dir
-
-            self._cache["tokenizer"] = AutoTokenizer.from_pretrained(minilm_dir())
+            self._cache["tokenizer"] = AutoTokenizer.from_pretrained(harness.minilm_dir())
         return self._cache["tokenizer"]
 
     def tokenized(self, split: str):
         """A split tokenised as pairs (teacher and student share MiniLM's tokenizer); the augmented copies without
         labels."""
-        from bench_common import GLUE_LOCAL
-
         from distilkit.data import prepare_classification, tokenize_texts
 
         if split not in self._cache:
-            spec = GLUE_LOCAL[TASK]
+            spec = harness.GLUE_LOCAL[TASK]
             if split == "augmented":
                 self._cache[split] = tokenize_texts(self.augmented_pairs(), self.tokenizer(), spec["text"],
                                                     spec["text_pair"], max_length=self.args.max_length)
@@ -346,40 +342,35 @@ class Experiment:
 
     def teacher(self):
         if "teacher" not in self._cache:
-            self._cache["teacher"] = tb.load_or_train_teacher(self.teacher_folder(), self.train_teacher)
+            self._cache["teacher"] = harness.load_or_train_teacher(self.teacher_folder(), self.train_teacher)
         return self._cache["teacher"]
 
     def train_teacher(self) -> None:
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.pipeline.quickstart import minilm_dir
-
         a = self.args
         folder = self.teacher_folder()
         print(f"teacher: fine-tuning MiniLM-L6 on {len(self.splits()[0])} pairs -> {folder}", flush=True)
         set_seed(a.teacher_seed)
-        model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
-        config = tb.training_config(a, self.work / "runs" / "teacher", seed=a.teacher_seed,
-                                    learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
-        info = tb.Experiment.train(model, config, self.tokenized("labelled"), self.collator(), self.tokenizer())
-        tb.publish_teacher(folder, model, self.tokenizer(), info)
+        model = AutoModelForSequenceClassification.from_pretrained(harness.minilm_dir(), num_labels=2)
+        config = harness.training_config(a, self.work / "runs" / "teacher", seed=a.teacher_seed,
+                                         learning_rate=a.teacher_learning_rate, epochs=a.teacher_epochs)
+        info = harness.train(model, config, self.tokenized("labelled"), self.collator(), self.tokenizer())
+        harness.publish_teacher(folder, model, self.tokenizer(), info)
 
     def run_teacher(self) -> None:
-        from bench_common import accuracy_and_f1
-
         if self.results.get("teacher", {}).get("test_predictions") and \
                 (self.teacher_folder() / "model.safetensors").is_file():
             return
         model, collator = self.teacher(), self.collator()
         info = json.loads((self.teacher_folder() / "train_info.json").read_text())
         test, selection = self.tokenized("test"), self.tokenized("selection")
-        test_pred = tb.Experiment.predict(model, test, collator)
-        scores = accuracy_and_f1(test_pred, test["labels"])
+        test_pred = harness.predict(model, test, collator)
+        scores = harness.accuracy_and_f1(test_pred, test["labels"])
         self.results["teacher"] = {
-            "model": "MiniLM-L6 (all-MiniLM-L6-v2), fine-tuned", "folder": str(self.teacher_folder()),
+            "model": "MiniLM-L6 (all-MiniLM-L6-v2), fine-tuned", "folder": self.portable(self.teacher_folder()),
             "test_accuracy": round(scores["accuracy"], 4), "test_f1": round(scores["f1"], 4),
-            "selection_accuracy": tb.Experiment.accuracy(tb.Experiment.predict(model, selection, collator),
-                                                         selection["labels"]),
+            "selection_accuracy": harness.accuracy(harness.predict(model, selection, collator), selection["labels"]),
             "steps": info["steps"], "seconds_per_step": info["seconds_per_step"],
             "train_seconds": info["train_seconds"], "last_log": info["last_log"], "test_predictions": test_pred}
         self.save()
@@ -392,7 +383,6 @@ class Experiment:
         """--augment-copies augmented copies of every labelled pair (no labels), made once with distilkit.augment
         and kept in --work-dir; replacements are the teacher's embedding neighbours."""
         if "augmented_raw" not in self._cache:
-            from bench_common import GLUE_LOCAL
             from datasets import load_from_disk
 
             from distilkit.augment import AugmentArguments, augment_dataset
@@ -403,14 +393,15 @@ class Experiment:
                 f"{self.teacher_folder().name}-copies{copies}-{'+'.join(AUGMENT['methods'])}-"
                 f"p{AUGMENT['replace_prob']:g}-m{AUGMENT['num_candidates']}-seed{AUGMENT['augment_seed']}")
             if not folder.is_dir():
-                spec = GLUE_LOCAL[TASK]
+                spec = harness.GLUE_LOCAL[TASK]
                 augmented = augment_dataset(self.splits()[0], self.tokenizer(), spec["text"], spec["text_pair"],
                                             teacher=self.teacher(), args=AugmentArguments(num_copies=copies, **AUGMENT))
                 with publishing_folder(folder) as staging:
                     augmented.save_to_disk(str(staging))
             self._cache["augmented_raw"] = load_from_disk(str(folder))
             self.results["augment"] = {
-                "num_copies": copies, **AUGMENT, "rows": len(self._cache["augmented_raw"]), "folder": str(folder),
+                "num_copies": copies, **AUGMENT, "rows": len(self._cache["augmented_raw"]),
+                "folder": self.portable(folder),
                 "source": "labelled pairs, labels dropped",
                 "candidates": "nearest neighbours in the fine-tuned teacher's input embeddings (no masked-LM head)"}
             print(f"augmented pairs: {len(self._cache['augmented_raw'])} rows from {folder}", flush=True)
@@ -419,27 +410,24 @@ class Experiment:
     # -- the students
     def scores(self, model) -> dict:
         """Selection accuracy; test accuracy, F1 and agreement with the teacher's test predictions."""
-        from bench_common import accuracy_and_f1
-
         collator = self.collator()
         selection, test = self.tokenized("selection"), self.tokenized("test")
-        test_pred = tb.Experiment.predict(model, test, collator)
-        scores = accuracy_and_f1(test_pred, test["labels"])
-        return {"selection_accuracy": tb.Experiment.accuracy(tb.Experiment.predict(model, selection, collator),
-                                                             selection["labels"]),
+        test_pred = harness.predict(model, test, collator)
+        scores = harness.accuracy_and_f1(test_pred, test["labels"])
+        return {"selection_accuracy": harness.accuracy(harness.predict(model, selection, collator),
+                                                       selection["labels"]),
                 "test_accuracy": round(scores["accuracy"], 4), "test_f1": round(scores["f1"], 4),
-                "test_agreement_with_teacher": tb.Experiment.accuracy(test_pred,
-                                                                      self.results["teacher"]["test_predictions"])}
+                "test_agreement_with_teacher": harness.accuracy(test_pred,
+                                                                self.results["teacher"]["test_predictions"])}
 
     def student(self, seed: int):
         """Layers every_kth of the pretrained MiniLM-L6 with a fresh 2-label head seeded by `seed`."""
         from transformers import AutoModelForSequenceClassification, set_seed
 
-        from distilkit.pipeline.quickstart import minilm_dir
         from distilkit.student import student_from_teacher
 
         set_seed(seed)
-        pretrained = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2)
+        pretrained = AutoModelForSequenceClassification.from_pretrained(harness.minilm_dir(), num_labels=2)
         return student_from_teacher(pretrained, STUDENT_LAYERS)
 
     def run_student(self, row: str, seed: int) -> None:
@@ -449,17 +437,16 @@ class Experiment:
         transfer = self.tokenized("augmented") if row == "logits_augmented" else None
         epochs = a.augment_epochs if row == "logits_augmented" else a.epochs
         student = self.student(seed)
-        config = tb.training_config(a, self.work / "runs" / f"{row}-seed{seed}", seed=seed,
-                                    learning_rate=a.student_learning_rate, epochs=epochs,
-                                    alpha=a.alpha if distil else 0.0,
-                                    cache_dir=self.work / "teacher-outputs" if distil else None)
-        info = tb.Experiment.train(student, config, self.tokenized("labelled"), self.collator(), self.tokenizer(),
-                                   teacher=self.teacher() if distil else None, transfer=transfer,
-                                   epoch_eval=self.scores)
+        config = harness.training_config(a, self.work / "runs" / f"{row}-seed{seed}", seed=seed,
+                                         learning_rate=a.student_learning_rate, epochs=epochs,
+                                         alpha=a.alpha if distil else 0.0,
+                                         cache_dir=self.work / "teacher-outputs" if distil else None)
+        info = harness.train(student, config, self.tokenized("labelled"), self.collator(), self.tokenizer(),
+                             teacher=self.teacher() if distil else None, transfer=transfer, epoch_eval=self.scores)
         records = info.pop("epochs")
         if len(records) != epochs:
             raise RuntimeError(f"{row} seed {seed}: {len(records)} epoch evaluations for {epochs} epochs.")
-        best = tb.best_epoch(records)
+        best = harness.best_epoch(records)
         info.pop("step_durations")
         run = {"seed": seed, "chosen_epoch": best["epoch"],
                **{k: best[k] for k in ("selection_accuracy", "test_accuracy", "test_f1",
@@ -486,7 +473,7 @@ class Experiment:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.command = " ".join(["python scripts/augment_mrpc.py", *argv])
+    args.command = harness.portable_command("augment_mrpc.py", argv)
     args.sampling = "group_by_length"
     for flag in ("selection_rows", "epochs", "augment_epochs", "augment_copies", "batch_size", "max_length",
                  "threads"):
