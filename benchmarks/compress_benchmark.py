@@ -186,13 +186,13 @@ class CompressBench:
             train_sampling_strategy="group_by_length", dataloader_num_workers=0)
 
     def plan(self, target: str):
-        from distilkit.compress.run import prepare
+        from distilkit.compress import plan_compression
 
         labelled, transfer, _ = self.datasets()
         out = self.work / run_name(target, self.args.seeds[0])
-        return prepare(self.teacher(), labelled, self.compress_arguments(target),
-                       self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
-                       transfer_dataset=transfer)
+        return plan_compression(self.teacher(), labelled, self.compress_arguments(target),
+                                self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
+                                transfer_dataset=transfer)
 
     def train(self, target: str, seed: int) -> dict:
         from distilkit.compress import compress

@@ -7,11 +7,11 @@ predicted, on shapes held out of the fit.
         --results-dir /tmp/lm --cache /tmp/lm/cache.json                   # smoke run (timings meaningless)
 
 For each model (configs of all-MiniLM-L6-v2, 6 layers x 12 heads, FFN 1536, and all-mpnet-base-v2, 12 layers x
-12 heads, FFN 3072, with a 2-label head): the candidate grid of `distilkit.compress.candidate_shapes` (3 depths x 3
+12 heads, FFN 3072, with a 2-label head): the candidate grid of `distilkit.compress.grid.candidate_shapes` (3 depths x 3
 head fractions x 3 FFN fractions x float / int8 / int8 with int8 embeddings, uniform over layers) is measured on
 random-weight twins, `--rounds` interleaved rounds per group of 4 twins (measurements cached in `--cache`, keyed
 by machine, torch, transformers, config, settings and shape: a rerun measures only what is missing). The latency
-model (`distilkit.compress.LatencyModel`) is fitted on a seeded 75% and its error reported on the other 25%.
+model (`distilkit.compress.latency_model.LatencyModel`) is fitted on a seeded 75% and its error reported on the other 25%.
 
 Writes <results-dir>/latency_model.json and latency_model.md with the machine description and the command.
 """
@@ -27,15 +27,11 @@ from pathlib import Path
 import harness
 from transformers import AutoConfig
 
-from distilkit.compress import (
-    LatencyModel,
-    MachineSettings,
-    MeasurementCache,
-    candidate_shapes,
-    measure_shapes,
-    size_bytes,
-    split_held_out,
-)
+from distilkit.compress import MachineSettings
+from distilkit.compress.grid import candidate_shapes
+from distilkit.compress.latency_model import LatencyModel, split_held_out
+from distilkit.compress.measurements import MeasurementCache, measure_shapes
+from distilkit.compress.twin import size_bytes
 
 
 def model_folder(name: str) -> Path:

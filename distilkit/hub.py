@@ -18,6 +18,7 @@ import yaml
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
+from . import __version__
 from .model_card import CARD_FILE
 
 # Never uploaded: Trainer checkpoints, private files (the same patterns as Trainer.push_to_hub) and hidden files.
@@ -151,7 +152,7 @@ def push_folder(
         raise IncompleteFolderError(folder, problems)
     files = tuple(files_to_upload(folder))
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, library_name="distilkit",
-                library_version=_version())
+                library_version=__version__)
     if dry_run:
         return PushResult(repo_id=repo_id, url=f"{api.endpoint.rstrip('/')}/{repo_id}", files=files, dry_run=True)
     token = token or get_token()
@@ -177,9 +178,3 @@ def push_folder(
 def _is_transport_error(err: Exception) -> bool:
     """A connection, timeout or protocol failure of the HTTP client huggingface_hub uses (httpx or httpx2)."""
     return any(cls.__name__ == "TransportError" and cls.__module__.startswith("httpx") for cls in type(err).__mro__)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

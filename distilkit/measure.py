@@ -40,6 +40,29 @@ def machine_info() -> dict:
     return info
 
 
+def machine_fingerprint() -> dict:
+    """What identifies the machine for latency: CPU model (the architecture and processor name where lscpu gives
+    none), the instruction sets int8 kernels use, and the cores this process may run on."""
+    info = machine_info()
+    fingerprint = {name: info.get(name) for name in ("cpu_model", "avx512_vnni", "avx_vnni", "avx2")}
+    if not fingerprint["cpu_model"]:
+        fingerprint["cpu_model"] = f"{platform.machine()} {platform.processor()}".strip() or None
+    fingerprint["cpu_count"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return fingerprint
+
+
+def software_versions() -> dict:
+    """torch (kernels, threading), transformers (the modelling code), distilkit (twins, int8 layers) and the int8
+    kernel selected for the CPU (`quantization.kernels.select_kernel`; DISTILKIT_INT8_KERNEL can change it)."""
+    import transformers
+
+    from . import __version__
+    from .quantization.kernels import select_kernel
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "distilkit": __version__,
+            "int8_kernel": select_kernel("cpu").name}
+
+
 def latency_setup(batch_size: int, seq_len: int, threads: int, machine: dict) -> str:
     """How latency was measured, for tables and cards: batch, tokens, threads, CPU (int8 instruction set), torch."""
     cpu = machine.get("cpu_model", "unknown CPU")

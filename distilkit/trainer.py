@@ -478,7 +478,7 @@ class DistillationTrainer(Trainer):
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        checkpoints.match_checkpoint_pruning(model if model is not None else self.model, resume_from_checkpoint)
+        checkpoints.match_checkpoint_structure(model if model is not None else self.model, resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         checkpoints.load_projections(resume_from_checkpoint, self.projections)
 

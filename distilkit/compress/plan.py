@@ -1,6 +1,6 @@
 """The compression plan: which shape (layers, heads, FFN width, precision) meets the target with the most capacity.
 
-`make_plan` measures the candidate shapes' random twins on this machine (`cost_model.measure_shapes`, cached), the
+`make_plan` measures the candidate shapes' random twins on this machine (`measurements.measure_shapes`, cached), the
 teacher's full float shape among them, and sizes them exactly (`twin.size_bytes`). Every candidate is measured, so
 the choice rests on measured latencies; the fitted `LatencyModel`'s predictions are recorded beside them, to show how
 well the machine's latency is understood. The chosen candidate is the one with the most parameters among those
@@ -29,15 +29,10 @@ from transformers import PretrainedConfig
 from ..architectures import get_architecture
 from ..measure import count_parameters
 from ..student import every_kth_layer
-from .cost_model import (
-    PRECISIONS,
-    LatencyModel,
-    MachineSettings,
-    Measurement,
-    MeasurementCache,
-    candidate_shapes,
-    measure_shapes,
-)
+from .grid import PRECISIONS, candidate_shapes
+from .latency_model import LatencyModel
+from .measurements import Measurement, MeasurementCache, measure_shapes
+from .target import MachineSettings
 from .shape import ModelShape
 from .target import CompressArguments, Target
 from .twin import random_twin, size_bytes

@@ -27,15 +27,14 @@ from ..config import DistillationConfig
 from ..pipeline.identity import training_settings
 from ..pipeline.stages import Run, Stage, write_text
 from ..serialization.format import compression_record
-from .cost_model import MachineSettings
 from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan, saved_plan_matches
 from .shape import ModelShape
-from .target import CompressArguments
+from .target import CompressArguments, MachineSettings
 
 STUDENT, INT8 = "student", "int8"
 
 
-def prepare(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
+def plan_compression(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
             output_dir: str | Path, *, machine: MachineSettings | None = None, transfer_dataset=None,
             progress: bool = True) -> Plan:
     """Every check of a `compress` run, and its plan: raises ValueError, before anything is trained or written to
@@ -84,7 +83,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     (its output_dir is replaced by output_dir/02-distilled-training; pruning fractions come from the plan). The
     datasets are tokenised (`train_dataset` labelled, `transfer_dataset` not); `compute_metrics` as for a Trainer.
 
-    Every check (`prepare`) runs before anything is trained or written to output_dir; `plan`: what `prepare`
+    Every check (`plan_compression`) runs before anything is trained or written to output_dir; `plan`: what `plan_compression`
     returned for these same arguments, to run its checks apart (the CLI does), or None to run them here.
     `teacher_name` / `teacher_hub_id`: how the cards name the teacher and link it (default: from the teacher's
     `name_or_path`; a local folder is named, not linked).
@@ -97,7 +96,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     output_dir = Path(output_dir)
     if plan is None:
-        plan = prepare(teacher, train_dataset, args, training_args, output_dir, machine=machine,
+        plan = plan_compression(teacher, train_dataset, args, training_args, output_dir, machine=machine,
                        transfer_dataset=transfer_dataset, progress=progress)
     # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
     teacher_parameter = next(teacher.parameters())

@@ -2,7 +2,7 @@
 
 A shape says how many attention heads and FFN neurons each kept layer has, and whether the model runs in int8
 (and stores its embeddings in int8). Which heads or neurons are kept does not change speed or size, so a shape
-holds counts only. It is what the latency/size model (`cost_model`) measures and predicts, and what a compression
+holds counts only. It is what the latency model (`latency_model`, fitted on `measurements`) predicts, and what a compression
 plan will choose.
 """
 

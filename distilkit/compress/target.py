@@ -14,7 +14,33 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cost_model import MachineSettings
+from transformers import PretrainedConfig
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    """How the model will run: `batch_size` sequences of `seq_len` tokens, on `threads` CPU threads."""
+
+    batch_size: int
+    seq_len: int
+    threads: int
+
+    def __post_init__(self):
+        for name in ("batch_size", "seq_len", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MachineSettings.{name} must be a positive integer; got {value!r}.")
+
+    def check_fits(self, config: PretrainedConfig) -> None:
+        """Raise ValueError if sequences of `seq_len` tokens are longer than the model's position embeddings."""
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and self.seq_len > int(limit):
+            raise ValueError(f"MachineSettings.seq_len {self.seq_len} exceeds the {config.model_type} config's "
+                             f"max_position_embeddings ({limit}); choose a shorter sequence length.")
+
+    def to_dict(self) -> dict:
+        return {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads}
+
 
 TARGET_FIELDS = ("target_latency_ms", "target_speedup", "target_size_mb")
 MACHINE_FIELDS = ("latency_batch_size", "latency_seq_len", "latency_threads")

@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PretrainedConfig
 from transformers.models.auto import modeling_auto
 
+from .. import __version__
 from ..serialization import compression_record, load_config
 from ..serialization.compressions import recorded
 from .facts import CardFacts
@@ -175,7 +176,7 @@ def _template_variables(*, config, record, facts: CardFacts, architectures, auto
         "latency_setup": facts.latency_setup,
         "eval_note": eval_note,
         "limitations": limitations,
-        "distilkit_version": _version(),
+        "distilkit_version": __version__,
     }
 
 
@@ -252,9 +253,3 @@ def _size(value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -435,7 +435,7 @@ def compress(recipe: Recipe):
     """`compress`: model.teacher compressed to recipe.compress's target on this machine (`distilkit.compress`);
     returns its `CompressResult`."""
     from ..compress.run import compress as compress_teacher
-    from ..compress.run import prepare
+    from ..compress.run import plan_compression
 
     m, training = recipe.model, recipe.training
     check_launch(training)
@@ -451,7 +451,7 @@ def compress(recipe: Recipe):
     metrics = compute_metrics_function(recipe.evaluation, m.task) if data.validation is not None else None
     progress = not training.disable_tqdm
     try:  # the plan and every check, before anything is written; errors later on are not the recipe's
-        plan = prepare(teacher, data.train, recipe.compress, training, training.output_dir, machine=machine,
+        plan = plan_compression(teacher, data.train, recipe.compress, training, training.output_dir, machine=machine,
                        transfer_dataset=data.transfer, progress=progress)
     except ValueError as err:
         raise RecipeError(str(err)) from err

@@ -281,3 +281,24 @@ def carry_optimizer_state(optimizer, changes: Iterable[ParameterChange]) -> None
             sliced[key] = value
         if sliced:
             inner.state[change.new] = sliced
+
+
+def _match(model: PreTrainedModel, kept: list[list[int]] | None, current: list[list[int]], prune, units: str
+           ) -> None:
+    if kept is None:
+        return
+    extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
+    if len(kept) != len(current) or any(extra):
+        raise ValueError(f"it was saved with {units} {kept}, which this model ({units} {current}) no longer has")
+    prune(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
+
+
+def match_pruning(model: PreTrainedModel, record: dict) -> None:
+    """Remove the heads a live model still has but a pruning `record` (of a checkpoint of the same run, taken
+    while pruning during training) no longer has; ValueError if the record keeps a head the model has lost."""
+    _match(model, record.get("kept_heads"), kept_heads(model), prune_heads, "heads")
+
+
+def match_ffn_pruning(model: PreTrainedModel, record: dict) -> None:
+    """`match_pruning` for FFN neurons."""
+    _match(model, record.get("kept_neurons"), kept_neurons(model), prune_ffn, "FFN neurons")

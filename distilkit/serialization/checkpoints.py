@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .compressions import recorded
 from .format import LOADING_CODE_FILE
 
 # The file transformers.Trainer writes last into a checkpoint (transformers.trainer.TRAINER_STATE_NAME).
@@ -102,30 +103,24 @@ def last_complete_checkpoint(output_dir: str) -> str:
     raise ValueError(f"No valid checkpoint found in output directory ({output_dir})")
 
 
-def match_checkpoint_pruning(model: nn.Module, checkpoint: str) -> None:
-    """Remove the heads and FFN neurons a checkpoint's student had lost (pruning while distilling) before its
-    weights are loaded, so a run resumes with the checkpoint's structure; the optimizer is built afterwards, on the
-    pruned model."""
+def match_checkpoint_structure(model: nn.Module, checkpoint: str) -> None:
+    """Give `model` the structure of `checkpoint`'s student before its weights are loaded (the heads and FFN
+    neurons pruning while distilling had removed by then), through each recorded compression's `match` function
+    (`compressions.COMPRESSIONS`), so a run resumes with the checkpoint's structure; the optimizer is built
+    afterwards, on the pruned model."""
     config_path = os.path.join(checkpoint, "config.json")
     if not os.path.isfile(config_path):
         return
     with open(config_path) as handle:
         record = json.load(handle).get("distilkit") or {}
-    from ..pruning import kept_heads, kept_neurons, prune_ffn, prune_heads
-
-    for key, field, kept_of, prune, units in (("pruning", "kept_heads", kept_heads, prune_heads, "heads"),
-                                              ("ffn_pruning", "kept_neurons", kept_neurons, prune_ffn, "FFN neurons")):
-        kept = (record.get(key) or {}).get(field)
-        if kept is None:
+    for compression in recorded(record):
+        match = compression.match_function()
+        if match is None:
             continue
-        current = kept_of(model)
-        extra = [sorted(set(k) - set(c)) for c, k in zip(current, kept)]
-        if len(kept) != len(current) or any(extra):
-            raise ValueError(
-                f"{checkpoint} was saved with {units} {kept}, which this model ({units} {current}) no longer has; "
-                "resume with the student the run started with."
-            )
-        prune(model, {layer: sorted(set(c) - set(k)) for layer, (c, k) in enumerate(zip(current, kept))})
+        try:
+            match(model, record[compression.key])
+        except ValueError as err:
+            raise ValueError(f"{checkpoint}: {err}; resume with the student the run started with.") from err
 
 
 def copy_loading_code(checkpoint: str, output_dir: str) -> None:

@@ -7,7 +7,10 @@ registers here, by dotted name so that this package imports none of them (they i
   * `remote_code` (optional): `function(folder)` that writes loading code rebuilding the model with transformers
     alone (`AutoModel...from_pretrained(folder, trust_remote_code=True)`), for a folder whose compressions all name
     this same function (head and FFN pruning share one). Any other compressed folder gets a configuration file that
-    names `distilkit.from_pretrained` instead.
+    names `distilkit.from_pretrained` instead;
+  * `match` (optional): `function(model, record)` that gives a live model of the same run the structure of a
+    checkpoint's record (pruning while training removes more units between checkpoints), before a resumed
+    Trainer loads the checkpoint's weights.
 
 The order is the order of restoring: a model is pruned before it is quantized. A new compression (FFN pruning,
 say) is one more entry, its restore function living with the method.
@@ -26,6 +29,7 @@ class Compression:
     description: str  # what it changes, for messages ("int8 layers")
     restore: str  # "module:function"
     remote_code: str | None = None  # "module:function", or None when transformers cannot rebuild it alone
+    match: str | None = None  # "module:function", for compressions a training run applies as it goes
 
     def restore_function(self) -> Callable:
         return _resolve(self.restore)
@@ -33,12 +37,17 @@ class Compression:
     def remote_code_function(self) -> Callable | None:
         return _resolve(self.remote_code) if self.remote_code else None
 
+    def match_function(self) -> Callable | None:
+        return _resolve(self.match) if self.match else None
+
 
 COMPRESSIONS: tuple[Compression, ...] = (
     Compression("pruning", "pruned attention heads", "distilkit.pruning.structural:restore_pruning",
-                remote_code="distilkit.pruning.remote_code:add_remote_code"),
+                remote_code="distilkit.pruning.remote_code:add_remote_code",
+                match="distilkit.pruning.structural:match_pruning"),
     Compression("ffn_pruning", "pruned FFN neurons", "distilkit.pruning.structural:restore_ffn_pruning",
-                remote_code="distilkit.pruning.remote_code:add_remote_code"),
+                remote_code="distilkit.pruning.remote_code:add_remote_code",
+                match="distilkit.pruning.structural:match_ffn_pruning"),
     Compression("quantization", "int8 layers", "distilkit.quantization.model:restore_quantization"),
 )
 

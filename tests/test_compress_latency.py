@@ -17,19 +17,12 @@ import transformers as tf
 from tiny_models import tiny_config
 
 from distilkit import measure
-from distilkit.compress import (
-    LatencyModel,
-    MachineSettings,
-    Measurement,
-    MeasurementCache,
-    ModelShape,
-    candidate_shapes,
-    measure_shapes,
-    random_twin,
-    size_bytes,
-    split_held_out,
-)
-from distilkit.compress import cost_model
+from distilkit.compress import MachineSettings, ModelShape
+from distilkit.compress import measurements
+from distilkit.compress.grid import candidate_shapes
+from distilkit.compress.latency_model import LatencyModel, split_held_out
+from distilkit.compress.measurements import Measurement, MeasurementCache, measure_shapes
+from distilkit.compress.twin import random_twin, size_bytes
 from distilkit.measure import folder_size_mb
 from distilkit.pruning import kept_heads, kept_neurons
 from distilkit.quantization import Int8Embedding, Int8Linear
@@ -166,10 +159,10 @@ def test_a_measurement_from_another_context_is_never_returned(tmp_path, measured
     measure_shapes(model_config, [shape], settings, cache, rounds=1)
     measured.clear()
     if change == "machine":
-        other = {**cost_model.machine_fingerprint(), "cpu_model": "Another CPU", "avx512_vnni": True}
-        monkeypatch.setattr(cost_model, "machine_fingerprint", lambda: other)
+        other = {**measure.machine_fingerprint(), "cpu_model": "Another CPU", "avx512_vnni": True}
+        monkeypatch.setattr(measure, "machine_fingerprint", lambda: other)
     elif change == "torch":
-        monkeypatch.setattr(cost_model.torch, "__version__", "9.9.9")
+        monkeypatch.setattr(measure.torch, "__version__", "9.9.9")
     elif change == "settings":
         settings = MachineSettings(batch_size=2, seq_len=8, threads=2)
     else:
@@ -353,7 +346,7 @@ def test_bad_measurement_request_fails_before_any_work(tmp_path, measured, call,
 
 def test_importing_compress_stays_light():
     heavy = ("transformers.trainer", "datasets", "distilkit.trainer", "distilkit.cli")
-    script = ("import sys\nimport distilkit.compress as c\nc.LatencyModel, c.random_twin, c.ModelShape\n"
+    script = ("import sys\nimport distilkit.compress as c\nc.make_plan, c.MachineSettings, c.ModelShape, c.CompressArguments\n"
               f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -369,15 +362,15 @@ def test_the_cache_key_holds_attention_kernel_version_and_a_machine_fallback(mon
 
     config = tiny_config("bert", layers=2, num_labels=2)
     config._attn_implementation = "eager"  # as a teacher loaded for attention distillation
-    context = cost_model.measurement_context(config, MachineSettings(2, 8, 1))
+    context = measurements.measurement_context(config, MachineSettings(2, 8, 1))
     # Twins run (and are keyed) with the attention a deployed model gets, not the teacher's eager one.
     assert context["model"]["attn_implementation"] == "sdpa"
     assert context["software"]["distilkit"] == distilkit.__version__
     assert context["software"]["int8_kernel"] in ("fbgemm", "reference")
     monkeypatch.setenv("DISTILKIT_INT8_KERNEL", "reference")
-    assert cost_model.software_versions()["int8_kernel"] == "reference"
+    assert measure.software_versions()["int8_kernel"] == "reference"
 
     monkeypatch.setattr(measure, "machine_info", lambda: {"cpu_count": 999, "avx2": True})  # lscpu gave no model
-    fingerprint = cost_model.machine_fingerprint()
+    fingerprint = measure.machine_fingerprint()
     assert fingerprint["cpu_model"] == f"{platform.machine()} {platform.processor()}".strip()
     assert fingerprint["cpu_count"] == len(os.sched_getaffinity(0))
