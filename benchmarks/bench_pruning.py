@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging
 
 from distilkit import DistillationConfig
 from distilkit.measure import count_parameters, folder_size_mb, interleaved_latency_ms
-from distilkit.pruning import kept_heads, prune_to_fraction
+from distilkit.pruning import kept_heads, prune_heads_to_fraction
 
 FRACTIONS = (0.0, 0.25, 0.40, 0.50)
 
@@ -45,7 +45,7 @@ def size_and_latency(args) -> list[dict]:
     models, rows = [], []
     for fraction in FRACTIONS:
         model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2).eval()
-        prune_to_fraction(model, None, fraction, method="magnitude")
+        prune_heads_to_fraction(model, None, fraction, method="magnitude")
         with tempfile.TemporaryDirectory() as folder:
             model.save_pretrained(folder)
             size = folder_size_mb(folder)
@@ -92,11 +92,11 @@ def accuracy(args) -> dict:
     importance_batches = DataLoader(train_set.shuffle(seed=args.seed).select(range(32 * args.importance_batches)),
                                     batch_size=32, collate_fn=collator)
     student = copy.deepcopy(teacher)
-    _, removed = prune_to_fraction(student, importance_batches, args.fraction, method="taylor")
+    _, removed = prune_heads_to_fraction(student, importance_batches, args.fraction, method="taylor")
     result["pruned"] = {"fraction": args.fraction, "removed_heads": removed,
                         "heads_per_layer": [len(k) for k in kept_heads(student)],
                         "accuracy_before_recovery": evaluate(student, dev_set, collator, batch_size=128)["accuracy"]}
-    magnitude = prune_to_fraction(copy.deepcopy(teacher), None, args.fraction, method="magnitude")[0]
+    magnitude = prune_heads_to_fraction(copy.deepcopy(teacher), None, args.fraction, method="magnitude")[0]
     result["pruned_by_magnitude_accuracy_before_recovery"] = evaluate(magnitude, dev_set, collator,
                                                                       batch_size=128)["accuracy"]
     print("pruned", result["pruned"], flush=True)

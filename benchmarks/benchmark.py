@@ -572,7 +572,7 @@ class Benchmark:
     def row_mpnet6_pruned(self) -> None:
         from torch.utils.data import DataLoader
 
-        from distilkit.pruning import kept_heads, prune_to_fraction
+        from distilkit.pruning import kept_heads, prune_heads_to_fraction
 
         a = self.args
         student = self._distilled()
@@ -580,7 +580,7 @@ class Benchmark:
         batches = DataLoader(train_set.select(range(min(len(train_set), 8 * a.batch_size))), batch_size=a.batch_size,
                              collate_fn=self.collator("mpnet"))
         start = time.perf_counter()
-        _, removed = prune_to_fraction(student, batches, a.prune_fraction, method="taylor")
+        _, removed = prune_heads_to_fraction(student, batches, a.prune_fraction, method="taylor")
         before = harness.evaluate(student, self.split("mpnet", "validation"), self.collator("mpnet"))
         info = {"prune_fraction": a.prune_fraction, "removed_heads": {str(k): v for k, v in removed.items()},
                 "heads_per_layer": [len(k) for k in kept_heads(student)], "before_recovery": before,

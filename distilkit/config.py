@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from . import loss_terms
-from .pruning.arguments import HeadPruningArguments
+from .pruning.arguments import PruningArguments
 
 HIDDEN_LOSSES = ("mse", "cosine")
 ATTENTION_LOSSES = ("kl", "mse")
@@ -57,7 +57,7 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int
 
 
 @dataclass
-class DistillationConfig(HeadPruningArguments, TrainingArguments):
+class DistillationConfig(PruningArguments, TrainingArguments):
     """Training arguments for `DistillationTrainer`.
 
     The total loss is
@@ -66,7 +66,7 @@ class DistillationConfig(HeadPruningArguments, TrainingArguments):
     exactly `transformers.Trainer`.
 
     The pruning fields (prune_heads_fraction, prune_ffn_fraction, prune_every_steps, ...) come from
-    `distilkit.pruning.HeadPruningArguments`, which also validates them.
+    `distilkit.pruning.PruningArguments`, which also validates them.
     """
 
     temperature: float = field(

@@ -87,9 +87,9 @@ class DistillationTrainer(Trainer):
                 trainer_args = (trainer_args[0], train_dataset, *trainer_args[2:])
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         if args.prune_heads_fraction > 0 or args.prune_ffn_fraction > 0:
-            from .pruning import HeadPruningCallback
+            from .pruning import PruningCallback
 
-            self.add_callback(HeadPruningCallback(
+            self.add_callback(PruningCallback(
                 target_fraction=args.prune_heads_fraction, prune_every_steps=args.prune_every_steps,
                 num_prunes=args.prune_num_prunes, seed=args.seed, ffn_target_fraction=args.prune_ffn_fraction,
                 **args.scoring(while_training=True),
@@ -425,13 +425,13 @@ class DistillationTrainer(Trainer):
         """
         if not self.is_world_process_zero():
             return
-        from .pruning import HeadPruningCallback
+        from .pruning import PruningCallback
 
         run = TrainingRun(
             args=self.args, student=self.model, teacher=self.teacher, layer_map=self.layer_map,
             log_history=self.state.log_history, optimizer_steps=self.state.global_step,
             pruning_callback=next((callback for callback in reversed(self.callback_handler.callbacks)
-                                   if isinstance(callback, HeadPruningCallback)), None),
+                                   if isinstance(callback, PruningCallback)), None),
             repo_id=getattr(self, "hub_model_id", None), transfer_examples=self.transfer_examples,
         )
         card = trainer_model_card(run, language=language, license=license, tags=tags, model_name=model_name,

@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.data import prepare_classification, read_table
-from distilkit.pruning import kept_heads, prune_to_fraction
+from distilkit.pruning import kept_heads, prune_heads_to_fraction
 from distilkit.quantization import quantize_dynamic
 
 
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     # Taylor scores need gradients of the loss, hence labelled batches; the heads are removed structurally (the
     # q/k/v and output matrices shrink), so the model really gets smaller and faster.
     scoring = DataLoader(data.shuffle(seed=0), batch_size=args.batch_size, collate_fn=collator)
-    _, removed = prune_to_fraction(model, scoring, args.prune_fraction, method="taylor",
+    _, removed = prune_heads_to_fraction(model, scoring, args.prune_fraction, method="taylor",
                                    num_batches=args.scoring_batches)
     pruned_logits = logits_of(model, loader)
 

@@ -179,9 +179,9 @@ def test_the_config_and_the_recipe_validate_pruning_from_one_source(flags, kwarg
 
 
 def test_one_list_of_methods_and_one_fraction_check_for_both_kinds_of_pruning():
-    from distilkit.pruning import HeadPruningArguments, arguments, importance
+    from distilkit.pruning import PruningArguments, arguments, importance
 
-    assert issubclass(DistillationConfig, HeadPruningArguments)
+    assert issubclass(DistillationConfig, PruningArguments)
     assert arguments.METHODS is importance.METHODS
     with pytest.raises(ValueError) as while_training:
         DistillationConfig(output_dir="unused", report_to="none", prune_heads_fraction=1.5)

@@ -14,7 +14,7 @@ from tiny_models import pad_collator, tiny_dataset, tiny_model
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.pruning import (
-    HeadPruningCallback,
+    PruningCallback,
     compute_ffn_importance,
     kept_heads,
     kept_neurons,
@@ -232,16 +232,16 @@ def test_invalid_ffn_fractions_are_refused():
     with pytest.raises(ValueError, match=r"prune_ffn_fraction must be in \[0, 1\) \(share of FFN neurons"):
         DistillationConfig(output_dir="unused", report_to="none", prune_ffn_fraction=1.0)
     with pytest.raises(ValueError, match=r"ffn_target_fraction must be in \[0, 1\]"):
-        HeadPruningCallback(0.5, prune_every_steps=2, ffn_target_fraction=-0.1)
+        PruningCallback(0.5, prune_every_steps=2, ffn_target_fraction=-0.1)
     with pytest.raises(ValueError, match=r"target_fraction must be in \(0, 1\]"):
-        HeadPruningCallback(0.0, prune_every_steps=2)
-    assert HeadPruningCallback(0.0, prune_every_steps=2, ffn_target_fraction=0.5).ffn_target_fraction == 0.5
+        PruningCallback(0.0, prune_every_steps=2)
+    assert PruningCallback(0.0, prune_every_steps=2, ffn_target_fraction=0.5).ffn_target_fraction == 0.5
 
 
 def test_the_model_card_recipe_names_the_ffn_target():
     from distilkit.model_card.recipe import pruning_callback_recipe
 
-    recipe = pruning_callback_recipe(HeadPruningCallback(0.25, prune_every_steps=2, ffn_target_fraction=0.5))
+    recipe = pruning_callback_recipe(PruningCallback(0.25, prune_every_steps=2, ffn_target_fraction=0.5))
     assert recipe["target fraction of heads pruned"] == 0.25
     assert recipe["target fraction of FFN neurons pruned"] == 0.5
-    assert "target fraction of FFN neurons pruned" not in pruning_callback_recipe(HeadPruningCallback(0.25, 2))
+    assert "target fraction of FFN neurons pruned" not in pruning_callback_recipe(PruningCallback(0.25, 2))

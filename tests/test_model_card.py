@@ -23,7 +23,7 @@ from distilkit.model_card import (
     render_model_card,
     write_model_card,
 )
-from distilkit.pruning import HeadPruningCallback, prune_heads
+from distilkit.pruning import PruningCallback, prune_heads
 from distilkit.quantization import quantize_dynamic
 from distilkit.serialization import compression_record
 
@@ -231,7 +231,7 @@ def written_trainer_card(trainer, **card_kwargs) -> ModelCard:
 
 
 def test_trainer_card_reports_teacher_student_and_recipe(tmp_path):
-    callback = HeadPruningCallback(target_fraction=0.25, prune_every_steps=2, num_prunes=1, num_batches=1)
+    callback = PruningCallback(target_fraction=0.25, prune_every_steps=2, num_prunes=1, num_batches=1)
     trainer, metrics = distil(tmp_path, [callback])
     card = written_trainer_card(
         trainer, finetuned_from="org/teacher", dataset_tags="nyu-mll/glue", dataset="GLUE SST-2",

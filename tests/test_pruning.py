@@ -16,13 +16,13 @@ from tiny_models import VOCAB, tiny_model
 
 import distilkit
 from distilkit.pruning import (
-    add_remote_code,
     compute_head_importance,
     kept_heads,
     prune_heads,
-    prune_to_fraction,
-    pruned_heads,
+    prune_heads_to_fraction,
+    removed_heads,
 )
+from distilkit.pruning.remote_code import add_remote_code
 
 HEADS = 4  # tiny_config default: hidden 32, 2 layers, 4 heads (head_dim 8); GQA families have 2 KV heads
 HEAD_DIM = 8
@@ -138,7 +138,7 @@ def test_repeated_pruning_uses_original_numbering(family):
         prune_heads(model, step)
 
     assert kept_heads(model) == expected_kept
-    assert pruned_heads(model) == expected_removed
+    assert removed_heads(model) == expected_removed
     assert_same_outputs(model, reference, padded_batch())
     assert_same_outputs(copy.deepcopy(model), reference, padded_batch())  # pruning state survives a copy
 
@@ -294,31 +294,31 @@ def test_prune_to_fraction_ranks_heads_globally():
     model = make("bert")
     zero_head(model, 1, 0)
     batches = [labelled_batch("bert", s) for s in range(2)]
-    model, removed = prune_to_fraction(model, batches, 0.5)
+    model, removed = prune_heads_to_fraction(model, batches, 0.5)
     assert sum(map(len, removed.values())) == 4
     assert 0 in removed[1]  # the zeroed head is among the least important
-    assert pruned_heads(model) == removed
+    assert removed_heads(model) == removed
 
     # Earlier pruning counts towards the fraction; the call returns only what it removed.
-    model, more = prune_to_fraction(model, batches, 0.75, method="magnitude")
+    model, more = prune_heads_to_fraction(model, batches, 0.75, method="magnitude")
     assert sum(map(len, more.values())) == 2
     assert sum(map(len, kept_heads(model))) == 2
-    assert prune_to_fraction(model, batches, 0.5)[1] == {}
+    assert prune_heads_to_fraction(model, batches, 0.5)[1] == {}
 
     balanced = make("bert")
-    _, removed = prune_to_fraction(balanced, None, 0.75, "magnitude", min_heads_per_layer=1)
+    _, removed = prune_heads_to_fraction(balanced, None, 0.75, "magnitude", min_heads_per_layer=1)
     assert [len(k) for k in kept_heads(balanced)] == [1, 1]
     with pytest.raises(ValueError, match="fraction must be between 0 and 1"):
-        prune_to_fraction(balanced, None, 1.5, "magnitude")
+        prune_heads_to_fraction(balanced, None, 1.5, "magnitude")
 
 
 def test_prune_to_fraction_removes_whole_groups_under_gqa():
     model = make("llama")
     zero_head(model, 0, 2)
     zero_head(model, 0, 3)
-    model, removed = prune_to_fraction(model, [labelled_batch("llama")], 0.25)
+    model, removed = prune_heads_to_fraction(model, [labelled_batch("llama")], 0.25)
     assert removed == {0: [2, 3]}  # 1 of 4 KV groups; the zeroed group goes
-    model, removed = prune_to_fraction(model, [labelled_batch("llama")], 0.6)  # 2.4 groups -> 2
+    model, removed = prune_heads_to_fraction(model, [labelled_batch("llama")], 0.6)  # 2.4 groups -> 2
     assert sum(map(len, removed.values())) == 2
     assert all(len(kept) % 2 == 0 for kept in kept_heads(model))
 

@@ -1,4 +1,4 @@
-"""HeadPruningCallback: pruning attention heads during a few Trainer steps on tiny random models."""
+"""PruningCallback: pruning attention heads during a few Trainer steps on tiny random models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import Trainer, TrainingArguments
 
 import distilkit
-from distilkit.pruning import HeadPruningCallback, kept_heads
+from distilkit.pruning import PruningCallback, kept_heads
 
 
 def train(model, callback, tmp_path, task="seq", max_steps=6, save_steps=None, resume_from_checkpoint=None):
@@ -41,7 +41,7 @@ def train(model, callback, tmp_path, task="seq", max_steps=6, save_steps=None, r
 @pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])
 def test_callback_prunes_during_training_and_the_saved_model_reloads(family, task, tmp_path, caplog):
     model = tiny_model(task, family)
-    callback = HeadPruningCallback(target_fraction=0.5, prune_every_steps=2, num_prunes=2, num_batches=2)
+    callback = PruningCallback(target_fraction=0.5, prune_every_steps=2, num_prunes=2, num_batches=2)
     with caplog.at_level(logging.INFO, logger="distilkit.pruning.callback"):
         trainer = train(model, callback, tmp_path, task)
 
@@ -80,19 +80,19 @@ def test_callback_uses_the_given_dataloader_and_method(tmp_path):
         model.bert.encoder.layer[0].attention.self.key.weight[8:16] = 0
         model.bert.encoder.layer[0].attention.self.value.weight[8:16] = 0
         model.bert.encoder.layer[0].attention.output.dense.weight[:, 8:16] = 0
-    callback = HeadPruningCallback(0.125, prune_every_steps=3, method="magnitude", dataloader=[])
+    callback = PruningCallback(0.125, prune_every_steps=3, method="magnitude", dataloader=[])
     train(model, callback, tmp_path, max_steps=4)
     assert [(e["step"], e["pruning/removed_heads"]) for e in callback.history] == [(3, {"0": [1]})]
 
 
 def test_training_resumed_from_a_pruned_checkpoint_ends_like_an_uninterrupted_run(tmp_path):
     schedule = dict(target_fraction=0.5, prune_every_steps=2, num_prunes=2, num_batches=1)
-    straight = train(tiny_model("seq", "bert"), HeadPruningCallback(**schedule), tmp_path, save_steps=3)
+    straight = train(tiny_model("seq", "bert"), PruningCallback(**schedule), tmp_path, save_steps=3)
     checkpoint = tmp_path / "run" / "checkpoint-3"
     assert kept_heads(distilkit.from_pretrained(checkpoint)) != kept_heads(straight.model)  # pruned once of twice
 
     # The checkpoint's model has the pruned shapes, so the Trainer's resume (weights, optimizer, data order) fits.
-    resumed = train(distilkit.from_pretrained(checkpoint), HeadPruningCallback(**schedule), tmp_path / "again",
+    resumed = train(distilkit.from_pretrained(checkpoint), PruningCallback(**schedule), tmp_path / "again",
                     resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 6
     assert kept_heads(resumed.model) == kept_heads(straight.model)
@@ -101,13 +101,13 @@ def test_training_resumed_from_a_pruned_checkpoint_ends_like_an_uninterrupted_ru
 
 
 def test_schedule():
-    every_two = HeadPruningCallback(0.5, prune_every_steps=2, num_prunes=3)
+    every_two = PruningCallback(0.5, prune_every_steps=2, num_prunes=3)
     assert every_two.prune_steps(max_steps=100) == [2, 4, 6]
-    windowed = HeadPruningCallback(0.5, prune_every_steps=3, start_step=1, end_step=8)
+    windowed = PruningCallback(0.5, prune_every_steps=3, start_step=1, end_step=8)
     assert windowed.prune_steps(max_steps=100) == [1, 4, 7]
     # With neither num_prunes nor end_step, pruning stops halfway through training.
-    assert HeadPruningCallback(0.5, prune_every_steps=2).prune_steps(max_steps=20) == [2, 4, 6, 8, 10]
-    assert HeadPruningCallback(0.5, prune_every_steps=5).prune_steps(max_steps=4) == [5]
+    assert PruningCallback(0.5, prune_every_steps=2).prune_steps(max_steps=20) == [2, 4, 6, 8, 10]
+    assert PruningCallback(0.5, prune_every_steps=5).prune_steps(max_steps=4) == [5]
 
 
 @pytest.mark.parametrize(
@@ -125,11 +125,11 @@ def test_schedule():
 def test_invalid_settings_fail_at_construction(kwargs, message):
     settings = {"target_fraction": 0.5, "prune_every_steps": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
-        HeadPruningCallback(**settings)
+        PruningCallback(**settings)
 
 
 def test_multi_process_training_is_refused():
-    callback = HeadPruningCallback(0.5, prune_every_steps=2, num_prunes=1)
+    callback = PruningCallback(0.5, prune_every_steps=2, num_prunes=1)
     state = types.SimpleNamespace(max_steps=10)
     with pytest.raises(ValueError, match="single-process training only \\(world_size is 2\\)"):
         callback.on_train_begin(types.SimpleNamespace(world_size=2), state, None, train_dataloader=None)
@@ -141,7 +141,7 @@ def test_distillation_trainer_builds_the_callback_from_the_shared_pruning_settin
                                             alpha=0.0, prune_heads_fraction=0.5, prune_every_steps=2, **pruning)
         trainer = distilkit.DistillationTrainer(model=tiny_model("seq", "bert"), args=args,
                                                 train_dataset=tiny_dataset("seq", n=8), data_collator=pad_collator)
-        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, HeadPruningCallback))
+        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, PruningCallback))
 
     default = callback_of()  # unset scoring fields keep the callback's own defaults while training
     assert (default.method, default.num_batches, default.min_heads_per_layer) == ("taylor", 4, 0)

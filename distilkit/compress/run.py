@@ -194,7 +194,7 @@ def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int)
     """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, and
     prune_min_heads_per_layer must leave room for the planned heads, or the model would not reach the planned
     shape."""
-    from ..pruning import HeadPruningCallback
+    from ..pruning import PruningCallback
 
     heads_fraction, ffn_fraction = plan.prune_fractions
     if heads_fraction == 0 and ffn_fraction == 0:
@@ -207,7 +207,7 @@ def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int)
             f"({plan.chosen}). Lower prune_min_heads_per_layer to at most "
             f"{sum(plan.shape.heads) // plan.shape.num_layers}.")
     steps = training_steps(training_args, examples)
-    schedule = HeadPruningCallback(target_fraction=heads_fraction, ffn_target_fraction=ffn_fraction,
+    schedule = PruningCallback(target_fraction=heads_fraction, ffn_target_fraction=ffn_fraction,
                                    prune_every_steps=training_args.prune_every_steps,
                                    num_prunes=training_args.prune_num_prunes).prune_steps(steps)
     if schedule[-1] > steps:

@@ -1,5 +1,5 @@
 """The card's recipe: how the model was made, as {group title: {setting: value}}, from a `DistillationConfig`
-(`recipe_from_config`), a `HeadPruningCallback` and what config.distilkit records (pruning, quantization)."""
+(`recipe_from_config`), a `PruningCallback` and what config.distilkit records (pruning, quantization)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def loss_description(args: DistillationConfig) -> str:
 
 
 def pruning_callback_recipe(callback) -> dict[str, Any]:
-    """The "Pruning" settings of a `HeadPruningCallback` that pruned the model (heads, FFN neurons) while it trained."""
+    """The "Pruning" settings of a `PruningCallback` that pruned the model (heads, FFN neurons) while it trained."""
     schedule = f"every {callback.prune_every_steps} steps from step {callback.start_step}"
     if callback.num_prunes:
         schedule += f", {callback.num_prunes} times"

@@ -20,7 +20,7 @@ from .render import render_card
 from .table import ModelRow, default_row_name, measure_model, merge_rows
 
 if TYPE_CHECKING:
-    from ..pruning import HeadPruningCallback
+    from ..pruning import PruningCallback
 
 # Trainer metrics that describe the run, not the model.
 _NOT_MODEL_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "step")
@@ -36,7 +36,7 @@ class TrainingRun:
         layer_map: the resolved student -> teacher hidden-state map (empty or None: the configured one is shown).
         log_history: the Trainer's log entries; the last one with eval_* metrics gives the student's metrics.
         optimizer_steps: optimizer steps taken.
-        pruning_callback: the `HeadPruningCallback` that pruned the student while it trained, if any.
+        pruning_callback: the `PruningCallback` that pruned the student while it trained, if any.
         repo_id: the Hub repo the run pushes to, if known.
         transfer_examples: unlabelled examples the run learnt from (distilkit.transfer), if any.
     """
@@ -47,7 +47,7 @@ class TrainingRun:
     layer_map: Mapping[int, int] | None = None
     log_history: Sequence[Mapping[str, Any]] = field(default_factory=list)
     optimizer_steps: int = 0
-    pruning_callback: HeadPruningCallback | None = None
+    pruning_callback: PruningCallback | None = None
     repo_id: str | None = None
     transfer_examples: int = 0
 

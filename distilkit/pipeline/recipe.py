@@ -5,7 +5,7 @@ A recipe file is YAML with these sections (all optional):
     model:      ModelArguments       teacher, student, how to build the student
     data:       DataArguments        a Hub dataset or local files, columns, max_length
     training:   DistillationConfig   every TrainingArguments field plus temperature, alpha, ..., and the
-                                     head-pruning settings (distilkit.pruning.HeadPruningArguments)
+                                     head-pruning settings (distilkit.pruning.PruningArguments)
     prune:      PruneArguments       optional attention-head pruning step (scored per the training section)
     quantize:   QuantizeArguments    optional int8 step
     evaluation: EvalArguments        metrics and the latency measurement
@@ -266,7 +266,7 @@ class PruneArguments:
     """The prune step: remove a share of the attention heads at once, structurally (the model gets smaller).
 
     Heads are scored and chosen as the training section says (prune_heads_method, prune_batches,
-    prune_min_heads_per_layer: distilkit.pruning.HeadPruningArguments, shared with pruning while training).
+    prune_min_heads_per_layer: distilkit.pruning.PruningArguments, shared with pruning while training).
     `distilkit prune` also removes the training section's prune_ffn_fraction of the FFN neurons.
     """
 

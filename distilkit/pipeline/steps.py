@@ -39,11 +39,11 @@ def remove_heads(model, data: TaskData, fraction: float, training: DistillationC
     In a distributed run the main process chooses the heads and every process removes the same ones.
     """
     try:
-        from ..pruning import prune_heads, prune_to_fraction
+        from ..pruning import prune_heads, prune_heads_to_fraction
     except ImportError as err:
         raise RecipeError(f"Head pruning is not available in this installation ({err}).") from err
     scoring = training.scoring(while_training=False)
-    return _prune_on_main(model, data, training, prune_to_fraction, prune_heads, fraction=fraction, **scoring)
+    return _prune_on_main(model, data, training, prune_heads_to_fraction, prune_heads, fraction=fraction, **scoring)
 
 
 def remove_neurons(model, data: TaskData, fraction: float, training: DistillationConfig) -> dict[int, list[int]]:

@@ -6,36 +6,37 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .arguments import HeadPruningArguments
-    from .callback import HeadPruningCallback
+    from .arguments import PruningArguments
+    from .callback import PruningCallback
     from .importance import compute_ffn_importance, compute_head_importance
-    from .remote_code import add_remote_code
-    from .selection import least_important_heads, least_important_neurons, prune_ffn_to_fraction, prune_to_fraction
-    from .structural import kept_heads, kept_neurons, prune_ffn, prune_heads, pruned_heads, restore_pruning
+    from .selection import (
+        least_important_heads,
+        least_important_neurons,
+        prune_ffn_to_fraction,
+        prune_heads_to_fraction,
+    )
+    from .structural import kept_heads, kept_neurons, prune_ffn, prune_heads, removed_heads
 
 _EXPORTS = {
-    "HeadPruningArguments": "arguments",
-    "HeadPruningCallback": "callback",
+    "PruningArguments": "arguments",
+    "PruningCallback": "callback",
     "compute_ffn_importance": "importance",
     "compute_head_importance": "importance",
-    "add_remote_code": "remote_code",
     "least_important_heads": "selection",
     "least_important_neurons": "selection",
     "prune_ffn_to_fraction": "selection",
-    "prune_to_fraction": "selection",
+    "prune_heads_to_fraction": "selection",
     "kept_heads": "structural",
     "kept_neurons": "structural",
     "prune_ffn": "structural",
     "prune_heads": "structural",
-    "pruned_heads": "structural",
-    "restore_pruning": "structural",
+    "removed_heads": "structural",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "HeadPruningArguments",
-    "HeadPruningCallback",
-    "add_remote_code",
+    "PruningArguments",
+    "PruningCallback",
     "compute_ffn_importance",
     "compute_head_importance",
     "kept_heads",
@@ -45,7 +46,6 @@ __all__ = [
     "prune_ffn",
     "prune_ffn_to_fraction",
     "prune_heads",
-    "prune_to_fraction",
-    "pruned_heads",
-    "restore_pruning",
+    "prune_heads_to_fraction",
+    "removed_heads",
 ]

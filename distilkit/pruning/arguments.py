@@ -1,9 +1,9 @@
-"""HeadPruningArguments: the one definition of distilkit's head-pruning settings (fields, help, validation).
+"""PruningArguments: the one definition of distilkit's head-pruning settings (fields, help, validation).
 
 distilkit prunes attention heads in two ways, both configured here:
 
 - while training: `DistillationConfig` inherits these fields, and `DistillationTrainer` installs a
-  `HeadPruningCallback` when prune_heads_fraction > 0 or prune_ffn_fraction > 0 (FFN neurons, on the same
+  `PruningCallback` when prune_heads_fraction > 0 or prune_ffn_fraction > 0 (FFN neurons, on the same
   schedule; prune_every_steps, prune_num_prunes set it);
 - once, after training: the CLI's prune step (`distilkit prune`, and the prune section of `distill` and
   `quickstart`) removes its `prune_fraction` of the heads in one go; `distilkit prune` also removes
@@ -32,7 +32,7 @@ def check_fraction(name: str, value: float, units: str = "attention heads") -> N
 
 
 @dataclass
-class HeadPruningArguments:
+class PruningArguments:
     """Head pruning: how heads are scored and chosen, and the schedule of pruning while training (which can prune
     FFN neurons too, `prune_ffn_fraction`, scored with the same method and batches)."""
 
@@ -104,8 +104,8 @@ class HeadPruningArguments:
             parent()
 
     def scoring(self, *, while_training: bool) -> dict:
-        """`method`, `num_batches` and `min_heads_per_layer` for `HeadPruningCallback` (while_training) or
-        `prune_to_fraction` (the prune step), each unset field taking that use's default."""
+        """`method`, `num_batches` and `min_heads_per_layer` for `PruningCallback` (while_training) or
+        `prune_heads_to_fraction` (the prune step), each unset field taking that use's default."""
         defaults = WHILE_TRAINING_DEFAULTS if while_training else ONE_SHOT_DEFAULTS
         given = {"num_batches": self.prune_batches, "min_heads_per_layer": self.prune_min_heads_per_layer}
         return {"method": self.prune_heads_method,

@@ -26,7 +26,7 @@ from .structural import ffn_width, head_layout, kept_heads, kept_neurons, prune_
 logger = logging.getLogger(__name__)
 
 
-class HeadPruningCallback(TrainerCallback):
+class PruningCallback(TrainerCallback):
     """Every `prune_every_steps` optimizer steps, score the heads and prune a share until `target_fraction`.
 
     The schedule has `num_prunes` pruning steps at `start_step`, `start_step + prune_every_steps`, ...; give either
@@ -131,9 +131,9 @@ class HeadPruningCallback(TrainerCallback):
     ):
         if args.world_size > 1:
             raise ValueError(
-                f"HeadPruningCallback supports single-process training only (world_size is {args.world_size}): "
+                f"PruningCallback supports single-process training only (world_size is {args.world_size}): "
                 "each process would rank heads on its own data and prune different heads. Prune in a single "
-                "process, or prune first with distilkit.pruning.prune_to_fraction and then train distributed."
+                "process, or prune first with distilkit.pruning.prune_heads_to_fraction and then train distributed."
             )
         self._prune_steps = self.prune_steps(state.max_steps)
         late = [s for s in self._prune_steps if s > state.max_steps]
@@ -145,7 +145,7 @@ class HeadPruningCallback(TrainerCallback):
         self._importance_data = self.dataloader
         if self._importance_data is None:
             if train_dataloader is None:
-                raise ValueError("HeadPruningCallback needs a dataloader= when the Trainer has no training dataloader.")
+                raise ValueError("PruningCallback needs a dataloader= when the Trainer has no training dataloader.")
             self._importance_data = self._sample_loader(train_dataloader, args)
 
     def _sample_loader(self, train_dataloader: DataLoader, args: TrainingArguments) -> DataLoader:

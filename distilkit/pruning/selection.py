@@ -1,5 +1,5 @@
 """Choosing heads or FFN neurons to prune: a global ranking by normalised importance, and the one-call
-`prune_to_fraction` (heads) and `prune_ffn_to_fraction` (neurons)."""
+`prune_heads_to_fraction` (heads) and `prune_ffn_to_fraction` (neurons)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def neurons_to_prune_for_fraction(model: PreTrainedModel, fraction: float) -> in
     return max(0, round(fraction * total) - (total - remaining))
 
 
-def prune_to_fraction(
+def prune_heads_to_fraction(
     model: PreTrainedModel,
     dataloader: Iterable[Mapping[str, torch.Tensor]] | None,
     fraction: float,
@@ -122,7 +122,7 @@ def prune_ffn_to_fraction(
 ) -> tuple[PreTrainedModel, dict[int, list[int]]]:
     """Prune the least important FFN neurons until `fraction` of the model's original neurons are gone.
 
-    As `prune_to_fraction`, with `compute_ffn_importance` (normalised per layer, ranked across layers). Neurons
+    As `prune_heads_to_fraction`, with `compute_ffn_importance` (normalised per layer, ranked across layers). Neurons
     pruned earlier count towards the fraction. Returns the model (pruned in place) and the neurons this call
     removed, {layer: [neurons]} in the original numbering.
     """

@@ -84,7 +84,7 @@ def kept_heads(model: PreTrainedModel) -> list[list[int]]:
     return [list(getattr(module, KEPT_HEADS_ATTR, range(num_heads))) for module in attention_modules(model)]
 
 
-def pruned_heads(model: PreTrainedModel) -> dict[int, list[int]]:
+def removed_heads(model: PreTrainedModel) -> dict[int, list[int]]:
     """Per layer that lost heads, the heads removed so far, in the original numbering."""
     num_heads = head_layout(model).num_heads
     removed = {}

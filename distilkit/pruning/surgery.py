@@ -1,7 +1,7 @@
 """The weight surgery of head and FFN-neuron pruning, for one layer at a time. Depends on torch only, on purpose.
 
 `distilkit.pruning.structural` validates requests and keeps records around these functions. This file is also
-copied verbatim into a saved model folder by `distilkit.pruning.add_remote_code`, so that folder loads with
+copied verbatim into a saved model folder by `distilkit.pruning.remote_code.add_remote_code`, so that folder loads with
 `AutoModel...from_pretrained(folder, trust_remote_code=True)` without distilkit installed: keep it free of
 distilkit imports and relative imports.
 
