@@ -15,7 +15,6 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-from tiny_models import *  # noqa: E402,F401,F403  (helpers importable by tests as `from tiny_models import ...`)
 
 
 @pytest.fixture
@@ -23,3 +22,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test on the real data (`realdata`) is a slow test too: `pytest -m "not slow"` is the two-minute run."""
+    for item in items:
+        if item.get_closest_marker("realdata") is not None:
+            item.add_marker(pytest.mark.slow)

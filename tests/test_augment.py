@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset
-from test_cli_fixtures import NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, save_tiny_teacher, sentences, write_data
-from tiny_models import tiny_model
+from helpers.cli_fixtures import NEGATIVE, NEUTRAL, POSITIVE, SPECIAL, save_tiny_teacher, sentences, write_data
+from helpers.tiny_models import tiny_model
 from transformers import BertTokenizer
 
 from distilkit.augment import AugmentArguments, augment_dataset

@@ -4,7 +4,7 @@ import json
 import statistics
 
 import pytest
-from bench_helpers import import_benchmark, table_with
+from helpers.benchmarks import import_benchmark, table_with
 
 am = import_benchmark("augment_mrpc")
 harness = import_benchmark("harness")

@@ -5,7 +5,7 @@ import importlib.util
 import json
 
 import pytest
-from bench_helpers import import_benchmark, table_with
+from helpers.benchmarks import import_benchmark, table_with
 
 bench = import_benchmark("benchmark")
 harness = import_benchmark("harness")
@@ -177,7 +177,7 @@ def test_mpnet_weights_are_joined_from_the_five_parts_once(tmp_path, monkeypatch
 
 
 def test_interleaved_latency_times_every_model_each_round(monkeypatch):
-    from tiny_models import tiny_model
+    from helpers.tiny_models import tiny_model
 
     from distilkit import measure
 
@@ -225,8 +225,8 @@ def test_load_glue_tokenized_reads_the_real_sst2_and_mrpc_files(shared_data):
 def test_shared_train_and_evaluate_helpers(tmp_path):
     import torch
     from datasets import Dataset
-    from test_cli_fixtures import sentences, tiny_tokenizer
-    from tiny_models import tiny_model
+    from helpers.cli_fixtures import sentences, tiny_tokenizer
+    from helpers.tiny_models import tiny_model
     from transformers import DataCollatorWithPadding
 
     from distilkit import DistillationConfig

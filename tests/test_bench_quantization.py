@@ -3,7 +3,7 @@ the results files it writes (machine from distilkit.measure, int8 facts apart, l
 
 import json
 
-from bench_helpers import import_benchmark, table_with
+from helpers.benchmarks import import_benchmark, table_with
 
 bq = import_benchmark("bench_quantization")
 harness = import_benchmark("harness")

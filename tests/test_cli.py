@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from test_cli_fixtures import save_tiny_teacher, tiny_recipe, write_data
+from helpers.cli_fixtures import save_tiny_teacher, tiny_recipe, write_data
 
 from distilkit import DistillationConfig
 from distilkit.cli import main
@@ -439,8 +439,8 @@ def test_prune_refuses_fractions_it_cannot_use_before_writing_anything(tmp_path,
 
 
 def test_distill_a_causal_lm_on_a_text_corpus(tmp_path):
-    from test_cli_fixtures import sentences, tiny_tokenizer
-    from tiny_models import tiny_model
+    from helpers.cli_fixtures import sentences, tiny_tokenizer
+    from helpers.tiny_models import tiny_model
 
     teacher = tmp_path / "llama"
     tiny_model("causal", "llama", attn="sdpa").save_pretrained(teacher)
@@ -480,7 +480,7 @@ def test_push_short_syntax_dry_run_end_to_end(tmp_path, capsys):
 
 def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
     """A separate student whose vocabulary differs: each model reads the text with its own tokenizer."""
-    from test_cli_fixtures import (
+    from helpers.cli_fixtures import (
         NEGATIVE,
         NEUTRAL,
         POSITIVE,
@@ -510,7 +510,7 @@ def test_distill_from_a_teacher_with_another_tokenizer(tmp_path):
 def test_train_is_reproducible_even_when_a_new_head_is_drawn(tmp_path):
     """The replaced classifier head is initialised after the command seeds: two runs give identical weights."""
     from safetensors.torch import load_file
-    from test_cli_fixtures import save_tiny_teacher, write_data
+    from helpers.cli_fixtures import save_tiny_teacher, write_data
 
     from distilkit.cli import main
 
@@ -544,7 +544,7 @@ def test_evaluate_needs_only_a_validation_file_and_uses_the_models_label_names(t
     import csv
 
     import torch
-    from test_cli_fixtures import sentences, tiny_tokenizer, write_csv
+    from helpers.cli_fixtures import sentences, tiny_tokenizer, write_csv
     from transformers import AutoModelForSequenceClassification
 
     model_dir = _named_label_model(tmp_path / "model")
@@ -566,7 +566,7 @@ def test_evaluate_needs_only_a_validation_file_and_uses_the_models_label_names(t
 
 
 def test_evaluate_names_a_label_the_model_does_not_know(tmp_path, capsys):
-    from test_cli_fixtures import sentences, write_csv
+    from helpers.cli_fixtures import sentences, write_csv
 
     model_dir = _named_label_model(tmp_path / "model")
     rows = [{"sentence": r["sentence"], "label": ["negative", "neutral"][r["label"]]} for r in sentences(6, 5)]
@@ -586,7 +586,7 @@ def test_training_with_a_validation_file_alone_asks_for_the_train_file(tmp_path,
 
 
 def _transfer_file(tmp_path, n=24, with_labels=False):
-    from test_cli_fixtures import sentences, write_csv
+    from helpers.cli_fixtures import sentences, write_csv
 
     rows = [{"sentence": r["sentence"], **({"label": r["label"]} if with_labels else {})} for r in sentences(n, 9)]
     return write_csv(tmp_path / "transfer.csv", rows)
@@ -614,7 +614,7 @@ def test_transfer_file_with_labels_is_refused_unless_told_to_ignore_them(tmp_pat
 
 
 def test_transfer_data_errors_name_the_field(tmp_path, capsys):
-    from test_cli_fixtures import write_csv
+    from helpers.cli_fixtures import write_csv
 
     empty = write_csv(tmp_path / "empty.csv", [{"sentence": "x"}])
     empty.write_text("sentence\n")

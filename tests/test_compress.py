@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers as tf
 import yaml
-from test_cli_fixtures import tiny_recipe
-from tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
+from helpers.cli_fixtures import tiny_recipe
+from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
 
 import distilkit
 import distilkit.measure
@@ -397,6 +397,7 @@ def test_speedups_are_ratios_to_the_teacher_measured_in_the_same_group(tmp_path,
     assert "predicted, in-sample (ms)" in plan.to_markdown()
 
 
+@pytest.mark.slow
 def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypatch):
     """A candidate whose twin happened to run fast (a quiet moment, a load spike on the teacher's rounds) is
     budgeted at the latency model's prediction, fitted on every candidate: the plan does not choose it."""

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_helpers import BENCHMARKS, import_benchmark, table_with
+from helpers.benchmarks import BENCHMARKS, import_benchmark, table_with
 
 cb = import_benchmark("compress_benchmark")
 

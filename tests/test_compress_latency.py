@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from tiny_models import tiny_config
+from helpers.tiny_models import tiny_config
 
 from distilkit import measure
 from distilkit.compress import MachineSettings, ModelShape
@@ -344,6 +344,7 @@ def test_bad_measurement_request_fails_before_any_work(tmp_path, measured, call,
     assert measured == [] and not cache.path.exists()
 
 
+@pytest.mark.slow
 def test_importing_compress_stays_light():
     heavy = ("transformers.trainer", "datasets", "distilkit.trainer", "distilkit.cli")
     script = ("import sys\nimport distilkit.compress as c\nc.make_plan, c.MachineSettings, c.ModelShape, c.CompressArguments\n"

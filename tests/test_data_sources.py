@@ -7,7 +7,7 @@ import json
 
 import pytest
 from datasets import Dataset
-from test_cli_fixtures import tiny_tokenizer
+from helpers.cli_fixtures import tiny_tokenizer
 from transformers import DataCollatorWithPadding
 
 from distilkit.data import (

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-CHILD = Path(__file__).with_name("fsdp_teacher_child.py")
+pytestmark = pytest.mark.slow  # several processes: pytest -m "not slow" skips them
+
+CHILD = Path(__file__).parent / "helpers" / "fsdp_teacher_child.py"
 ROOT = Path(__file__).resolve().parents[1]
 
 

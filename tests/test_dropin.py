@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
 from distilkit import DistillationConfig, DistillationTrainer

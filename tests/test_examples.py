@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_fixtures import save_tiny_teacher, sentences, write_csv
+from helpers.cli_fixtures import save_tiny_teacher, sentences, write_csv
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import distilkit
@@ -50,6 +50,7 @@ def test_the_examples_use_public_names_only_and_never_each_other():
         assert len(text.splitlines()) <= 150, f"{path.name} is {len(text.splitlines())} lines"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["distill_with_transfer_data", "prune_and_quantize", "compress_to_budget"])
 def test_each_example_is_a_command_line(name):
     """Run as a user runs it (a fresh process, the file's own folder on sys.path): --help lists its flags."""

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_fixtures import tiny_tokenizer
+from helpers.cli_fixtures import tiny_tokenizer
 from transformers import AutoConfig, BertConfig, BertTokenizer
-from tiny_models import tiny_model
+from helpers.tiny_models import tiny_model
 
 import distilkit
 from distilkit.cli import main

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_pruning import FAMILY_ATTN, assert_same_outputs, labelled_batch, make, outputs, padded_batch
 from test_saving import run_plain_transformers
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
@@ -154,6 +154,7 @@ def test_heads_ffn_and_int8_together_save_and_reload(tmp_path):
     assert torch.equal(logits(reloaded, padded_batch()), logits(model, padded_batch()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,heads", [("bert", True), ("distilbert", True), ("llama", False)])
 def test_ffn_pruned_folder_loads_with_transformers_alone(tmp_path, family, heads):
     model = make(family)

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from bench_helpers import BENCHMARKS, import_benchmark
+from helpers.benchmarks import BENCHMARKS, import_benchmark
 
 harness = import_benchmark("harness")
 

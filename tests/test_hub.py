@@ -1,4 +1,4 @@
-"""Pushing a folder to a Hub and loading it back, against the stand-in Hub of tests/hub_stub.py on 127.0.0.1.
+"""Pushing a folder to a Hub and loading it back, against the stand-in Hub of tests/helpers/hub_stub.py on 127.0.0.1.
 
 Everything that talks to the "Hub" runs in a child process whose environment points HF_ENDPOINT at the stub, as a
 user's shell would: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import. The child also blocks
@@ -27,8 +27,8 @@ from distilkit.hub import check_folder, push_folder
 from distilkit.model_card import write_model_card
 from distilkit.pruning import prune_heads
 from distilkit.quantization import quantize_dynamic
-from hub_stub import HubStub, blob_oid
-from tiny_models import VOCAB, tiny_model
+from helpers.hub_stub import HubStub, blob_oid
+from helpers.tiny_models import VOCAB, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -170,6 +170,7 @@ print(json.dumps(outcome))
 """
 
 
+@pytest.mark.slow
 def test_incomplete_folder_missing_token_or_no_hub_fail_before_anything_is_sent(tmp_path):
     incomplete = tmp_path / "incomplete"
     tiny_model("seq").save_pretrained(incomplete)  # weights and config, no tokenizer, no card
@@ -209,6 +210,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_push_then_from_pretrained_gives_identical_logits(tmp_path):
     jobs, expected = [], []
     for variant in ("plain", "pruned", "pruned_int8"):
@@ -246,7 +248,7 @@ def test_push_then_from_pretrained_gives_identical_logits(tmp_path):
         ("GET", "/api/models/{repo}/revision/main"), ("GET", "/api/models/{repo}/tree/{sha}"),
         ("HEAD", "/{repo}/resolve/{sha}/{file}"), ("GET", "/{repo}/resolve/{sha}/{file}"),
     }, calls
-    assert all(r.authorized for r in hub.requests)
+    assert hub.requests and all(r.authorized for r in hub.requests)
     downloads = [r.path for r in hub.requests if r.method == "GET" and "/resolve/" in r.path]
     assert len(downloads) == sum(len(r["files"]) + 1 for r in results)  # every file, .gitattributes included
 
@@ -267,7 +269,7 @@ PUSH_FROM_TRAINER = r"""
 import json, sys
 from transformers import BertTokenizerFast
 from distilkit import DistillationConfig, DistillationTrainer
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 out, tokenizer_dir = sys.argv[1], sys.argv[2]
 args = DistillationConfig(output_dir=out, max_steps=2, per_device_train_batch_size=4, report_to="none",
                           save_strategy="no", use_cpu=True, hub_model_id="stub-user/trained", alpha=0.5)
@@ -280,6 +282,7 @@ print(json.dumps({"commit_url": commit.commit_url}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(DistillationTrainer.create_model_card is Trainer.create_model_card,
                     reason="DistillationTrainer.create_model_card does not call distilkit.model_card yet")
 def test_trainer_push_to_hub_uploads_distilkit_card(tmp_path):

@@ -5,7 +5,7 @@ import json
 import sys
 
 import pytest
-from bench_helpers import BENCHMARKS, import_benchmark, table_with
+from helpers.benchmarks import BENCHMARKS, import_benchmark, table_with
 
 kd_sweep = import_benchmark("kd_sweep")
 

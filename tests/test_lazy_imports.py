@@ -11,6 +11,7 @@ HEAVY = ("transformers.trainer", "datasets", "distilkit.trainer", "distilkit.con
          "distilkit.serialization.load", "onnx", "onnxruntime")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("statement", [
     "import distilkit.quantization as q; q.quantize_dynamic, q.Int8Linear, q.restore_quantization",
     "import distilkit.pruning as p; p.prune_heads, p.kept_heads, p.removed_heads",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import Trainer
 
 from distilkit import DistillationConfig, DistillationTrainer

@@ -71,6 +71,7 @@ def _have_wheel_backend() -> bool:
     return major >= 68
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_wheel_backend(), reason="building without isolation needs setuptools>=68 (+ wheel)")
 def test_card_renders_from_an_installed_wheel(tmp_path):
     source = tmp_path / "source"

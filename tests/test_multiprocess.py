@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from test_cli_fixtures import tiny_recipe
-from test_multiprocess_recorder import install_recorder
+from helpers.cli_fixtures import tiny_recipe
+from helpers.multiprocess_recorder import install_recorder
 
 from distilkit.cli import main
 from distilkit.serialization.atomic import STAGING_PREFIX
+
+pytestmark = pytest.mark.slow  # several processes: pytest -m "not slow" skips them
 
 REPO = Path(__file__).resolve().parents[1]
 GLOO_CONFIG = REPO / "recipes" / "accelerate" / "cpu_2proc_gloo.yaml"
@@ -35,7 +37,7 @@ SITECUSTOMIZE = textwrap.dedent('''
     if os.environ.get("DISTILKIT_TEST_RECORD") and "RANK" in os.environ:
         from pathlib import Path
         sys.path.insert(0, os.environ["DISTILKIT_TEST_DIR"])
-        from test_multiprocess_recorder import install_recorder
+        from helpers.multiprocess_recorder import install_recorder
         install_recorder(Path(os.environ["DISTILKIT_TEST_RECORD"]), os.environ["RANK"])
 ''')
 
@@ -142,7 +144,7 @@ def test_two_process_runs_with_the_same_seed_are_identical(tmp_path):
 
 def test_two_processes_with_transfer_data_match_one_process(tmp_path):
     """Labelled and transfer examples shard across two gloo processes like any training data."""
-    from test_cli_fixtures import sentences, write_csv
+    from helpers.cli_fixtures import sentences, write_csv
 
     transfer = write_csv(tmp_path / "transfer.csv", [{"sentence": r["sentence"]} for r in sentences(16, 9)])
     recipe = tiny_recipe(tmp_path, data={"transfer_file": str(transfer)},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 import distilkit
 from distilkit.pruning import prune_heads
@@ -83,6 +83,7 @@ def test_unreachable_hub_id_without_local_folder(tmp_path, monkeypatch):
         distilkit.from_pretrained(__file__)
 
 
+@pytest.mark.slow
 def test_serialization_imports_no_compression_method_and_each_registration_resolves():
     script = (
         "import sys\n"

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 import transformers as tf
-from tiny_models import VOCAB, tiny_model
+from helpers.tiny_models import VOCAB, tiny_model
 
 import distilkit
 from distilkit.pruning import (
@@ -358,6 +358,7 @@ def test_a_layer_without_heads_still_generates_with_a_kv_cache():
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_plain_transformers_and_trust_remote_code(tmp_path):
     expected = {}
     for family in ("bert", "mpnet", "llama"):

@@ -7,7 +7,7 @@ import types
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 from transformers import Trainer, TrainingArguments
 
 import distilkit

@@ -23,7 +23,7 @@ import textwrap
 import pytest
 import torch
 from safetensors import safe_open
-from tiny_models import VOCAB, tiny_model
+from helpers.tiny_models import VOCAB, tiny_model
 from torch import nn
 
 import distilkit

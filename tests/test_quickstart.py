@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_cli_fixtures import save_tiny_teacher, write_data
+from helpers.cli_fixtures import save_tiny_teacher, write_data
 
 from distilkit.cli import main
 from distilkit.pipeline.recipe import RecipeError
@@ -79,6 +79,7 @@ def test_quickstart_pipeline_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert main(["push", str(out / "int8"), "--repo-id", "someone/qs", "--dry-run"]) == 0
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_data_recipe_metrics_and_console_script(tmp_path):
     pytest.importorskip("setuptools")
     source = tmp_path / "src"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.loss_terms import DEFAULT_ALPHA, soft_label_weight
 from distilkit.serialization.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 
-CHILD = Path(__file__).with_name("resume_child.py")
+CHILD = Path(__file__).parent / "helpers" / "resume_child.py"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +28,7 @@ def final_state(out):
     return torch.load(Path(out) / "final_state.pt")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
     full = run_child(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-2000:]
@@ -45,6 +46,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path):
         assert torch.allclose(expected[key], got[key], atol=1e-6), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feature", ["--prune", "--cache", "--transfer"])
 def test_resume_keeps_the_pruning_schedule_and_the_teacher_cache(tmp_path, feature):
     """Killed at step 3 (after the first pruning step, before the second), resumed from checkpoint-2: the same
@@ -68,6 +70,7 @@ def test_resume_keeps_the_pruning_schedule_and_the_teacher_cache(tmp_path, featu
         assert len(list((tmp_path / "crash" / "teacher-cache").iterdir())) == 1  # built once, reused
 
 
+@pytest.mark.slow
 def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume_from(tmp_path):
     killed = run_child(tmp_path / "run", "--kill-during-save-at-step", "6")
     assert killed.returncode == -signal.SIGKILL

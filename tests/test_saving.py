@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
@@ -73,6 +73,7 @@ def test_compressed_folder_is_refused_by_the_auto_classes_and_loads_with_distilk
     assert torch.equal(logits(reloaded), logits(model))
 
 
+@pytest.mark.slow
 def test_int8_folder_with_trust_remote_code_names_distilkit_from_pretrained(tmp_path):
     distilkit.save_pretrained(compressed("pruned+int8"), tmp_path / "int8")
     result = run_plain_transformers(f"""
@@ -92,6 +93,7 @@ def test_int8_folder_with_trust_remote_code_names_distilkit_from_pretrained(tmp_
     assert "int8" in trusted
 
 
+@pytest.mark.slow
 def test_pruned_folder_saved_by_distilkit_loads_with_transformers_alone(tmp_path):
     model = compressed("pruned")
     distilkit.save_pretrained(model, tmp_path / "pruned")
@@ -118,7 +120,7 @@ def test_compressed_config_survives_pickle_and_deepcopy():
 _KILLED_SAVE = """
 import os, signal, sys, torch
 sys.path.insert(0, {tests!r})
-from tiny_models import tiny_model
+from helpers.tiny_models import tiny_model
 import distilkit
 
 class DyingTokenizer:  # the weights are written; the process dies before the save finishes
@@ -129,6 +131,7 @@ distilkit.save_pretrained(tiny_model("seq", "bert", seed=7), {folder!r}, tokeniz
 """
 
 
+@pytest.mark.slow
 def test_a_save_killed_midway_leaves_the_previous_save_loadable(tmp_path):
     folder = tmp_path / "model"
     first = compressed("pruned", seed=0)
@@ -198,6 +201,7 @@ def test_push_from_a_checkpoint_carries_the_loading_code(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "configuration_distilkit.py").is_file()
 
 
+@pytest.mark.slow
 def test_a_pruned_model_loaded_through_its_remote_code_can_be_compressed_further(tmp_path):
     distilkit.save_pretrained(compressed("pruned"), tmp_path / "pruned")
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH=str(ROOT))
@@ -225,7 +229,7 @@ _PIPELINE = """
 import sys
 sys.path.insert(0, {tests!r})
 import transformers
-from tiny_models import tiny_model
+from helpers.tiny_models import tiny_model
 import distilkit
 from distilkit.pruning import prune_heads
 from distilkit.quantization import quantize_dynamic
@@ -251,6 +255,7 @@ print("labels", classify("w1 w2 w3")[0]["label"], expected)
 
 # "folder": the pipeline loads the tokenizer from the model's folder with AutoTokenizer, which reads config.json with
 # AutoConfig first; "object": a tokenizer object is passed.
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer", ["object", "folder"])
 @pytest.mark.parametrize("kind", ["pruned", "int8", "pruned+int8"])
 def test_a_compressed_model_loaded_by_distilkit_runs_in_a_pipeline_without_a_prompt(tmp_path, kind, tokenizer):

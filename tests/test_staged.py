@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import StopAt, pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import transformers as tf
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 from distilkit import student_from_teacher
 from distilkit.architectures import get_layers

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer, losses
 

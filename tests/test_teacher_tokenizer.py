@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import pad_collator, tiny_dataset, tiny_model
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 
 from distilkit import DistillationConfig, DistillationTrainer, losses
 from distilkit.data import TeacherInputsCollator, prepare_classification

@@ -7,8 +7,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(__file__))
-from tiny_models import pad_collator, tiny_dataset, tiny_model  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model  # noqa: E402
 
 from distilkit.distributed import shard_teacher_fsdp  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from transformers import BertTokenizer
 
-from tiny_models import tiny_model
+from helpers.tiny_models import tiny_model
 
 POSITIVE = "good great fine lovely happy superb nice brilliant warm sweet bright clever".split()
 NEGATIVE = "bad awful poor dull sad boring nasty weak cold sour grim clumsy".split()
