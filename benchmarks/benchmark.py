@@ -189,7 +189,7 @@ def train_run(model, args, out: Path, train_set, collator, tokenizer, *, teacher
 
 # --------------------------------------------------------------------------------------------------- report
 
-# The goals the benchmark reports against (issue 8), with the rows they compare.
+# The goals the benchmark reports against, with the rows they compare.
 GOAL_KEEP = 0.99           # distilled 6-layer student keeps >= 99% of the teacher's accuracy
 GOAL_GAIN_POINTS = 1.0     # ... and beats the same student trained without a teacher by >= 1 point
 GOAL_SMALLER = 4.0         # stacked: >= 4x smaller on disk than the teacher

@@ -521,3 +521,19 @@ def load_average() -> float:
     """The 1-minute load average: other processes on the machine skew latency, so a timing records it before and
     after."""
     return round(os.getloadavg()[0], 2)
+
+
+def add_distillation_arguments(parser, *, max_length: int) -> None:
+    """The flags the distillation benchmarks share: the data split and seeds, the teacher's and the student's
+    optimisation, and the soft-label loss."""
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--teacher-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--teacher-seed", type=int, default=42)
+    parser.add_argument("--student-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=float, default=0.06, help="Warm-up as a share of the steps.")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=max_length)

@@ -85,22 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection-rows", type=int, default=1000)
     p.add_argument("--transfer-rows", type=int, default=20000)
     p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     p.add_argument("--epochs", type=int, default=3, help="Epochs of no_teacher and logits_labelled (best on the "
                    "selection slice is kept).")
     p.add_argument("--transfer-epochs", type=int, default=1, help="Epochs of logits_transfer.")
     p.add_argument("--teacher-epochs", type=float, default=1.0)
-    p.add_argument("--teacher-learning-rate", type=float, default=5e-5)
-    p.add_argument("--teacher-seed", type=int, default=42)
-    p.add_argument("--student-learning-rate", type=float, default=1e-4)
-    p.add_argument("--warmup", type=float, default=0.06, help="Warm-up as a share of the steps.")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=64)
+    harness.add_distillation_arguments(p, max_length=64)
     p.add_argument("--timing-steps", type=int, default=22,
                    help="Steps per configuration of the step timing; the first 2 are warm-up and not counted.")
     p.add_argument("--augment-copies", type=int, default=2,
