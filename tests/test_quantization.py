@@ -34,6 +34,7 @@ from distilkit.quantization import (
     Int8Embedding,
     Int8Linear,
     activation_reduce_range,
+    kernels,
     quantize_dynamic,
     quantize_rows,
     select_kernel,
@@ -42,7 +43,7 @@ from distilkit.quantization import (
 from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
 from distilkit.student import student_from_teacher
 
-FAST_CPU_KERNELS = [name for name in ("fbgemm",) if KERNELS[name].available(torch.device("cpu"))]
+FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
 
 
 def snr_db(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -151,18 +152,19 @@ def test_fast_kernel_matches_reference(kernel, bias):
 
 
 @pytest.mark.skipif(not FAST_CPU_KERNELS, reason="no fast int8 kernel in this PyTorch build")
+@pytest.mark.parametrize("kernel", FAST_CPU_KERNELS)
 @pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])
-def test_fast_kernel_matches_reference_end_to_end(family, task):
+def test_fast_kernel_matches_reference_end_to_end(family, task, kernel):
     model = quantize_dynamic(tiny_model(task, family))
     inputs = batch()
-    fast = logits(with_kernel(model, FAST_CPU_KERNELS[0]), inputs)
+    fast = logits(with_kernel(model, kernel), inputs)
     ref = logits(with_kernel(model, "reference"), inputs)
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
     if task == "causal":  # decoding with a KV cache: one-token activations, each quantized on its own
         prompt = inputs["input_ids"][:1, :5]
         generated = {
             kernel: with_kernel(model, kernel).generate(prompt, max_new_tokens=4, do_sample=False)
-            for kernel in (FAST_CPU_KERNELS[0], "reference")
+            for kernel in (kernel, "reference")
         }
         assert generated["reference"].shape == (1, 9)
         assert torch.equal(*generated.values())
@@ -197,20 +199,27 @@ def test_cuda_kernel_matches_reference(dtype):
     torch.testing.assert_close(fast.float(), ref.float(), rtol=0, atol=2e-2 * ref.abs().max().item())
 
 
-@pytest.mark.skipif(
-    not FAST_CPU_KERNELS or platform.machine().lower() not in {"x86_64", "amd64"}, reason="x86 fbgemm only"
+@pytest.mark.skipif(platform.machine().lower() not in {"x86_64", "amd64"}, reason="x86 kernels only")
+@pytest.mark.parametrize(
+    "kernel,forced_isa",
+    [("fbgemm", {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}), ("onednn", {"ONEDNN_MAX_CPU_ISA": "AVX2"})],
 )
-def test_fbgemm_without_vnni_does_not_saturate():
-    """Forced onto AVX2 (vpmaddubsw), fbgemm must still agree with the reference: activations use 0..127 there."""
+def test_kernels_without_vnni_do_not_saturate(kernel, forced_isa):
+    """Forced onto AVX2 (vpmaddubsw), a kernel must still agree with the reference: activations use 0..127 there.
+
+    With 0..255 both fbgemm and oneDNN return saturated sums on AVX2 (oneDNN gave 16.19 for an exact 32.0).
+    """
+    if kernel not in FAST_CPU_KERNELS:
+        pytest.skip(f"no {kernel} kernel in this PyTorch build")
     script = textwrap.dedent(
-        """
+        f"""
         import torch
         from torch import nn
         from distilkit.quantization import Int8Linear, activation_reduce_range
         assert activation_reduce_range("cpu")
         linear = nn.Linear(64, 8, bias=False)
         nn.init.constant_(linear.weight, 0.5)  # every int8 weight at +127
-        module = Int8Linear.from_linear(linear)
+        module = Int8Linear.from_linear(linear, kernel={kernel!r})
         x = torch.ones(4, 64)
         x[0, 0] = 0.0  # zero point 0, every other activation at the top level
         with torch.no_grad():
@@ -221,7 +230,7 @@ def test_fbgemm_without_vnni_does_not_saturate():
         torch.testing.assert_close(fast, linear(x).detach(), rtol=1e-2, atol=0)
         """
     )
-    env = {**os.environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **forced_isa, "OMP_NUM_THREADS": "1"}
     env.pop(KERNEL_ENV, None)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -229,7 +238,10 @@ def test_fbgemm_without_vnni_does_not_saturate():
 
 def test_select_kernel_env_and_errors(monkeypatch):
     monkeypatch.delenv(KERNEL_ENV, raising=False)
-    expected = FAST_CPU_KERNELS[0] if FAST_CPU_KERNELS else "reference"
+    if "onednn" in FAST_CPU_KERNELS and kernels._cpu_has_amx_int8():
+        expected = "onednn"
+    else:
+        expected = "fbgemm" if "fbgemm" in FAST_CPU_KERNELS else "reference"
     assert select_kernel("cpu").name == expected
     monkeypatch.setenv(KERNEL_ENV, "reference")
     assert select_kernel("cpu").name == "reference"
@@ -238,6 +250,28 @@ def test_select_kernel_env_and_errors(monkeypatch):
         select_kernel("cpu", "nope")
     with pytest.raises(ValueError, match="cannot run on cpu"):
         select_kernel("cpu", "cuda_int_mm")
+
+
+@pytest.mark.parametrize(
+    "flags,max_isa,expected",
+    [
+        ({"avx512_vnni", "amx_int8"}, "", "onednn"),
+        ({"avx512_vnni", "amx_int8"}, "AVX512_CORE_VNNI", "fbgemm"),  # oneDNN told to stay below AMX
+        ({"avx512_vnni"}, "", "fbgemm"),
+        ({"avx2"}, "", "fbgemm"),
+    ],
+)
+def test_select_kernel_prefers_onednn_only_with_amx(monkeypatch, flags, max_isa, expected):
+    if not {"onednn", "fbgemm"} <= set(FAST_CPU_KERNELS):
+        pytest.skip("needs both x86 engines")
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", max_isa)
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: frozenset(flags))
+    kernels._select_kernel.cache_clear()
+    try:
+        assert select_kernel("cpu").name == expected
+    finally:
+        kernels._select_kernel.cache_clear()
 
 
 def test_env_var_forces_the_reference_kernel(monkeypatch):
