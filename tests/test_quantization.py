@@ -33,6 +33,7 @@ from distilkit.quantization import (
     KERNELS,
     Int8Embedding,
     Int8Linear,
+    SharedInputGroup,
     activation_reduce_range,
     kernels,
     quantize_dynamic,
@@ -41,6 +42,7 @@ from distilkit.quantization import (
     task_head_names,
 )
 from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
+from distilkit.quantization.model import shared_input_names
 from distilkit.student import student_from_teacher
 
 FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
@@ -279,9 +281,10 @@ def test_env_var_forces_the_reference_kernel(monkeypatch):
     inputs = batch()
     fast = logits(model, inputs)
     monkeypatch.setenv(KERNEL_ENV, "reference")
-    layer = model.bert.encoder.layer[0].attention.self.query
+    layer = model.bert.encoder.layer[0].attention.output.dense
+    qkv = model.bert.encoder.layer[0].attention.self.query._shared_input_group
     ref = logits(model, inputs)
-    assert layer._cache[0][0] == "reference"
+    assert layer._cache[0][0] == "reference" and qkv._cache[0][0] == "reference"
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
 
@@ -427,6 +430,118 @@ def test_tied_embedding_stays_float(caplog):
     assert "shared with" in caplog.text
 
 
+# ------------------------------------------------------------------------------ shared inputs: fused q/k/v
+
+
+def unlinked(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose projections run one by one (no SharedInputGroup)."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, Int8Linear):
+            module._shared_input_group = None
+    return clone
+
+
+def groups(model: nn.Module) -> list[SharedInputGroup]:
+    found = {id(m._shared_input_group): m._shared_input_group for m in model.modules() if isinstance(m, Int8Linear)}
+    return [group for group in found.values() if group is not None]
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize(
+    "task,family,expected_groups",
+    [("seq", "bert", 2), ("seq", "distilbert", 2), ("seq", "mpnet", 2), ("causal", "llama", 4)],
+)
+def test_fused_projections_match_separate_ones(task, family, expected_groups, kernel):
+    """q/k/v (and Llama's gate/up) run as one product: same activation qparams, same integers, same outputs."""
+    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    assert len(groups(model)) == expected_groups
+    assert {len(group.members) for group in groups(model)} == ({3, 2} if family == "llama" else {3})
+    inputs = batch()
+    fused, separate = logits(model, inputs), logits(unlinked(model), inputs)
+    torch.testing.assert_close(fused, separate, rtol=0, atol=1e-5 * separate.abs().max().item())
+    query = model.get_submodule(shared_input_names(model)[0][0])
+    assert query._shared_input_group._cache is not None and query._cache is None  # the joint product ran
+    assert all(group.enabled for group in groups(model))
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+def test_shared_input_group_single_layer(kernel):
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(32, n), kernel=kernel) for n in (32, 16, 16)]
+    x = torch.randn(2, 5, 32) * 2 + 0.5
+    with torch.no_grad():
+        expected = [m(x) for m in members]
+        group = SharedInputGroup(members)
+        for m in members:
+            m._shared_input_group = group
+        # any call order; the first call computes all three, the others collect their slice
+        got = {i: members[i](x) for i in (1, 0, 2)}
+    for i, m in enumerate(members):
+        assert got[i].shape == expected[i].shape
+        torch.testing.assert_close(got[i], expected[i], rtol=0, atol=1e-5 * expected[i].abs().max().item())
+    assert getattr(group._local, "pending", None) is None  # nothing left waiting
+
+
+def test_shared_input_group_falls_back_when_inputs_differ():
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(16, 8)) for _ in range(3)]
+    x, y = torch.randn(3, 16), torch.randn(3, 16) * 5
+    expected = [m(x).detach() for m in members], [m(y).detach() for m in members]
+    group = SharedInputGroup(members)
+    for m in members:
+        m._shared_input_group = group
+    with torch.no_grad():
+        assert torch.equal(members[0](x), expected[0][0])
+        out = members[1](y)  # not the input the waiting results are for: they are dropped, the group disabled
+        assert not group.enabled
+        torch.testing.assert_close(out, expected[1][1])
+        torch.testing.assert_close(members[2](x), expected[0][2])
+
+
+def test_shared_input_group_notices_an_input_changed_in_place():
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(16, 8)) for _ in range(2)]
+    group = SharedInputGroup(members)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        members[0]._shared_input_group = members[1]._shared_input_group = group
+        members[0](x)
+        x.mul_(3)  # bumps x's version: the waiting result for members[1] is stale
+        out = members[1](x)
+        members[1]._shared_input_group = None
+        torch.testing.assert_close(out, members[1](x))
+
+
+def test_shared_input_groups_are_not_formed_across_shapes_or_types():
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(16, 4)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(8, 4, bias=False)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), nn.Linear(8, 4)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 0), Int8Linear(8, 4)])  # a layer pruned to no heads
+    linear = Int8Linear(8, 4)
+    assert not SharedInputGroup.can_group([linear, linear])
+    assert SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(8, 2)])
+    # a projection left in float stays out; its int8 siblings still run together
+    model = quantize_dynamic(tiny_model("seq"), skip="*.attention.self.value")
+    assert [len(g.members) for g in groups(model)] == [2, 2]
+    model = quantize_dynamic(tiny_model("seq", "distilbert"), modules=["*.q_lin"])
+    assert groups(model) == []
+
+
+def test_deepcopy_and_pickle_keep_groups_on_the_copies():
+    import pickle
+
+    model = quantize_dynamic(tiny_model("seq"))
+    inputs = batch()
+    out = logits(model, inputs)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        query = clone.bert.encoder.layer[0].attention.self.query
+        group = query._shared_input_group
+        assert group is not model.bert.encoder.layer[0].attention.self.query._shared_input_group
+        assert group.members[0] is query and group._cache is None
+        assert torch.equal(logits(clone, inputs), out)
+
+
 # ----------------------------------------------------------------------------------------------- save and load
 
 
@@ -455,6 +570,7 @@ def test_save_and_reload_is_exact(tmp_path, task, family, embeddings):
     assert_saved_as_plain_int8(tmp_path, model)
     reloaded = distilkit.from_pretrained(tmp_path)
     assert int8_names(reloaded) == int8_names(model)
+    assert len(groups(reloaded)) == len(groups(model)) > 0  # the run-time links come back with the modules
     assert torch.equal(logits(reloaded, inputs), before)
 
 

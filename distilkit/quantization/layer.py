@@ -5,9 +5,17 @@ safetensors see plain tensors (`weight` int8, `weight_scale` float32, `bias` flo
 Whatever a kernel derives from them to run fast (fbgemm's packed weights) lives in a private cache that is never
 part of the state dict, and is rebuilt whenever the buffers change: after `load_state_dict`, `.to(...)`, or any
 in-place edit (tracked by the tensors' version counters).
+
+Int8Linears that always read the same input (an attention block's query, key and value projections) can be
+linked in a `SharedInputGroup`, which runs them as one int8 product: the activation is quantized once and one
+GEMM with all their output channels replaces three. The link is run-time state too; each module keeps and saves
+its own buffers.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +74,7 @@ class Int8Linear(nn.Module):
         bias_tensor = torch.zeros(out_features, dtype=bias_dtype, device=device) if bias else None
         self.register_buffer("bias", bias_tensor)
         self._cache: tuple[tuple, object] | None = None
+        self._shared_input_group: SharedInputGroup | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, kernel: str = AUTO) -> Int8Linear:
@@ -106,6 +115,9 @@ class Int8Linear(nn.Module):
             out = x.new_zeros(*x.shape[:-1], self.out_features)
             return out + self.bias.to(x.dtype) if self.bias is not None else out
         kernel = select_kernel(x.device, self.kernel)
+        group = getattr(self, "_shared_input_group", None)
+        if group is not None and group.enabled:
+            return group.run(self, x, kernel)
         return kernel.linear(x, self._kernel_state(kernel, x.device))
 
     def __getstate__(self):
@@ -119,6 +131,96 @@ class Int8Linear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"kernel={self.kernel}"
         )
+
+
+class _Pending:
+    """The outputs of a group's product that its other members have not collected yet, and the input they are for."""
+
+    def __init__(self, x: torch.Tensor, outputs: dict[Int8Linear, torch.Tensor]) -> None:
+        self.input = x
+        self.version = _version(x)
+        self.outputs = outputs
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    return None if tensor.is_inference() else tensor._version
+
+
+class SharedInputGroup:
+    """Int8Linears called on the same input tensor, run as ONE int8 product (same scheme, same results).
+
+    The first member called with an input computes the product for all members, with their int8 rows, scales and
+    biases concatenated (so the activation is quantized once, with the qparams each member would have chosen on
+    its own); the others then collect their slice of it when called with that same tensor object, unchanged
+    (same in-place version). The output slices are views of the joint output.
+
+    Anything else falls back to separate products, so results never depend on the grouping: a member called with
+    a different input while results are waiting disables the group for good (its members do not share inputs
+    after all), and members set to different kernels run on their own. Tensors created under
+    torch.inference_mode() have no version counter, so an in-place change of the input between two members' calls
+    goes unnoticed there; attention blocks do not do that.
+    """
+
+    def __init__(self, members: Sequence[Int8Linear]) -> None:
+        self.members = tuple(members)
+        self.enabled = True
+        self._cache: tuple[tuple, object] | None = None
+        self._local = threading.local()  # waiting results are per thread: threads may share a model
+
+    @staticmethod
+    def can_group(members: Sequence[nn.Module]) -> bool:
+        """Whether `members` can run as one product: two or more non-empty Int8Linears of one input width, all with
+        or all without a bias of one dtype, on one device."""
+        if len(members) < 2 or not all(isinstance(m, Int8Linear) for m in members):
+            return False
+        first = members[0]
+        biases = {(m.bias is None, None if m.bias is None else m.bias.dtype) for m in members}
+        return (
+            len(set(map(id, members))) == len(members)
+            and all(m.in_features == first.in_features and m.weight.numel() > 0 for m in members)
+            and len(biases) == 1
+            and len({m.weight.device for m in members}) == 1
+        )
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _kernel_state(self, kernel, device: torch.device):
+        key = (kernel.name, device) + tuple(
+            _tensor_key(t) for m in self.members for t in (m.weight, m.weight_scale, m.bias)
+        )
+        if self._cache is None or self._cache[0] != key:
+            bias = None if self.members[0].bias is None else torch.cat([m.bias for m in self.members])
+            weight = torch.cat([m.weight for m in self.members])
+            scale = torch.cat([m.weight_scale for m in self.members])
+            self._cache = (key, kernel.prepare(weight, scale, bias, device))
+        return self._cache[1]
+
+    def run(self, member: Int8Linear, x: torch.Tensor, kernel) -> torch.Tensor:
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
+            if pending.input is x and member in pending.outputs and pending.version == _version(x):
+                out = pending.outputs.pop(member)
+                if not pending.outputs:
+                    self._local.pending = None
+                return out
+            self._local.pending = None
+            if pending.outputs and pending.input is not x:
+                self.enabled = False  # results were waiting for another input: the members do not share inputs
+        if self.enabled and all(m.kernel == member.kernel for m in self.members):
+            joint = kernel.linear(x, self._kernel_state(kernel, x.device))
+            outputs = dict(zip(self.members, joint.split([m.out_features for m in self.members], dim=-1)))
+            mine = outputs.pop(member)
+            self._local.pending = _Pending(x, outputs)
+            return mine
+        return kernel.linear(x, member._kernel_state(kernel, x.device))
 
 
 class Int8Embedding(nn.Module):
