@@ -146,11 +146,26 @@ def test_int8_embedding_error_bound_and_dtype():
 def test_fast_kernel_matches_reference(kernel, bias):
     torch.manual_seed(0)
     module = Int8Linear.from_linear(nn.Linear(96, 40, bias=bias))
-    for x in (torch.randn(5, 96), torch.randn(2, 11, 96) * 3 + 1, torch.rand(1, 96)):
+    for x in (torch.randn(5, 96), torch.randn(2, 11, 96) * 3 + 1, torch.rand(1, 96), torch.randn(4, 40, 96) - 2):
         with torch.no_grad():
             fast = with_kernel(module, kernel)(x)
             ref = with_kernel(module, "reference")(x)
         torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.skipif("onednn" not in FAST_CPU_KERNELS, reason="no oneDNN engine in this PyTorch build")
+def test_onednn_kernel_sends_small_inputs_to_fbgemm():
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 48), kernel="onednn")
+    large = torch.randn(kernels.ONEDNN_MIN_ROWS, 64)
+    with torch.no_grad():
+        module(large)
+        state = module._cache[1]
+        assert state._small is None  # fbgemm's copy of the weights is packed only when a small input comes
+        small = module(large[:3])
+        assert state._small is not None and state._small is not state.large
+        ref = with_kernel(module, "reference")(large[:3])
+    torch.testing.assert_close(small, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
 
 @pytest.mark.skipif(not FAST_CPU_KERNELS, reason="no fast int8 kernel in this PyTorch build")

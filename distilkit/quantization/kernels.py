@@ -19,7 +19,8 @@ makes it return saturated sums. `scripts/bench_quantization.py --kernels` repeat
 
 The same op, `torch.ops.quantized.linear_dynamic`, runs oneDNN's GEMM when the weights are packed by the
 "onednn" engine, with the same activation parameters (`ChooseQuantizationParams`). On CPUs with AMX int8 tiles
-(Intel Sapphire Rapids and later) oneDNN uses them, and that is the "onednn" kernel `select_kernel` prefers there.
+(Intel Sapphire Rapids and later) oneDNN uses them, and that is the "onednn" kernel `select_kernel` prefers there
+(inputs under `ONEDNN_MIN_ROWS` rows still go to fbgemm, which costs less per call).
 Indicative figures on a 2-core Sapphire Rapids-class Xeon, 1 thread, busy machine (process CPU time, medians):
 one bert-base layer's Linear products 1.2 / 2.8 / 3.9 / 4.1 ms with oneDNN against 3.2 / 8.3 / 11.1 / 10.4 ms
 with fbgemm (M=1024; K,N = 768,768 / 768,2304 / 768,3072 / 3072,768), fp32 8.6 / 27 / 34 / 32 ms.
@@ -255,6 +256,32 @@ def _dynamic_linear(x: torch.Tensor, state: _DynamicLinearState) -> torch.Tensor
     return torch.ops.quantized.linear_dynamic(x.float(), state.packed, state.reduce_range).to(x.dtype)
 
 
+# oneDNN costs more per call than fbgemm (about 0.1 ms, more when the input shape changes between calls), so small
+# inputs such as one decoding step go to fbgemm. Crossover measured at 16-64 rows for K=768, N=768..3072 (1 thread,
+# AMX CPU): oneDNN 1.5-2x slower at 1-4 rows, 1.5-2.5x faster from 64 rows on.
+ONEDNN_MIN_ROWS = 32
+
+
+class _OnednnState:
+    """oneDNN's packed weights, and fbgemm's for inputs under ONEDNN_MIN_ROWS rows (packed on first need)."""
+
+    def __init__(self, weight, weight_scale, bias, device) -> None:
+        self.large = _dynamic_linear_prepare("onednn")(weight, weight_scale, bias, device)
+        self._source = (weight, weight_scale, bias, device)
+        self._small: _DynamicLinearState | None = None
+
+    def small(self) -> _DynamicLinearState:
+        if self._small is None:
+            fbgemm = _dynamic_linear_available("fbgemm")(torch.device("cpu"))
+            self._small = _dynamic_linear_prepare("fbgemm")(*self._source) if fbgemm else self.large
+        return self._small
+
+
+def _onednn_linear(x: torch.Tensor, state: _OnednnState) -> torch.Tensor:
+    rows = x.numel() // x.shape[-1]
+    return _dynamic_linear(x, state.large if rows >= ONEDNN_MIN_ROWS else state.small())
+
+
 # CUDA: torch._int_mm (int8 x int8 -> int32, cuBLASLt). UNVERIFIED ON A GPU: the maths is tested on CPU with an
 # exact integer matmul standing in for torch._int_mm (tests/test_quantization.py), the CUDA run is not.
 # Asymmetric uint8 levels do not fit int8, so they are shifted by 128 and the shift is corrected with the weight
@@ -314,7 +341,7 @@ def int_mm_linear(x: torch.Tensor, state: _IntMMState, int_mm: Callable | None =
 KERNELS: dict[str, Int8Kernel] = {
     kernel.name: kernel
     for kernel in (
-        Int8Kernel("onednn", _dynamic_linear_available("onednn"), _dynamic_linear_prepare("onednn"), _dynamic_linear),
+        Int8Kernel("onednn", _dynamic_linear_available("onednn"), _OnednnState, _onednn_linear),
         Int8Kernel("fbgemm", _dynamic_linear_available("fbgemm"), _dynamic_linear_prepare("fbgemm"), _dynamic_linear),
         Int8Kernel("cuda_int_mm", _cuda_int_mm_available, _int_mm_prepare, int_mm_linear),
         Int8Kernel("reference", lambda device: True, _reference_prepare, reference_linear),
