@@ -34,9 +34,20 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import distilkit
 from distilkit.quantization import quantize_dynamic
+from distilkit.quantization.model import group_shared_inputs
 
 BATCH, SEQ = 8, 128
 THREADS = 2  # --threads changes it
+
+
+ENGINES = {
+    "torch fp32": "the float model",
+    "distilkit int8": "distilkit.quantization.quantize_dynamic, as it runs by default",
+    "distilkit int8:fbgemm:separate": "distilkit int8 as it ran before oneDNN and fused q/k/v",
+    "torch.ao int8": "torch.ao.quantization.quantize_dynamic (fbgemm)",
+    "ort fp32": "ONNX Runtime, the exported float model",
+    "ort int8": "ONNX Runtime after onnxruntime.quantization.quantize_dynamic (QInt8 weights)",
+}
 
 
 def load_average() -> list[float]:
@@ -180,8 +191,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--profile-steps", type=int, default=3, help="forwards per profile (0: no profiles)")
     parser.add_argument("--top", type=int, default=15, help="ops listed per profile")
-    parser.add_argument("--engines", default="torch fp32,distilkit int8,torch.ao int8,ort fp32,ort int8",
-                        help="comma-separated engines; 'distilkit int8:<kernel>' forces an int8 kernel (e.g. fbgemm)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines: " + "; ".join(
+        f"'{name}': {what}" for name, what in ENGINES.items()) + ". 'distilkit int8:<kernel>' forces an int8 kernel "
+        "(onednn, fbgemm, reference); ':separate' runs q/k/v as three products")
     parser.add_argument("--threads", type=int, default=THREADS, help="intra-op threads (torch and ORT)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_engines.json")
     args = parser.parse_args()
@@ -203,9 +215,11 @@ def main() -> None:
             start = time.perf_counter()
             if name == "torch fp32":
                 runners[name] = torch_runner(fp32, inputs)
-            elif name.startswith("distilkit int8"):  # "distilkit int8" (kernel chosen by distilkit) or ":<kernel>"
-                kernel = name.partition(":")[2] or "auto"
+            elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate]", see --engines
+                _, *options = name.split(":")
+                kernel = next((o for o in options if o != "separate"), "auto")
                 int8 = quantize_dynamic(copy.deepcopy(fp32), kernel=kernel)
+                group_shared_inputs(int8, enabled="separate" not in options)
                 runners[name] = torch_runner(int8, inputs)
             elif name == "torch.ao int8":
                 runners[name] = torch_runner(torch_ao_int8(fp32), inputs)
@@ -284,6 +298,8 @@ def markdown(result: dict, args) -> str:
         speed = f"{t['speedup_vs_fp32']:.2f}x" if t["speedup_vs_fp32"] else "-"
         diff = f"{diffs[name]:.4f}" if name in diffs else "-"
         lines.append(f"| {name} | {t['median']:.1f} | {t['min']:.1f} | {speed} | {t['cpu_median']:.0f} | {diff} |")
+    lines += ["", "Engines: " + "; ".join(f"`{name}`: {ENGINES[name]}" for name in result["latency_ms"] if name in ENGINES)
+              + "."]
     if "distilkit_int8_vs_ort_int8_speed" in result:
         lines += ["", f"distilkit int8 speed relative to ORT int8: {result['distilkit_int8_vs_ort_int8_speed']:.2f}x "
                   "(goal >= 0.9x)."]

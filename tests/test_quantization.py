@@ -42,7 +42,7 @@ from distilkit.quantization import (
     task_head_names,
 )
 from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
-from distilkit.quantization.model import shared_input_names
+from distilkit.quantization.model import group_shared_inputs, shared_input_names
 from distilkit.student import student_from_teacher
 
 FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
@@ -451,9 +451,7 @@ def test_tied_embedding_stays_float(caplog):
 def unlinked(model: nn.Module) -> nn.Module:
     """A copy of `model` whose projections run one by one (no SharedInputGroup)."""
     clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if isinstance(module, Int8Linear):
-            module._shared_input_group = None
+    assert group_shared_inputs(clone, enabled=False) == 0 and groups(clone) == []
     return clone
 
 

@@ -207,17 +207,19 @@ def shared_input_names(model: nn.Module) -> list[list[str]]:
     return [[f"{prefix}.{index}.{name}" for name in names] for index in range(len(layers)) for names in sets]
 
 
-def group_shared_inputs(model: nn.Module) -> int:
+def group_shared_inputs(model: nn.Module, enabled: bool = True) -> int:
     """Link the int8 projections that share an input (see `shared_input_names`) so each set runs as one int8 product
     (`SharedInputGroup`): one activation quantization and one GEMM instead of three. Run-time only: nothing saved
     changes. Of each set, the Int8Linears join (a projection left in float does not); a projection pruned to
-    nothing or of another input width keeps the set apart.
-    Returns the number of groups linked."""
+    nothing or of another input width keeps the set apart. `enabled=False` only undoes existing links (every
+    projection then runs on its own, e.g. to compare). Returns the number of groups linked."""
     named = dict(model.named_modules())
     for module in named.values():
         if isinstance(module, Int8Linear):
             module._shared_input_group = None
     linked = 0
+    if not enabled:
+        return linked
     for names in shared_input_names(model):
         members = [named[name] for name in names if isinstance(named.get(name), Int8Linear)]
         if SharedInputGroup.can_group(members):
