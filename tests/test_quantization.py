@@ -42,7 +42,8 @@ from distilkit.quantization import (
     task_head_names,
 )
 from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
-from distilkit.quantization.model import group_shared_inputs, shared_input_names
+from distilkit.quantization.layer import FusedActivation, activation_name
+from distilkit.quantization.model import fuse_activations, group_shared_inputs, shared_input_names
 from distilkit.student import student_from_teacher
 
 FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
@@ -163,7 +164,7 @@ def test_onednn_kernel_sends_small_inputs_to_fbgemm():
         state = module._cache[1]
         assert state._small is None  # fbgemm's copy of the weights is packed only when a small input comes
         small = module(large[:3])
-        assert state._small is not None and state._small is not state.large
+        assert state._small is not None and state._small is not state._large
         ref = with_kernel(module, "reference")(large[:3])
     torch.testing.assert_close(small, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
@@ -555,6 +556,87 @@ def test_deepcopy_and_pickle_keep_groups_on_the_copies():
         assert torch.equal(logits(clone, inputs), out)
 
 
+# ------------------------------------------------------------------------------- activations fused into Int8Linear
+
+
+def unfused(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose feed-forward activations run as separate modules again."""
+    clone = copy.deepcopy(model)
+    assert fuse_activations(clone, enabled=False) == 0
+    assert not any(isinstance(m, FusedActivation) for m in clone.modules())
+    assert all(m.activation is None for m in clone.modules() if isinstance(m, Int8Linear))
+    return clone
+
+
+def test_quantize_to_uint8_matches_the_scheme():
+    torch.manual_seed(0)
+    mismatched = total = 0
+    for i in range(20):
+        x = torch.randn(64, 96) * (i + 1) * 0.1 + (i % 5) - 2
+        levels, scale, zero_point = kernels.quantize_to_uint8(x, reduce_range=False)
+        expected, expected_scale, expected_zero_point = kernels.quantize_activation(x, reduce_range=False)
+        assert levels.dtype == torch.uint8 and levels.shape == x.shape
+        assert scale == pytest.approx(expected_scale.item(), rel=1e-7) and zero_point == int(expected_zero_point)
+        difference = (levels.float() - expected).abs()
+        assert difference.max() <= 1  # x * (1/scale) vs x / scale: a tie may round the other way
+        mismatched += int((difference > 0).sum())
+        total += x.numel()
+    assert mismatched <= total * 1e-4
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize("rows", [3, 64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_activation_matches_linear_then_gelu(kernel, rows, bias):
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(48, 80, bias=bias), kernel=kernel)
+    x = torch.randn(rows, 48) * 2 + 0.3
+    with torch.no_grad():
+        expected = torch.nn.functional.gelu(with_kernel(module, "reference")(x))
+        module.kernel, module.activation = kernel, "gelu"
+        out = module(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    assert "activation=gelu" in repr(module)
+    if kernel == "onednn":  # the fused oneDNN path ran for the large input, fbgemm then GELU for the small one
+        state = module._cache[1]
+        assert (state._static is not None) == (rows >= kernels.ONEDNN_MIN_ROWS)
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize(
+    "task,family,expected",
+    [("seq", "bert", 2), ("token", "roberta", 2), ("seq", "distilbert", 2), ("seq", "mpnet", 2), ("causal", "llama", 0)],
+)
+def test_fused_activations_match_separate_ones(task, family, expected, kernel):
+    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    fused = [m for m in model.modules() if isinstance(m, FusedActivation)]
+    assert len(fused) == expected and all(f.activation == "gelu" for f in fused)
+    assert sum(m.activation == "gelu" for m in model.modules() if isinstance(m, Int8Linear)) == expected
+    inputs = batch(size=6)  # 72 rows: enough for the oneDNN kernel's fused path
+    with_fusion, without = logits(model, inputs), logits(unfused(model), inputs)
+    torch.testing.assert_close(with_fusion, without, rtol=0, atol=1e-4 * without.abs().max().item())
+
+
+def test_only_exact_gelu_after_an_int8_linear_is_fused():
+    model = quantize_dynamic(tiny_model("seq", hidden_act="gelu_new"))  # tanh approximation
+    assert fuse_activations(model) == 0
+    model = quantize_dynamic(tiny_model("seq"), skip="*.intermediate.dense")  # the Linear stays float
+    assert not any(isinstance(m, FusedActivation) for m in model.modules())
+    assert activation_name(nn.GELU()) == "gelu" and activation_name(nn.GELU(approximate="tanh")) is None
+    assert activation_name(nn.ReLU()) is None
+
+
+def test_unfusing_restores_the_original_modules():
+    model = quantize_dynamic(tiny_model("seq"))
+    placeholder = model.bert.encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(placeholder, FusedActivation)
+    keys = set(model.state_dict())
+    fuse_activations(model, enabled=False)
+    assert model.bert.encoder.layer[0].intermediate.intermediate_act_fn is placeholder.original
+    assert model.bert.encoder.layer[0].intermediate.dense.activation is None
+    assert fuse_activations(model) == 2 and set(model.state_dict()) == keys  # nothing saved changes
+
+
 # ----------------------------------------------------------------------------------------------- save and load
 
 
@@ -584,6 +666,8 @@ def test_save_and_reload_is_exact(tmp_path, task, family, embeddings):
     reloaded = distilkit.from_pretrained(tmp_path)
     assert int8_names(reloaded) == int8_names(model)
     assert len(groups(reloaded)) == len(groups(model)) > 0  # the run-time links come back with the modules
+    fused = sum(isinstance(m, FusedActivation) for m in reloaded.modules())
+    assert fused == sum(isinstance(m, FusedActivation) for m in model.modules())
     assert torch.equal(logits(reloaded, inputs), before)
 
 

@@ -9,7 +9,8 @@ in-place edit (tracked by the tensors' version counters).
 Int8Linears that always read the same input (an attention block's query, key and value projections) can be
 linked in a `SharedInputGroup`, which runs them as one int8 product: the activation is quantized once and one
 GEMM with all their output channels replaces three. The link is run-time state too; each module keeps and saves
-its own buffers.
+its own buffers. So is `Int8Linear.activation`, an activation applied to the output (fused into the product where
+the kernel can): `distilkit.quantization.model.fuse_activations` moves a feed-forward block's GELU there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import AUTO, WEIGHT_QMAX, dequantize_rows, select_kernel
+from .kernels import ACTIVATIONS, AUTO, WEIGHT_QMAX, dequantize_rows, select_kernel
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +54,8 @@ class Int8Linear(nn.Module):
     """A Linear layer with int8 weights (per-output-channel scales) and activations quantized at run time.
 
     The scheme is described in `distilkit.quantization.kernels`; `kernel` names the kernel that runs it ("auto":
-    the fastest available, see `select_kernel`). Inference only: the buffers carry no gradients.
+    the fastest available, see `select_kernel`). `activation` (None or a name in kernels.ACTIVATIONS) is applied to
+    the output, by the kernel when it can fuse it. Inference only: the buffers carry no gradients.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias_tensor)
         self._cache: tuple[tuple, object] | None = None
         self._shared_input_group: SharedInputGroup | None = None
+        self.activation: str | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, kernel: str = AUTO) -> Int8Linear:
@@ -113,12 +116,19 @@ class Int8Linear(nn.Module):
             # Nothing to multiply: an empty batch, or a projection whose attention heads were all pruned
             # (0 output features, or 0 input features, where the output is just the bias).
             out = x.new_zeros(*x.shape[:-1], self.out_features)
-            return out + self.bias.to(x.dtype) if self.bias is not None else out
+            out = out + self.bias.to(x.dtype) if self.bias is not None else out
+            activation = getattr(self, "activation", None)
+            return ACTIVATIONS[activation](out) if activation is not None else out
         kernel = select_kernel(x.device, self.kernel)
+        activation = getattr(self, "activation", None)  # getattr: modules pickled before these attributes existed
         group = getattr(self, "_shared_input_group", None)
-        if group is not None and group.enabled:
+        if activation is None and group is not None and group.enabled:
             return group.run(self, x, kernel)
-        return kernel.linear(x, self._kernel_state(kernel, x.device))
+        if activation is None:
+            return kernel.linear(x, self._kernel_state(kernel, x.device))
+        if kernel.linear_activation is not None:
+            return kernel.linear_activation(x, self._kernel_state(kernel, x.device), activation)
+        return ACTIVATIONS[activation](kernel.linear(x, self._kernel_state(kernel, x.device)))
 
     def __getstate__(self):
         # Packed kernel state is derived data (and fbgemm's may not pickle): copies and pickles rebuild it.
@@ -127,9 +137,10 @@ class Int8Linear(nn.Module):
         return state
 
     def extra_repr(self) -> str:
+        activation = f", activation={self.activation}" if getattr(self, "activation", None) else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"kernel={self.kernel}"
+            f"kernel={self.kernel}{activation}"
         )
 
 
@@ -169,9 +180,9 @@ class SharedInputGroup:
 
     @staticmethod
     def can_group(members: Sequence[nn.Module]) -> bool:
-        """Whether `members` can run as one product: two or more non-empty Int8Linears of one input width, all with
-        or all without a bias of one dtype, on one device."""
-        if len(members) < 2 or not all(isinstance(m, Int8Linear) for m in members):
+        """Whether `members` can run as one product: two or more non-empty Int8Linears of one input width, without
+        activations, all with or all without a bias of one dtype, on one device."""
+        if len(members) < 2 or not all(isinstance(m, Int8Linear) and m.activation is None for m in members):
             return False
         first = members[0]
         biases = {(m.bias is None, None if m.bias is None else m.bias.dtype) for m in members}
@@ -221,6 +232,41 @@ class SharedInputGroup:
             self._local.pending = _Pending(x, outputs)
             return mine
         return kernel.linear(x, member._kernel_state(kernel, x.device))
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The kernels.ACTIVATIONS name of an activation module that computes exactly that function, else None.
+
+    Exact (erf) GELU only: torch's nn.GELU() and transformers' GELUActivation (config `hidden_act="gelu"`), whose
+    forward is torch.nn.functional.gelu; tanh approximations and Python re-implementations stay where they are.
+    """
+    if type(module) is nn.GELU and module.approximate == "none":
+        return "gelu"
+    is_transformers_gelu = type(module).__name__ == "GELUActivation" and type(module).__module__.startswith(
+        "transformers."
+    )
+    if is_transformers_gelu and getattr(module, "act", None) is F.gelu:
+        return "gelu"
+    return None
+
+
+class FusedActivation(nn.Identity):
+    """Stands where an activation module was, once the preceding Int8Linear applies it (`Int8Linear.activation`).
+
+    Keeps the original module (outside the module tree: it holds no state) so the move can be undone.
+    """
+
+    def __init__(self, original: nn.Module, name: str) -> None:
+        super().__init__()
+        self.activation = name
+        self._original = (original,)
+
+    @property
+    def original(self) -> nn.Module:
+        return self._original[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.activation}, applied by the Int8Linear before it"
 
 
 class Int8Embedding(nn.Module):
