@@ -158,7 +158,8 @@ def _version(tensor: torch.Tensor) -> int | None:
 
 
 class SharedInputGroup:
-    """Int8Linears called on the same input tensor, run as ONE int8 product (same scheme, same results).
+    """Int8Linears called on the same input tensor, run as ONE int8 product (same scheme; the same results up to
+    float rounding in the rescaling).
 
     The first member called with an input computes the product for all members, with their int8 rows, scales and
     biases concatenated (so the activation is quantized once, with the qparams each member would have chosen on
@@ -182,7 +183,9 @@ class SharedInputGroup:
     def can_group(members: Sequence[nn.Module]) -> bool:
         """Whether `members` can run as one product: two or more non-empty Int8Linears of one input width, without
         activations, all with or all without a bias of one dtype, on one device."""
-        if len(members) < 2 or not all(isinstance(m, Int8Linear) and m.activation is None for m in members):
+        if len(members) < 2 or not all(
+            isinstance(m, Int8Linear) and getattr(m, "activation", None) is None for m in members
+        ):
             return False
         first = members[0]
         biases = {(m.bias is None, None if m.bias is None else m.bias.dtype) for m in members}

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from ..architectures import get_architecture, get_layers
+from ..architectures import ArchitectureSpec, get_architecture, get_layers
 from ..serialization.format import compression_record, set_compression_record
 from .kernels import AUTO, KERNELS
 from .layer import FusedActivation, Int8Embedding, Int8Linear, SharedInputGroup, activation_name
@@ -194,14 +194,21 @@ def replace_modules(model: nn.Module, names: Iterable[str], build) -> None:
         setattr(parent, child, built[id(old)])
 
 
+def _spec_and_layers(model: nn.Module) -> tuple[ArchitectureSpec, nn.ModuleList] | None:
+    """The family spec and layer list of a model distilkit.architectures knows; None for any other module."""
+    try:
+        return get_architecture(model), get_layers(model)
+    except (ValueError, AttributeError):
+        return None
+
+
 def shared_input_names(model: nn.Module) -> list[list[str]]:
     """Per layer, the names of the Linears that always read the same input: the attention block's query, key and
     value projections, and a gated FFN's input projections (from distilkit.architectures; none for other models)."""
-    try:
-        spec = get_architecture(model)
-        layers = get_layers(model)
-    except (ValueError, AttributeError):
+    known = _spec_and_layers(model)
+    if known is None:
         return []
+    spec, layers = known
     prefix = next(name for name, module in model.named_modules() if module is layers)
     sets = [(spec.query, spec.key, spec.value)] + ([spec.ffn_in] if len(spec.ffn_in) > 1 else [])
     return [[f"{prefix}.{index}.{name}" for name in names] for index in range(len(layers)) for names in sets]
@@ -245,13 +252,10 @@ def fuse_activations(model: nn.Module, enabled: bool = True) -> int:
             setattr(model.get_submodule(parent_name), child, module.original)
         elif isinstance(module, Int8Linear):
             module.activation = None
-    if not enabled:
+    known = _spec_and_layers(model) if enabled else None
+    if known is None:
         return 0
-    try:
-        spec = get_architecture(model)
-        layers = get_layers(model)
-    except (ValueError, AttributeError):
-        return 0
+    spec, layers = known
     if spec.ffn_activation is None or len(spec.ffn_in) != 1:
         return 0
     moved = 0
