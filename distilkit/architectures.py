@@ -47,6 +47,9 @@ class ArchitectureSpec:
     # computed once for all layers with the config's head count (MPNet's relative position bias). A pruned
     # layer must see only its kept heads' slice of it.
     per_head_bias_arg: str | None = None
+    # Path (relative to one layer) of the activation module applied to the output of the single `ffn_in` Linear;
+    # None for gated FFNs, whose activation applies to one of two products.
+    ffn_activation: str | None = None
 
     @property
     def attention(self) -> str:
@@ -69,6 +72,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             ffn_out="output.dense",
             head_count_attrs=("num_attention_heads",),
             head_width_attrs=("all_head_size",),
+            ffn_activation="intermediate.intermediate_act_fn",
         ),
         ArchitectureSpec(
             family="distilbert",
@@ -83,6 +87,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             ffn_width_attr="hidden_dim",
             heads_attr="n_heads",
             head_count_attrs=("n_heads",),
+            ffn_activation="ffn.activation",
         ),
         ArchitectureSpec(
             family="mpnet",
@@ -97,6 +102,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             head_count_attrs=("num_attention_heads",),
             head_width_attrs=("all_head_size",),
             per_head_bias_arg="position_bias",
+            ffn_activation="intermediate.intermediate_act_fn",
         ),
         ArchitectureSpec(
             family="llama",

@@ -33,16 +33,20 @@ from distilkit.quantization import (
     KERNELS,
     Int8Embedding,
     Int8Linear,
+    SharedInputGroup,
     activation_reduce_range,
+    kernels,
     quantize_dynamic,
     quantize_rows,
     select_kernel,
     task_head_names,
 )
 from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
+from distilkit.quantization.layer import FusedActivation, activation_name
+from distilkit.quantization.model import fuse_activations, group_shared_inputs, shared_input_names
 from distilkit.student import student_from_teacher
 
-FAST_CPU_KERNELS = [name for name in ("fbgemm",) if KERNELS[name].available(torch.device("cpu"))]
+FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
 
 
 def snr_db(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -143,26 +147,42 @@ def test_int8_embedding_error_bound_and_dtype():
 def test_fast_kernel_matches_reference(kernel, bias):
     torch.manual_seed(0)
     module = Int8Linear.from_linear(nn.Linear(96, 40, bias=bias))
-    for x in (torch.randn(5, 96), torch.randn(2, 11, 96) * 3 + 1, torch.rand(1, 96)):
+    for x in (torch.randn(5, 96), torch.randn(2, 11, 96) * 3 + 1, torch.rand(1, 96), torch.randn(4, 40, 96) - 2):
         with torch.no_grad():
             fast = with_kernel(module, kernel)(x)
             ref = with_kernel(module, "reference")(x)
         torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
 
+@pytest.mark.skipif("onednn" not in FAST_CPU_KERNELS, reason="no oneDNN engine in this PyTorch build")
+def test_onednn_kernel_sends_small_inputs_to_fbgemm():
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 48), kernel="onednn")
+    large = torch.randn(kernels.ONEDNN_MIN_ROWS, 64)
+    with torch.no_grad():
+        module(large)
+        state = module._cache[1]
+        assert state._small is None  # fbgemm's copy of the weights is packed only when a small input comes
+        small = module(large[:3])
+        assert state._small is not None and state._small is not state._large
+        ref = with_kernel(module, "reference")(large[:3])
+    torch.testing.assert_close(small, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
+
+
 @pytest.mark.skipif(not FAST_CPU_KERNELS, reason="no fast int8 kernel in this PyTorch build")
+@pytest.mark.parametrize("kernel", FAST_CPU_KERNELS)
 @pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])
-def test_fast_kernel_matches_reference_end_to_end(family, task):
+def test_fast_kernel_matches_reference_end_to_end(family, task, kernel):
     model = quantize_dynamic(tiny_model(task, family))
     inputs = batch()
-    fast = logits(with_kernel(model, FAST_CPU_KERNELS[0]), inputs)
+    fast = logits(with_kernel(model, kernel), inputs)
     ref = logits(with_kernel(model, "reference"), inputs)
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
     if task == "causal":  # decoding with a KV cache: one-token activations, each quantized on its own
         prompt = inputs["input_ids"][:1, :5]
         generated = {
             kernel: with_kernel(model, kernel).generate(prompt, max_new_tokens=4, do_sample=False)
-            for kernel in (FAST_CPU_KERNELS[0], "reference")
+            for kernel in (kernel, "reference")
         }
         assert generated["reference"].shape == (1, 9)
         assert torch.equal(*generated.values())
@@ -197,20 +217,27 @@ def test_cuda_kernel_matches_reference(dtype):
     torch.testing.assert_close(fast.float(), ref.float(), rtol=0, atol=2e-2 * ref.abs().max().item())
 
 
-@pytest.mark.skipif(
-    not FAST_CPU_KERNELS or platform.machine().lower() not in {"x86_64", "amd64"}, reason="x86 fbgemm only"
+@pytest.mark.skipif(platform.machine().lower() not in {"x86_64", "amd64"}, reason="x86 kernels only")
+@pytest.mark.parametrize(
+    "kernel,forced_isa",
+    [("fbgemm", {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}), ("onednn", {"ONEDNN_MAX_CPU_ISA": "AVX2"})],
 )
-def test_fbgemm_without_vnni_does_not_saturate():
-    """Forced onto AVX2 (vpmaddubsw), fbgemm must still agree with the reference: activations use 0..127 there."""
+def test_kernels_without_vnni_do_not_saturate(kernel, forced_isa):
+    """Forced onto AVX2 (vpmaddubsw), a kernel must still agree with the reference: activations use 0..127 there.
+
+    With 0..255 both fbgemm and oneDNN return saturated sums on AVX2 (oneDNN gave 16.19 for an exact 32.0).
+    """
+    if kernel not in FAST_CPU_KERNELS:
+        pytest.skip(f"no {kernel} kernel in this PyTorch build")
     script = textwrap.dedent(
-        """
+        f"""
         import torch
         from torch import nn
         from distilkit.quantization import Int8Linear, activation_reduce_range
         assert activation_reduce_range("cpu")
         linear = nn.Linear(64, 8, bias=False)
         nn.init.constant_(linear.weight, 0.5)  # every int8 weight at +127
-        module = Int8Linear.from_linear(linear)
+        module = Int8Linear.from_linear(linear, kernel={kernel!r})
         x = torch.ones(4, 64)
         x[0, 0] = 0.0  # zero point 0, every other activation at the top level
         with torch.no_grad():
@@ -221,7 +248,7 @@ def test_fbgemm_without_vnni_does_not_saturate():
         torch.testing.assert_close(fast, linear(x).detach(), rtol=1e-2, atol=0)
         """
     )
-    env = {**os.environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **forced_isa, "OMP_NUM_THREADS": "1"}
     env.pop(KERNEL_ENV, None)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -229,7 +256,10 @@ def test_fbgemm_without_vnni_does_not_saturate():
 
 def test_select_kernel_env_and_errors(monkeypatch):
     monkeypatch.delenv(KERNEL_ENV, raising=False)
-    expected = FAST_CPU_KERNELS[0] if FAST_CPU_KERNELS else "reference"
+    if "onednn" in FAST_CPU_KERNELS and kernels._cpu_has_amx_int8():
+        expected = "onednn"
+    else:
+        expected = "fbgemm" if "fbgemm" in FAST_CPU_KERNELS else "reference"
     assert select_kernel("cpu").name == expected
     monkeypatch.setenv(KERNEL_ENV, "reference")
     assert select_kernel("cpu").name == "reference"
@@ -240,14 +270,37 @@ def test_select_kernel_env_and_errors(monkeypatch):
         select_kernel("cpu", "cuda_int_mm")
 
 
+@pytest.mark.parametrize(
+    "flags,max_isa,expected",
+    [
+        ({"avx512_vnni", "amx_int8"}, "", "onednn"),
+        ({"avx512_vnni", "amx_int8"}, "AVX512_CORE_VNNI", "fbgemm"),  # oneDNN told to stay below AMX
+        ({"avx512_vnni"}, "", "fbgemm"),
+        ({"avx2"}, "", "fbgemm"),
+    ],
+)
+def test_select_kernel_prefers_onednn_only_with_amx(monkeypatch, flags, max_isa, expected):
+    if not {"onednn", "fbgemm"} <= set(FAST_CPU_KERNELS):
+        pytest.skip("needs both x86 engines")
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", max_isa)
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: frozenset(flags))
+    kernels._select_kernel.cache_clear()
+    try:
+        assert select_kernel("cpu").name == expected
+    finally:
+        kernels._select_kernel.cache_clear()
+
+
 def test_env_var_forces_the_reference_kernel(monkeypatch):
     model = quantize_dynamic(tiny_model("seq"))
     inputs = batch()
     fast = logits(model, inputs)
     monkeypatch.setenv(KERNEL_ENV, "reference")
-    layer = model.bert.encoder.layer[0].attention.self.query
+    layer = model.bert.encoder.layer[0].attention.output.dense
+    qkv = model.bert.encoder.layer[0].attention.self.query._shared_input_group
     ref = logits(model, inputs)
-    assert layer._cache[0][0] == "reference"
+    assert layer._cache[0][0] == "reference" and qkv._cache[0][0] == "reference"
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
 
@@ -393,6 +446,197 @@ def test_tied_embedding_stays_float(caplog):
     assert "shared with" in caplog.text
 
 
+# ------------------------------------------------------------------------------ shared inputs: fused q/k/v
+
+
+def unlinked(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose projections run one by one (no SharedInputGroup)."""
+    clone = copy.deepcopy(model)
+    assert group_shared_inputs(clone, enabled=False) == 0 and groups(clone) == []
+    return clone
+
+
+def groups(model: nn.Module) -> list[SharedInputGroup]:
+    found = {id(m._shared_input_group): m._shared_input_group for m in model.modules() if isinstance(m, Int8Linear)}
+    return [group for group in found.values() if group is not None]
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize(
+    "task,family,expected_groups",
+    [("seq", "bert", 2), ("seq", "distilbert", 2), ("seq", "mpnet", 2), ("causal", "llama", 4)],
+)
+def test_fused_projections_match_separate_ones(task, family, expected_groups, kernel):
+    """q/k/v (and Llama's gate/up) run as one product: same activation qparams, same integers, same outputs."""
+    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    assert len(groups(model)) == expected_groups
+    assert {len(group.members) for group in groups(model)} == ({3, 2} if family == "llama" else {3})
+    inputs = batch()
+    fused, separate = logits(model, inputs), logits(unlinked(model), inputs)
+    torch.testing.assert_close(fused, separate, rtol=0, atol=1e-5 * separate.abs().max().item())
+    query = model.get_submodule(shared_input_names(model)[0][0])
+    assert query._shared_input_group._cache is not None and query._cache is None  # the joint product ran
+    assert all(group.enabled for group in groups(model))
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+def test_shared_input_group_single_layer(kernel):
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(32, n), kernel=kernel) for n in (32, 16, 16)]
+    x = torch.randn(2, 5, 32) * 2 + 0.5
+    with torch.no_grad():
+        expected = [m(x) for m in members]
+        group = SharedInputGroup(members)
+        for m in members:
+            m._shared_input_group = group
+        # any call order; the first call computes all three, the others collect their slice
+        got = {i: members[i](x) for i in (1, 0, 2)}
+    for i, m in enumerate(members):
+        assert got[i].shape == expected[i].shape
+        torch.testing.assert_close(got[i], expected[i], rtol=0, atol=1e-5 * expected[i].abs().max().item())
+    assert getattr(group._local, "pending", None) is None  # nothing left waiting
+
+
+def test_shared_input_group_falls_back_when_inputs_differ():
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(16, 8)) for _ in range(3)]
+    x, y = torch.randn(3, 16), torch.randn(3, 16) * 5
+    expected = [m(x).detach() for m in members], [m(y).detach() for m in members]
+    group = SharedInputGroup(members)
+    for m in members:
+        m._shared_input_group = group
+    with torch.no_grad():
+        assert torch.equal(members[0](x), expected[0][0])
+        out = members[1](y)  # not the input the waiting results are for: they are dropped, the group disabled
+        assert not group.enabled
+        torch.testing.assert_close(out, expected[1][1])
+        torch.testing.assert_close(members[2](x), expected[0][2])
+
+
+def test_shared_input_group_notices_an_input_changed_in_place():
+    torch.manual_seed(0)
+    members = [Int8Linear.from_linear(nn.Linear(16, 8)) for _ in range(2)]
+    group = SharedInputGroup(members)
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        members[0]._shared_input_group = members[1]._shared_input_group = group
+        members[0](x)
+        x.mul_(3)  # bumps x's version: the waiting result for members[1] is stale
+        out = members[1](x)
+        members[1]._shared_input_group = None
+        torch.testing.assert_close(out, members[1](x))
+
+
+def test_shared_input_groups_are_not_formed_across_shapes_or_types():
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(16, 4)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(8, 4, bias=False)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 4), nn.Linear(8, 4)])
+    assert not SharedInputGroup.can_group([Int8Linear(8, 0), Int8Linear(8, 4)])  # a layer pruned to no heads
+    linear = Int8Linear(8, 4)
+    assert not SharedInputGroup.can_group([linear, linear])
+    assert SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(8, 2)])
+    # a projection left in float stays out; its int8 siblings still run together
+    model = quantize_dynamic(tiny_model("seq"), skip="*.attention.self.value")
+    assert [len(g.members) for g in groups(model)] == [2, 2]
+    model = quantize_dynamic(tiny_model("seq", "distilbert"), modules=["*.q_lin"])
+    assert groups(model) == []
+
+
+def test_deepcopy_and_pickle_keep_groups_on_the_copies():
+    import pickle
+
+    model = quantize_dynamic(tiny_model("seq"))
+    inputs = batch()
+    out = logits(model, inputs)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        query = clone.bert.encoder.layer[0].attention.self.query
+        group = query._shared_input_group
+        assert group is not model.bert.encoder.layer[0].attention.self.query._shared_input_group
+        assert group.members[0] is query and group._cache is None
+        assert torch.equal(logits(clone, inputs), out)
+
+
+# ------------------------------------------------------------------------------- activations fused into Int8Linear
+
+
+def unfused(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose feed-forward activations run as separate modules again."""
+    clone = copy.deepcopy(model)
+    assert fuse_activations(clone, enabled=False) == 0
+    assert not any(isinstance(m, FusedActivation) for m in clone.modules())
+    assert all(m.activation is None for m in clone.modules() if isinstance(m, Int8Linear))
+    return clone
+
+
+def test_quantize_to_uint8_matches_the_scheme():
+    torch.manual_seed(0)
+    mismatched = total = 0
+    for i in range(20):
+        x = torch.randn(64, 96) * (i + 1) * 0.1 + (i % 5) - 2
+        levels, scale, zero_point = kernels.quantize_to_uint8(x, reduce_range=False)
+        expected, expected_scale, expected_zero_point = kernels.quantize_activation(x, reduce_range=False)
+        assert levels.dtype == torch.uint8 and levels.shape == x.shape
+        assert scale == pytest.approx(expected_scale.item(), rel=1e-7) and zero_point == int(expected_zero_point)
+        difference = (levels.float() - expected).abs()
+        assert difference.max() <= 1  # x * (1/scale) vs x / scale: a tie may round the other way
+        mismatched += int((difference > 0).sum())
+        total += x.numel()
+    assert mismatched <= total * 1e-4
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize("rows", [3, 64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_activation_matches_linear_then_gelu(kernel, rows, bias):
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(48, 80, bias=bias), kernel=kernel)
+    x = torch.randn(rows, 48) * 2 + 0.3
+    with torch.no_grad():
+        expected = torch.nn.functional.gelu(with_kernel(module, "reference")(x))
+        module.kernel, module.activation = kernel, "gelu"
+        out = module(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    assert "activation=gelu" in repr(module)
+    if kernel == "onednn":  # the fused oneDNN path ran for the large input, fbgemm then GELU for the small one
+        state = module._cache[1]
+        assert (state._static is not None) == (rows >= kernels.ONEDNN_MIN_ROWS)
+
+
+@pytest.mark.parametrize("kernel", ["reference", *FAST_CPU_KERNELS])
+@pytest.mark.parametrize(
+    "task,family,expected",
+    [("seq", "bert", 2), ("token", "roberta", 2), ("seq", "distilbert", 2), ("seq", "mpnet", 2), ("causal", "llama", 0)],
+)
+def test_fused_activations_match_separate_ones(task, family, expected, kernel):
+    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    fused = [m for m in model.modules() if isinstance(m, FusedActivation)]
+    assert len(fused) == expected and all(f.activation == "gelu" for f in fused)
+    assert sum(m.activation == "gelu" for m in model.modules() if isinstance(m, Int8Linear)) == expected
+    inputs = batch(size=6)  # 72 rows: enough for the oneDNN kernel's fused path
+    with_fusion, without = logits(model, inputs), logits(unfused(model), inputs)
+    torch.testing.assert_close(with_fusion, without, rtol=0, atol=1e-4 * without.abs().max().item())
+
+
+def test_only_exact_gelu_after_an_int8_linear_is_fused():
+    model = quantize_dynamic(tiny_model("seq", hidden_act="gelu_new"))  # tanh approximation
+    assert fuse_activations(model) == 0
+    model = quantize_dynamic(tiny_model("seq"), skip="*.intermediate.dense")  # the Linear stays float
+    assert not any(isinstance(m, FusedActivation) for m in model.modules())
+    assert activation_name(nn.GELU()) == "gelu" and activation_name(nn.GELU(approximate="tanh")) is None
+    assert activation_name(nn.ReLU()) is None
+
+
+def test_unfusing_restores_the_original_modules():
+    model = quantize_dynamic(tiny_model("seq"))
+    placeholder = model.bert.encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(placeholder, FusedActivation)
+    keys = set(model.state_dict())
+    fuse_activations(model, enabled=False)
+    assert model.bert.encoder.layer[0].intermediate.intermediate_act_fn is placeholder.original
+    assert model.bert.encoder.layer[0].intermediate.dense.activation is None
+    assert fuse_activations(model) == 2 and set(model.state_dict()) == keys  # nothing saved changes
+
+
 # ----------------------------------------------------------------------------------------------- save and load
 
 
@@ -421,6 +665,9 @@ def test_save_and_reload_is_exact(tmp_path, task, family, embeddings):
     assert_saved_as_plain_int8(tmp_path, model)
     reloaded = distilkit.from_pretrained(tmp_path)
     assert int8_names(reloaded) == int8_names(model)
+    assert len(groups(reloaded)) == len(groups(model)) > 0  # the run-time links come back with the modules
+    fused = sum(isinstance(m, FusedActivation) for m in reloaded.modules())
+    assert fused == sum(isinstance(m, FusedActivation) for m in model.modules())
     assert torch.equal(logits(reloaded, inputs), before)
 
 

@@ -11,7 +11,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .kernels import KERNEL_ENV, KERNELS, activation_reduce_range, select_kernel
-    from .layer import Int8Embedding, Int8Linear, quantize_rows
+    from .layer import Int8Embedding, Int8Linear, SharedInputGroup, quantize_rows
     from .model import quantize_dynamic, restore_quantization, select_modules, task_head_names
 
 _EXPORTS = {
@@ -21,6 +21,7 @@ _EXPORTS = {
     "select_kernel": "kernels",
     "Int8Embedding": "layer",
     "Int8Linear": "layer",
+    "SharedInputGroup": "layer",
     "quantize_rows": "layer",
     "quantize_dynamic": "model",
     "restore_quantization": "model",
@@ -34,6 +35,7 @@ __all__ = [
     "KERNEL_ENV",
     "Int8Embedding",
     "Int8Linear",
+    "SharedInputGroup",
     "activation_reduce_range",
     "quantize_dynamic",
     "quantize_rows",

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..architectures import ArchitectureSpec, get_architecture, get_layers
 from ..serialization.format import compression_record, set_compression_record
 from .kernels import AUTO, KERNELS
-from .layer import Int8Embedding, Int8Linear
+from .layer import FusedActivation, Int8Embedding, Int8Linear, SharedInputGroup, activation_name
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,84 @@ def replace_modules(model: nn.Module, names: Iterable[str], build) -> None:
         setattr(parent, child, built[id(old)])
 
 
+def _spec_and_layers(model: nn.Module) -> tuple[ArchitectureSpec, nn.ModuleList] | None:
+    """The family spec and layer list of a model distilkit.architectures knows; None for any other module."""
+    try:
+        return get_architecture(model), get_layers(model)
+    except (ValueError, AttributeError):
+        return None
+
+
+def shared_input_names(model: nn.Module) -> list[list[str]]:
+    """Per layer, the names of the Linears that always read the same input: the attention block's query, key and
+    value projections, and a gated FFN's input projections (from distilkit.architectures; none for other models)."""
+    known = _spec_and_layers(model)
+    if known is None:
+        return []
+    spec, layers = known
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    sets = [(spec.query, spec.key, spec.value)] + ([spec.ffn_in] if len(spec.ffn_in) > 1 else [])
+    return [[f"{prefix}.{index}.{name}" for name in names] for index in range(len(layers)) for names in sets]
+
+
+def group_shared_inputs(model: nn.Module, enabled: bool = True) -> int:
+    """Link the int8 projections that share an input (see `shared_input_names`) so each set runs as one int8 product
+    (`SharedInputGroup`): one activation quantization and one GEMM instead of three. Run-time only: nothing saved
+    changes. Of each set, the Int8Linears join (a projection left in float does not); a projection pruned to
+    nothing or of another input width keeps the set apart. `enabled=False` only undoes existing links (every
+    projection then runs on its own, e.g. to compare). Returns the number of groups linked."""
+    named = dict(model.named_modules())
+    for module in named.values():
+        if isinstance(module, Int8Linear):
+            module._shared_input_group = None
+    linked = 0
+    if not enabled:
+        return linked
+    for names in shared_input_names(model):
+        members = [named[name] for name in names if isinstance(named.get(name), Int8Linear)]
+        if SharedInputGroup.can_group(members):
+            group = SharedInputGroup(members)
+            for member in members:
+                member._shared_input_group = group
+            linked += 1
+    return linked
+
+
+def fuse_activations(model: nn.Module, enabled: bool = True) -> int:
+    """Move each feed-forward block's activation into the int8 Linear before it (`Int8Linear.activation`), where a
+    kernel that can (oneDNN) applies it while writing the product out, saving a pass over the block's widest tensor.
+
+    Only where distilkit.architectures names the activation (`ffn_activation`: BERT, RoBERTa, DistilBERT, MPNet), the
+    Linear is int8 and the activation is exact GELU (`activation_name`); the module is replaced by a
+    `FusedActivation` placeholder. Run-time only: the state dict and config do not change, and loading applies it
+    again. `enabled=False` only puts the activations back. Returns the number of activations moved.
+    """
+    for name, module in list(model.named_modules()):
+        if isinstance(module, FusedActivation):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.original)
+        elif isinstance(module, Int8Linear):
+            module.activation = None
+    known = _spec_and_layers(model) if enabled else None
+    if known is None:
+        return 0
+    spec, layers = known
+    if spec.ffn_activation is None or len(spec.ffn_in) != 1:
+        return 0
+    moved = 0
+    for layer in layers:
+        linear = layer.get_submodule(spec.ffn_in[0])
+        parent_name, _, child = spec.ffn_activation.rpartition(".")
+        parent = layer.get_submodule(parent_name)
+        activation = getattr(parent, child, None)
+        name = activation_name(activation) if isinstance(activation, nn.Module) else None
+        if isinstance(linear, Int8Linear) and name is not None:
+            linear.activation = name
+            setattr(parent, child, FusedActivation(activation, name))
+            moved += 1
+    return moved
+
+
 def quantize_dynamic(
     model: nn.Module,
     skip: Pattern | Iterable[Pattern] | None = None,
@@ -205,6 +284,8 @@ def quantize_dynamic(
 
     Weights become int8 with one symmetric scale per output channel; activations are quantized to uint8 at run
     time, one scale per tensor; biases stay in float. The task head (see `task_head_names`) stays in float.
+    Projections that read the same input (query, key and value) run as one int8 product (`group_shared_inputs`),
+    and a feed-forward block's GELU moves into the int8 Linear before it (`fuse_activations`).
 
     Args:
         model: a float model, typically a transformers `PreTrainedModel` (already pruned, if it is to be).
@@ -234,6 +315,8 @@ def quantize_dynamic(
     linear, embedding = select_modules(model, skip, quantize_embeddings, modules)
     replace_modules(model, linear, lambda old: Int8Linear.from_linear(old, kernel=kernel))
     replace_modules(model, embedding, Int8Embedding.from_embedding)
+    group_shared_inputs(model)
+    fuse_activations(model)
     if getattr(model, "config", None) is not None:
         set_compression_record(
             model, RECORD_KEY, {"format": RECORD_FORMAT, "linear": linear, "embedding": embedding, "scheme": SCHEME}
@@ -277,4 +360,6 @@ def restore_quantization(model: nn.Module, record: dict) -> nn.Module:
                 )
     replace_modules(model, record["linear"], Int8Linear.like)
     replace_modules(model, record.get("embedding", []), Int8Embedding.like)
+    group_shared_inputs(model)
+    fuse_activations(model)
     return model
