@@ -32,7 +32,8 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from distilkit.measure import cpu_latency_ms, folder_size_mb
-from distilkit.quantization import KERNELS, Int8Linear, activation_reduce_range, quantize_dynamic, select_kernel
+from distilkit.quantization import Int8Linear, quantize_int8, select_kernel
+from distilkit.quantization.kernels import KERNELS, activation_reduce_range
 
 GOALS = {"speedup_batch8": 1.7, "disk_ratio_int8_embeddings": 3.5, "accuracy_drop_points": 0.5}
 VARIANTS = {
@@ -86,7 +87,7 @@ MODELS = {"minilm-l6": load_minilm, "bert-base-random": random_bert_base}
 
 def variant(model: nn.Module, options: dict | None) -> nn.Module:
     model = copy.deepcopy(model).eval()
-    return model if options is None else quantize_dynamic(model, **options)
+    return model if options is None else quantize_int8(model, **options)
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -242,7 +243,7 @@ def activation_scheme_snr() -> dict | None:
     encoded = tokenizer(texts[:64], padding=True, truncation=True, max_length=128, return_tensors="pt")
     mask = encoded["attention_mask"].bool()
     exact = model(**encoded).last_hidden_state[mask]
-    int8 = quantize_dynamic(copy.deepcopy(model), modules=["encoder"])  # every Linear of the encoder
+    int8 = quantize_int8(copy.deepcopy(model), modules=["encoder"])  # every Linear of the encoder
     layers = [m for m in int8.modules() if isinstance(m, Int8Linear)]
 
     def per_tensor(qmax):

@@ -593,11 +593,11 @@ class Benchmark:
         self.finish_row("mpnet6_pruned", student, info, self.tokenizer("mpnet"))
 
     def _quantized(self, source: str, name: str) -> None:
-        from distilkit.quantization import quantize_dynamic
+        from distilkit.quantization import quantize_int8
 
         if not self.done(source):
             getattr(self, f"row_{source}")()
-        model = quantize_dynamic(self.load_row(source), quantize_embeddings=True)
+        model = quantize_int8(self.load_row(source), quantize_embeddings=True)
         self.finish_row(name, model, {"from": source, "quantize_embeddings": True}, self.tokenizer("mpnet"))
 
     def row_mpnet6_int8(self) -> None:

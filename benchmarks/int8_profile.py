@@ -33,7 +33,7 @@ import transformers
 from transformers import BertConfig, BertForSequenceClassification
 
 import distilkit
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 from distilkit.quantization.model import group_shared_inputs
 
 BATCH, SEQ = 8, 128
@@ -42,7 +42,7 @@ THREADS = 2  # --threads changes it
 
 ENGINES = {
     "torch fp32": "the float model",
-    "distilkit int8": "distilkit.quantization.quantize_dynamic, as it runs by default",
+    "distilkit int8": "distilkit.quantization.quantize_int8, as it runs by default",
     "distilkit int8:fbgemm:separate": "distilkit int8 as it ran before oneDNN and fused q/k/v",
     "torch.ao int8": "torch.ao.quantization.quantize_dynamic (fbgemm)",
     "ort fp32": "ONNX Runtime, the exported float model",
@@ -218,7 +218,7 @@ def main() -> None:
             elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate]", see --engines
                 _, *options = name.split(":")
                 kernel = next((o for o in options if o != "separate"), "auto")
-                int8 = quantize_dynamic(copy.deepcopy(fp32), kernel=kernel)
+                int8 = quantize_int8(copy.deepcopy(fp32), kernel=kernel)
                 group_shared_inputs(int8, enabled="separate" not in options)
                 runners[name] = torch_runner(int8, inputs)
             elif name == "torch.ao int8":

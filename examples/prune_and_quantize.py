@@ -20,7 +20,7 @@ import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.data import prepare_classification, read_table
 from distilkit.pruning import kept_heads, prune_heads_to_fraction
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 
 
 def parse_args(argv=None):
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     recovered_logits = logits_of(model, loader)
 
     # int8 weights with run-time int8 activations for every Linear layer (the task head stays in float).
-    model = quantize_dynamic(model.eval(), quantize_embeddings=args.quantize_embeddings)
+    model = quantize_int8(model.eval(), quantize_embeddings=args.quantize_embeddings)
     int8_logits = logits_of(model, loader)
     # distilkit.save_pretrained records the pruning and int8 structure in the config, so the folder reloads with
     # distilkit.from_pretrained (a plain from_pretrained would find the shapes wrong).

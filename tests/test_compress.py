@@ -188,7 +188,7 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
         raise KeyboardInterrupt  # the run is killed while quantizing
 
     with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(distilkit.quantization, "quantize_dynamic", killed)
+        patch.setattr(distilkit.quantization, "quantize_int8", killed)
         run_compress(tmp_path, args, out)
     assert (out / "student" / "distilkit_stage.json").is_file() and not (out / "int8").exists()
     runs_before = len(trainer_runs)
@@ -324,8 +324,8 @@ def test_resume_reuses_the_plan_and_is_refused_for_other_teacher_weights_data_or
 
     # A remade distillation remakes the int8 stage made from it.
     quantized = []
-    original = distilkit.quantization.quantize_dynamic
-    monkeypatch.setattr(distilkit.quantization, "quantize_dynamic",
+    original = distilkit.quantization.quantize_int8
+    monkeypatch.setattr(distilkit.quantization, "quantize_int8",
                         lambda *a, **k: quantized.append(1) or original(*a, **k))
     (out / "student" / "distilkit_stage.json").unlink()
     run_compress(tmp_path, args, out)
@@ -372,7 +372,7 @@ def test_min_heads_per_layer_above_the_planned_heads_is_refused_up_front(tmp_pat
 
 def test_an_already_compressed_teacher_is_refused(tmp_path, trainer_runs):
     out = tmp_path / "out"
-    teacher = distilkit.quantization.quantize_dynamic(tiny_model("seq", "bert", layers=2, num_labels=3))
+    teacher = distilkit.quantization.quantize_int8(tiny_model("seq", "bert", layers=2, num_labels=3))
     with pytest.raises(ValueError, match="teacher is already compressed"):
         compress(teacher, None, tiny_dataset(n=8), None, arguments(tmp_path, target_size_mb=0.05),
                  training(tmp_path), out, machine=MACHINE, data_collator=pad_collator, progress=False)

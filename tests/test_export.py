@@ -30,7 +30,8 @@ from distilkit.cli import main
 from distilkit.export import MissingExtraError, to_onnx
 from distilkit.export.graph import CHECK_SHAPE, TRACE_SHAPE
 from distilkit.pruning import prune_ffn, prune_heads
-from distilkit.quantization import Int8Linear, activation_reduce_range, kernels, quantize_dynamic
+from distilkit.quantization import Int8Linear, kernels, quantize_int8
+from distilkit.quantization.kernels import activation_reduce_range
 
 needs_onnx = pytest.mark.skipif(
     not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")),
@@ -76,7 +77,7 @@ def build(family: str, prune: bool = False, int8: bool = False, seed: int = 0):
         prune_heads(model, HEADS["decoder" if family in DECODERS else "encoder"])
         prune_ffn(model, NEURONS)
     if int8:
-        quantize_dynamic(model, quantize_embeddings=True)
+        quantize_int8(model, quantize_embeddings=True)
     return model
 
 
@@ -190,7 +191,7 @@ def test_layers_without_heads_or_neurons_export(tmp_path, onnx_scheme_reference)
     inputs = batch(FAMILIES["bert"][1])
     out = to_onnx(model, tmp_path / "float")
     assert (onnx_logits(out, inputs) - torch_logits(model, inputs)).abs().max() <= FLOAT_TOLERANCE
-    quantize_dynamic(model)
+    quantize_int8(model)
     out = to_onnx(model, tmp_path / "int8")
     expected = torch_logits(model, inputs)
     assert (onnx_logits(out, inputs) - expected).abs().max() <= INT8_TOLERANCE * expected.abs().max()
@@ -248,6 +249,25 @@ def test_int8_folder_exports_its_int8_weights_as_they_are(tmp_path, family, onnx
     expected = torch_logits(model, inputs)
     assert (onnx_logits(out, inputs) - expected).abs().max() <= INT8_TOLERANCE * expected.abs().max()
     assert json.loads((out / "config.json").read_text())["distilkit_export"]["int8"] == "distilkit"
+
+
+@needs_onnx
+def test_exporting_an_int8_model_in_memory_leaves_its_run_time_fusions_in_place(tmp_path):
+    """The trace undoes the PyTorch path's run-time fusions (q/k/v as one product, GELU inside the FFN's product)
+    and puts them back: the model runs as before, and the graph matches it."""
+    from distilkit.quantization.layer import FusedActivation
+
+    model = distilkit.from_pretrained(save(tmp_path / "model", "bert", int8=True))
+    fusions = (sum(isinstance(m, FusedActivation) for m in model.modules()),
+               sum(getattr(m, "_shared_input_group", None) is not None for m in model.modules()))
+    assert fusions[0] > 0 and fusions[1] > 0
+    inputs = batch(FAMILIES["bert"][1])
+    before = torch_logits(model, inputs)
+    out = to_onnx(model, tmp_path / "onnx", tokenizer=tokenizer_for("bert"))
+    assert (sum(isinstance(m, FusedActivation) for m in model.modules()),
+            sum(getattr(m, "_shared_input_group", None) is not None for m in model.modules())) == fusions
+    assert torch.equal(torch_logits(model, inputs), before)
+    assert (onnx_logits(out, inputs) - before).abs().max() <= INT8_TOLERANCE * before.abs().max()
 
 
 @needs_onnx

@@ -22,7 +22,7 @@ from distilkit.pruning import (
     prune_ffn_to_fraction,
     prune_heads,
 )
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 
 WIDTH = 64  # tiny_config: intermediate size 2 * hidden
 
@@ -145,7 +145,7 @@ def test_heads_ffn_and_int8_together_save_and_reload(tmp_path):
     model = make("bert")
     prune_heads(model, {0: [1], 1: [0, 1, 2, 3]})
     prune_ffn(model, {0: [1, 2, 3], 1: [5]})
-    quantize_dynamic(model)
+    quantize_int8(model)
     distilkit.save_pretrained(model, tmp_path)
     record = json.loads((tmp_path / "config.json").read_text())["distilkit"]
     assert set(record) == {"pruning", "ffn_pruning", "quantization"}

@@ -26,7 +26,7 @@ from distilkit import DistillationTrainer
 from distilkit.hub import check_folder, push_folder
 from distilkit.model_card import write_model_card
 from distilkit.pruning import prune_heads
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 from helpers.hub_stub import HubStub, blob_oid
 from helpers.tiny_models import VOCAB, tiny_model
 
@@ -69,7 +69,7 @@ def save_variant(folder: Path, variant: str):
     if variant in ("pruned", "pruned_int8"):
         prune_heads(model, {0: [1], 1: [0, 2]})
     if variant == "pruned_int8":
-        quantize_dynamic(model, quantize_embeddings=True)
+        quantize_int8(model, quantize_embeddings=True)
     model.save_pretrained(folder)
     save_tiny_tokenizer(folder)
     write_model_card(folder, teacher_hub_id="org/teacher", datasets=["nyu-mll/glue"], repo_id=f"stub-user/{variant}")

@@ -13,7 +13,7 @@ HEAVY = ("transformers.trainer", "datasets", "distilkit.trainer", "distilkit.con
 
 @pytest.mark.slow
 @pytest.mark.parametrize("statement", [
-    "import distilkit.quantization as q; q.quantize_dynamic, q.Int8Linear, q.restore_quantization",
+    "import distilkit.quantization as q; q.quantize_int8, q.Int8Linear, q.select_modules",
     "import distilkit.pruning as p; p.prune_heads, p.kept_heads, p.removed_heads",
     "import distilkit.export as e; e.to_onnx, e.MissingExtraError",
     "from distilkit import losses",

@@ -24,7 +24,7 @@ from distilkit.model_card import (
     write_model_card,
 )
 from distilkit.pruning import PruningCallback, prune_heads
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 from distilkit.serialization import compression_record
 
 
@@ -113,7 +113,7 @@ def test_card_of_a_plain_student(tmp_path):
 def test_card_of_a_pruned_int8_student_says_to_load_it_with_distilkit(tmp_path):
     model = tiny_model("seq")
     prune_heads(model, {0: [1], 1: [0, 2]})
-    quantize_dynamic(model, quantize_embeddings=True)
+    quantize_int8(model, quantize_embeddings=True)
     model.save_pretrained(tmp_path)
     card = render_model_card(tmp_path, teacher_hub_id="org/teacher", repo_id="user/tiny-int8")
     meta = metadata(card)
@@ -199,7 +199,7 @@ def test_parameter_count_from_the_folder_equals_count_parameters(tmp_path, varia
     if variant == "pruned":
         prune_heads(model, {1: [0, 3]})
     if variant == "int8":
-        quantize_dynamic(model, quantize_embeddings=True)
+        quantize_int8(model, quantize_embeddings=True)
     model.save_pretrained(tmp_path)
     assert stored_parameter_count(tmp_path, compression_record(model.config)) == count_parameters(model)
 

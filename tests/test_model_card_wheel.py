@@ -32,7 +32,7 @@ import distilkit
 from distilkit import DistillationConfig
 from distilkit.model_card import ModelRow, card_template_path, recipe_from_config, write_model_card
 from distilkit.pruning import prune_heads
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 
 folder = Path(sys.argv[1])
 config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -40,7 +40,7 @@ config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_att
 torch.manual_seed(0)
 model = AutoModelForSequenceClassification.from_config(config)
 prune_heads(model, {0: [3], 1: [0, 1]})
-quantize_dynamic(model)
+quantize_int8(model)
 model.save_pretrained(folder)
 args = DistillationConfig(output_dir=str(folder / "run"), temperature=2.0, alpha=0.5, attention_weight=1.0,
                           layer_map="1:2,2:4")

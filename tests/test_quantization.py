@@ -28,22 +28,17 @@ from torch import nn
 
 import distilkit
 from distilkit.pruning import prune_heads
-from distilkit.quantization import (
+from distilkit.quantization import Int8Embedding, Int8Linear, kernels, quantize_int8, select_kernel
+from distilkit.quantization.kernels import (
     KERNEL_ENV,
     KERNELS,
-    Int8Embedding,
-    Int8Linear,
-    SharedInputGroup,
+    activation_qparams,
     activation_reduce_range,
-    kernels,
-    quantize_dynamic,
-    quantize_rows,
-    select_kernel,
-    task_head_names,
+    int_mm_linear,
+    reference_linear,
 )
-from distilkit.quantization.kernels import activation_qparams, int_mm_linear, reference_linear
-from distilkit.quantization.layer import FusedActivation, activation_name
-from distilkit.quantization.model import fuse_activations, group_shared_inputs, shared_input_names
+from distilkit.quantization.layer import FusedActivation, SharedInputGroup, activation_name, quantize_rows
+from distilkit.quantization.model import fuse_activations, group_shared_inputs, shared_input_names, task_head_names
 from distilkit.student import student_from_teacher
 
 FAST_CPU_KERNELS = [name for name in ("onednn", "fbgemm") if KERNELS[name].available(torch.device("cpu"))]
@@ -173,7 +168,7 @@ def test_onednn_kernel_sends_small_inputs_to_fbgemm():
 @pytest.mark.parametrize("kernel", FAST_CPU_KERNELS)
 @pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])
 def test_fast_kernel_matches_reference_end_to_end(family, task, kernel):
-    model = quantize_dynamic(tiny_model(task, family))
+    model = quantize_int8(tiny_model(task, family))
     inputs = batch()
     fast = logits(with_kernel(model, kernel), inputs)
     ref = logits(with_kernel(model, "reference"), inputs)
@@ -233,7 +228,8 @@ def test_kernels_without_vnni_do_not_saturate(kernel, forced_isa):
         f"""
         import torch
         from torch import nn
-        from distilkit.quantization import Int8Linear, activation_reduce_range
+        from distilkit.quantization import Int8Linear
+        from distilkit.quantization.kernels import activation_reduce_range
         assert activation_reduce_range("cpu")
         linear = nn.Linear(64, 8, bias=False)
         nn.init.constant_(linear.weight, 0.5)  # every int8 weight at +127
@@ -293,7 +289,7 @@ def test_select_kernel_prefers_onednn_only_with_amx(monkeypatch, flags, max_isa,
 
 
 def test_env_var_forces_the_reference_kernel(monkeypatch):
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     inputs = batch()
     fast = logits(model, inputs)
     monkeypatch.setenv(KERNEL_ENV, "reference")
@@ -315,7 +311,7 @@ def test_logits_error_bound_and_head_stays_float(task, family):
     inputs = batch()
     ref = logits(model, inputs)
     head = task_head_names(model)
-    quantize_dynamic(model)
+    quantize_int8(model)
     assert relative_error(logits(model, inputs), ref) <= 0.05
     modules = dict(model.named_modules())
     assert head and all(not isinstance(modules[name], Int8Linear) for name in head)
@@ -335,7 +331,7 @@ def test_distilled_student():
     student = student_from_teacher(teacher, 2)
     inputs = batch()
     ref = logits(student, inputs)
-    quantize_dynamic(student)
+    quantize_int8(student)
     assert relative_error(logits(student, inputs), ref) <= 0.05
 
 
@@ -347,7 +343,7 @@ def int8_names(model) -> set[str]:
 
 
 def test_skip_patterns_fnmatch_regex_and_blocks():
-    model = quantize_dynamic(tiny_model("seq"), skip=["*.attention.self.query", "bert.encoder.layer.1"])
+    model = quantize_int8(tiny_model("seq"), skip=["*.attention.self.query", "bert.encoder.layer.1"])
     names = int8_names(model)
     assert names == {
         "bert.encoder.layer.0.attention.self.key",
@@ -357,7 +353,7 @@ def test_skip_patterns_fnmatch_regex_and_blocks():
         "bert.encoder.layer.0.output.dense",
         "bert.pooler.dense",
     }
-    model = quantize_dynamic(tiny_model("seq"), skip=re.compile(r".*\.(key|value)"))
+    model = quantize_int8(tiny_model("seq"), skip=re.compile(r".*\.(key|value)"))
     assert not any(name.endswith((".key", ".value")) for name in int8_names(model))
     assert "bert.encoder.layer.1.attention.self.query" in int8_names(model)
     record = model.config.distilkit["quantization"]
@@ -365,7 +361,7 @@ def test_skip_patterns_fnmatch_regex_and_blocks():
 
 
 def test_explicit_modules_can_include_the_head():
-    model = quantize_dynamic(tiny_model("seq"), modules=["classifier", "*.intermediate.dense"])
+    model = quantize_int8(tiny_model("seq"), modules=["classifier", "*.intermediate.dense"])
     assert int8_names(model) == {
         "classifier",
         "bert.encoder.layer.0.intermediate.dense",
@@ -374,13 +370,13 @@ def test_explicit_modules_can_include_the_head():
 
 
 def test_quantizing_twice_is_an_error():
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     with pytest.raises(ValueError, match="already quantized"):
-        quantize_dynamic(model)
+        quantize_int8(model)
     recorded = tiny_model("seq")  # e.g. a float model built from a quantized model's config.json
     recorded.config.distilkit = {"quantization": {"linear": []}}
     with pytest.raises(ValueError, match="already quantized"):
-        quantize_dynamic(recorded)
+        quantize_int8(recorded)
 
 
 @pytest.mark.parametrize(
@@ -396,7 +392,7 @@ def test_quantizing_twice_is_an_error():
 )
 def test_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        quantize_dynamic(tiny_model("seq"), **kwargs)
+        quantize_int8(tiny_model("seq"), **kwargs)
 
 
 def test_unsupported_module_type_in_explicit_list():
@@ -406,9 +402,9 @@ def test_unsupported_module_type_in_explicit_list():
     config = tf.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
     model = tf.GPT2LMHeadModel(config)
     with pytest.raises(ValueError, match=r"type Conv1D"):
-        quantize_dynamic(model, modules=["transformer.h.0.attn.c_attn"])
+        quantize_int8(model, modules=["transformer.h.0.attn.c_attn"])
     with pytest.raises(ValueError, match=r"Nothing to quantize.*Conv1D"):
-        quantize_dynamic(model)
+        quantize_int8(model)
 
 
 # -------------------------------------------------------------------------------------------- int8 embeddings
@@ -422,8 +418,8 @@ def test_int8_embeddings_shrink_the_state_dict():
     model = tiny_model("seq", hidden=64)
     inputs = batch()
     ref = logits(model, inputs)
-    linear_only = quantize_dynamic(copy.deepcopy(model))
-    with_embeddings = quantize_dynamic(model, quantize_embeddings=True)
+    linear_only = quantize_int8(copy.deepcopy(model))
+    with_embeddings = quantize_int8(model, quantize_embeddings=True)
     assert int8_names(with_embeddings) - int8_names(linear_only) == {
         "bert.embeddings.word_embeddings",
         "bert.embeddings.position_embeddings",
@@ -439,7 +435,7 @@ def test_int8_embeddings_shrink_the_state_dict():
 def test_tied_embedding_stays_float(caplog):
     model = tiny_model("masked")  # BERT ties the MLM decoder to the word embeddings
     with caplog.at_level("WARNING"):
-        quantize_dynamic(model, quantize_embeddings=True)
+        quantize_int8(model, quantize_embeddings=True)
     assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     assert isinstance(model.bert.embeddings.position_embeddings, Int8Embedding)
@@ -468,7 +464,7 @@ def groups(model: nn.Module) -> list[SharedInputGroup]:
 )
 def test_fused_projections_match_separate_ones(task, family, expected_groups, kernel):
     """q/k/v (and Llama's gate/up) run as one product: same activation qparams, same integers, same outputs."""
-    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    model = quantize_int8(tiny_model(task, family), kernel=kernel)
     assert len(groups(model)) == expected_groups
     assert {len(group.members) for group in groups(model)} == ({3, 2} if family == "llama" else {3})
     inputs = batch()
@@ -536,16 +532,16 @@ def test_shared_input_groups_are_not_formed_across_shapes_or_types():
     assert not SharedInputGroup.can_group([linear, linear])
     assert SharedInputGroup.can_group([Int8Linear(8, 4), Int8Linear(8, 2)])
     # a projection left in float stays out; its int8 siblings still run together
-    model = quantize_dynamic(tiny_model("seq"), skip="*.attention.self.value")
+    model = quantize_int8(tiny_model("seq"), skip="*.attention.self.value")
     assert [len(g.members) for g in groups(model)] == [2, 2]
-    model = quantize_dynamic(tiny_model("seq", "distilbert"), modules=["*.q_lin"])
+    model = quantize_int8(tiny_model("seq", "distilbert"), modules=["*.q_lin"])
     assert groups(model) == []
 
 
 def test_deepcopy_and_pickle_keep_groups_on_the_copies():
     import pickle
 
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     inputs = batch()
     out = logits(model, inputs)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
@@ -608,7 +604,7 @@ def test_linear_with_activation_matches_linear_then_gelu(kernel, rows, bias):
     [("seq", "bert", 2), ("token", "roberta", 2), ("seq", "distilbert", 2), ("seq", "mpnet", 2), ("causal", "llama", 0)],
 )
 def test_fused_activations_match_separate_ones(task, family, expected, kernel):
-    model = quantize_dynamic(tiny_model(task, family), kernel=kernel)
+    model = quantize_int8(tiny_model(task, family), kernel=kernel)
     fused = [m for m in model.modules() if isinstance(m, FusedActivation)]
     assert len(fused) == expected and all(f.activation == "gelu" for f in fused)
     assert sum(m.activation == "gelu" for m in model.modules() if isinstance(m, Int8Linear)) == expected
@@ -618,16 +614,16 @@ def test_fused_activations_match_separate_ones(task, family, expected, kernel):
 
 
 def test_only_exact_gelu_after_an_int8_linear_is_fused():
-    model = quantize_dynamic(tiny_model("seq", hidden_act="gelu_new"))  # tanh approximation
+    model = quantize_int8(tiny_model("seq", hidden_act="gelu_new"))  # tanh approximation
     assert fuse_activations(model) == 0
-    model = quantize_dynamic(tiny_model("seq"), skip="*.intermediate.dense")  # the Linear stays float
+    model = quantize_int8(tiny_model("seq"), skip="*.intermediate.dense")  # the Linear stays float
     assert not any(isinstance(m, FusedActivation) for m in model.modules())
     assert activation_name(nn.GELU()) == "gelu" and activation_name(nn.GELU(approximate="tanh")) is None
     assert activation_name(nn.ReLU()) is None
 
 
 def test_unfusing_restores_the_original_modules():
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     placeholder = model.bert.encoder.layer[0].intermediate.intermediate_act_fn
     assert isinstance(placeholder, FusedActivation)
     keys = set(model.state_dict())
@@ -658,7 +654,7 @@ def assert_saved_as_plain_int8(folder, model):
 )
 def test_save_and_reload_is_exact(tmp_path, task, family, embeddings):
     # sdpa: what distilkit.from_pretrained builds; eager and sdpa differ in the last float bits.
-    model = quantize_dynamic(tiny_model(task, family, attn="sdpa"), quantize_embeddings=embeddings)
+    model = quantize_int8(tiny_model(task, family, attn="sdpa"), quantize_embeddings=embeddings)
     inputs = batch()
     before = logits(model, inputs)  # runs the kernels, so packed state exists when saving
     model.save_pretrained(tmp_path)
@@ -678,7 +674,7 @@ def test_pruned_then_quantized_round_trip(tmp_path):
     assert model.bert.encoder.layer[0].attention.self.query.out_features == 0
     inputs = batch()
     ref = logits(model, inputs)
-    quantize_dynamic(model, quantize_embeddings=True)
+    quantize_int8(model, quantize_embeddings=True)
     assert isinstance(model.bert.encoder.layer[0].attention.self.query, Int8Linear)
     out = logits(model, inputs)
     assert relative_error(out, ref) <= 0.05
@@ -695,7 +691,7 @@ def test_pruned_llama_with_a_headless_layer(tmp_path):
     prune_heads(model, {1: [0, 1, 2, 3]})
     inputs = batch()
     ref = logits(model, inputs)
-    quantize_dynamic(model)
+    quantize_int8(model)
     out = logits(model, inputs)
     assert relative_error(out, ref) <= 0.05
     model.save_pretrained(tmp_path)
@@ -703,8 +699,8 @@ def test_pruned_llama_with_a_headless_layer(tmp_path):
 
 
 def test_packed_state_is_rebuilt_after_load_state_dict():
-    source = quantize_dynamic(tiny_model("seq", seed=1))
-    target = quantize_dynamic(tiny_model("seq", seed=2))
+    source = quantize_int8(tiny_model("seq", seed=1))
+    target = quantize_int8(tiny_model("seq", seed=2))
     inputs = batch()
     logits(target, inputs)  # pack seed-2 weights
     target.load_state_dict(source.state_dict())
@@ -716,13 +712,13 @@ def test_quantize_under_inference_mode():
     inputs = batch()
     ref = logits(model, inputs)
     with torch.inference_mode():  # buffers become inference tensors, which have no version counter
-        quantize_dynamic(model)
+        quantize_int8(model)
         out = model(**inputs).logits
     assert relative_error(out, ref) <= 0.05
 
 
 def test_deepcopy_and_state_dict_hold_no_kernel_state():
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     inputs = batch()
     out = logits(model, inputs)
     assert all(torch.is_tensor(value) for value in model.state_dict().values())
@@ -732,7 +728,7 @@ def test_deepcopy_and_state_dict_hold_no_kernel_state():
 
 
 def test_restore_rejects_a_record_that_does_not_match(tmp_path):
-    model = quantize_dynamic(tiny_model("seq"))
+    model = quantize_int8(tiny_model("seq"))
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["distilkit"]["quantization"]["linear"].append("bert.encoder.layer.0.attention.output.LayerNorm")
@@ -742,7 +738,7 @@ def test_restore_rejects_a_record_that_does_not_match(tmp_path):
 
 
 def test_restore_rejects_a_newer_record_format():
-    from distilkit.quantization import restore_quantization
+    from distilkit.quantization.model import restore_quantization
 
     with pytest.raises(ValueError, match="newer distilkit"):
         restore_quantization(tiny_model("seq"), {"format": 99, "linear": []})
@@ -754,7 +750,7 @@ def test_plain_torch_module():
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     x = torch.randn(5, 8)
     ref = model(x).detach()
-    quantize_dynamic(model)
+    quantize_int8(model)
     assert int8_names(model) == {"0", "2"}
     assert relative_error(model(x), ref) <= 0.05
 

@@ -18,7 +18,7 @@ from helpers.tiny_models import pad_collator, tiny_dataset, tiny_model
 import distilkit
 from distilkit import DistillationConfig, DistillationTrainer
 from distilkit.pruning import kept_heads, prune_heads
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 from distilkit.serialization.atomic import SAVING_MARKER, STAGING_PREFIX
 from distilkit.serialization.format import BASE_MODEL_TYPE_KEY, compression_record
 
@@ -32,7 +32,7 @@ def compressed(kind: str, seed: int = 0):
     if kind in ("pruned", "pruned+int8"):
         prune_heads(model, {0: [0, 1], 1: [3]})
     if kind in ("int8", "pruned+int8"):
-        quantize_dynamic(model)
+        quantize_int8(model)
     return model
 
 
@@ -207,11 +207,11 @@ def test_a_pruned_model_loaded_through_its_remote_code_can_be_compressed_further
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH=str(ROOT))
     script = textwrap.dedent(f"""
         import torch, transformers, distilkit
-        from distilkit.quantization import quantize_dynamic
+        from distilkit.quantization import quantize_int8
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             {str(tmp_path / "pruned")!r}, trust_remote_code=True).eval()
         assert model.config.model_type == "bert", model.config.model_type  # the base type in memory
-        quantize_dynamic(model)
+        quantize_int8(model)
         distilkit.save_pretrained(model, {str(tmp_path / "int8")!r})
         batch = {{"input_ids": torch.tensor([[5, 6, 7, 8]])}}
         with torch.no_grad():
@@ -232,7 +232,7 @@ import transformers
 from helpers.tiny_models import tiny_model
 import distilkit
 from distilkit.pruning import prune_heads
-from distilkit.quantization import quantize_dynamic
+from distilkit.quantization import quantize_int8
 
 labels = {{0: "negative", 1: "neutral", 2: "positive"}}
 model = tiny_model("seq", "bert", seed=4, hidden=32, layers=2, id2label=labels,
@@ -240,7 +240,7 @@ model = tiny_model("seq", "bert", seed=4, hidden=32, layers=2, id2label=labels,
 if "pruned" in {kind!r}:
     prune_heads(model, {{0: [0, 1], 1: [3]}})
 if "int8" in {kind!r}:
-    quantize_dynamic(model)
+    quantize_int8(model)
 vocab = {vocab!r}
 with open(vocab, "w") as handle:
     handle.write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{{i}}" for i in range(95)]))

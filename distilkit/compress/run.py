@@ -11,7 +11,7 @@ settings, teacher, data or chosen shape) is refused instead of mixing stages.
                          the transfer data), heads and FFN neurons pruned gradually while distilling down to the
                          planned totals (checkpoints and logs in student-training/); skipped when the plan keeps
                          the teacher's whole shape
-    int8/                int8 (`quantize_dynamic`), when the plan is int8
+    int8/                int8 (`quantize_int8`), when the plan is int8
     results.*, tradeoff.png, README.md cards: `results.write_outcome`
 """
 
@@ -124,10 +124,10 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     def int8(folder: Path) -> None:
         from .. import from_pretrained, save_pretrained
-        from ..quantization import quantize_dynamic
+        from ..quantization import quantize_int8
 
         source = from_pretrained(run.folder(STUDENT)) if STUDENT in names else copy.deepcopy(teacher)
-        save_pretrained(quantize_dynamic(source, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
+        save_pretrained(quantize_int8(source, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
 
     names = stage_names(plan, teacher)
     makers = {STUDENT: Stage(STUDENT, student, "distilling with gradual pruning"),

@@ -4,7 +4,7 @@ Speed and size depend on a model's shape, not on its weights' values, so the cos
 measured on a twin with random weights instead of compressing the real model. A twin is made the way distilkit
 makes the real thing: the sequence-classification model of the config with the shape's number of layers,
 structurally pruned (`distilkit.pruning`) down to the shape's head and neuron counts (which ones does not matter
-for cost: the last ones go), then quantized (`distilkit.quantization.quantize_dynamic`) when the shape is int8.
+for cost: the last ones go), then quantized (`distilkit.quantization.quantize_int8`) when the shape is int8.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, PretrainedConfig, P
 
 from ..architectures import get_architecture
 from ..pruning.structural import prune_ffn, prune_heads
-from ..quantization.model import quantize_dynamic
+from ..quantization.model import quantize_int8
 from ..serialization.format import CONFIG_KEY, base_config_class
 from ..student import every_kth_layer
 from .shape import ModelShape
@@ -60,7 +60,7 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
     prune_heads(model, {layer: range(kept, num_heads) for layer, kept in enumerate(shape.heads) if kept < num_heads})
     prune_ffn(model, {layer: range(kept, width) for layer, kept in enumerate(shape.ffn) if kept < width})
     if shape.int8:
-        quantize_dynamic(model, quantize_embeddings=shape.int8_embeddings)
+        quantize_int8(model, quantize_embeddings=shape.int8_embeddings)
     return model.eval()
 
 

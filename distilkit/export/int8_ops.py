@@ -98,6 +98,16 @@ def integer_ops_for_export(model: nn.Module) -> Iterator[int]:
     The model is not copied: each module gets an instance-level `forward` that is removed again on exit. A layer
     with no weights (all its heads or neurons pruned) keeps its own forward, which adds only its bias.
     """
+    from ..quantization.layer import FusedActivation
+    from ..quantization.model import fuse_activations, group_shared_inputs
+
+    # The run-time fusions of the PyTorch int8 path (q/k/v as one product, GELU inside the FFN's product) are
+    # undone for the trace: the graph holds each Int8Linear and activation as it is saved, and ONNX Runtime fuses
+    # what its kernels fuse.
+    fused = any(isinstance(m, FusedActivation) for m in model.modules())
+    grouped = any(getattr(m, "_shared_input_group", None) is not None for m in model.modules())
+    fuse_activations(model, enabled=False)
+    group_shared_inputs(model, enabled=False)
     patched = [m for m in model.modules() if isinstance(m, Int8Linear) and m.weight.numel() > 0]
     try:
         for module in patched:
@@ -106,3 +116,7 @@ def integer_ops_for_export(model: nn.Module) -> Iterator[int]:
     finally:
         for module in patched:
             module.__dict__.pop("forward", None)
+        if grouped:
+            group_shared_inputs(model)
+        if fused:
+            fuse_activations(model)

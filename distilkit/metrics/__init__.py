@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["SHIPPED", "load_metric", "metric_path"]
+
 METRICS_DIR = Path(__file__).resolve().parent
 
 # name -> file in this folder. The table is explicit so that a typo is an error, not a silent Hub lookup.

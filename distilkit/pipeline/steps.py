@@ -87,11 +87,11 @@ def _prune_on_main(model, data: TaskData, training: DistillationConfig, to_fract
 
 def quantize(model, quantize_args: QuantizeArguments):
     try:
-        from ..quantization import quantize_dynamic
+        from ..quantization import quantize_int8
     except ImportError as err:
         raise RecipeError(f"Int8 quantization is not available in this installation ({err}).") from err
     try:
-        return quantize_dynamic(model, skip=quantize_args.quantize_skip,
+        return quantize_int8(model, skip=quantize_args.quantize_skip,
                                 quantize_embeddings=quantize_args.quantize_embeddings)
     except ValueError as err:
         raise RecipeError(f"quantize: {err}") from err

@@ -9,22 +9,16 @@ Every kernel computes the same thing, the quantization scheme of `Int8Linear`:
   the float bias is added.
 
 Per-tensor activations were chosen because fbgemm's dynamic int8 GEMM, the only int8 kernel in stock PyTorch
-that is fast and exact on every x86 CPU, supports nothing finer. Measured on a 2-core AMD EPYC with AVX-512 VNNI
-(torch 2.13, 2 threads, one bert-base FFN layer, M=1024 K=768 N=3072; benchmarks/results/quantization.md): fp32
-27.7 ms, fbgemm with our packed weights 8.7 ms (torch.ao's dynamic Linear, the same op: 7.3 ms), `torch._int_mm`
-with per-token activations 15.7 ms including the quantize and rescale steps, the reference kernel 33.7 ms.
-Per-token activations are more accurate (MiniLM-L6 last hidden state: 22.3 dB SNR vs 16.3 dB), but
+that is fast and exact on every x86 CPU, supports nothing finer. Per-token activations are more accurate, but
 `torch._int_mm` on CPU is only exact with VNNI: forcing fbgemm/oneDNN to AVX2 (`FBGEMM_ENABLE_INSTRUCTIONS`)
-makes it return saturated sums. `benchmarks/bench_quantization.py --kernels` repeats these measurements.
+makes it return saturated sums. The kernels' speed and accuracy side by side: benchmarks/results/quantization.md
+(`benchmarks/bench_quantization.py --kernels`).
 
 The same op, `torch.ops.quantized.linear_dynamic`, runs oneDNN's GEMM when the weights are packed by the
 "onednn" engine, with the same activation parameters (`ChooseQuantizationParams`). On CPUs with AMX int8 tiles
 (Intel Sapphire Rapids and later) oneDNN uses them, and that is the "onednn" kernel `select_kernel` prefers there
-(inputs under `ONEDNN_MIN_ROWS` rows still go to fbgemm, which costs less per call).
-Indicative figures on a 2-core Sapphire Rapids-class Xeon, 1 thread, busy machine (process CPU time, medians):
-one bert-base layer's Linear products 1.2 / 2.8 / 3.9 / 4.1 ms with oneDNN against 3.2 / 8.3 / 11.1 / 10.4 ms
-with fbgemm (M=1024; K,N = 768,768 / 768,2304 / 768,3072 / 3072,768), fp32 8.6 / 27 / 34 / 32 ms.
-`benchmarks/int8_profile.py` measures whole models against ONNX Runtime.
+(inputs under `ONEDNN_MIN_ROWS` rows still go to fbgemm, which costs less per call). Whole models against
+torch.ao and ONNX Runtime: benchmarks/results/int8_engines.md (`benchmarks/int8_profile.py`).
 
 CPUs without AVX-512 VNNI build the int8 dot product from `vpmaddubsw`, which adds two uint8*int8 products in
 a *saturating* int16. With full-range uint8 activations and int8 weights that can overflow (255*127*2 > 32767),

@@ -132,7 +132,7 @@ def select_modules(
     quantize_embeddings: bool = False,
     modules: Pattern | Iterable[Pattern] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(Linear names, Embedding names) that `quantize_dynamic` would replace, with the checks it applies."""
+    """(Linear names, Embedding names) that `quantize_int8` would replace, with the checks it applies."""
     skip = _as_patterns(skip, "skip")
     include = _as_patterns(modules, "modules")
     candidates = [
@@ -272,7 +272,7 @@ def fuse_activations(model: nn.Module, enabled: bool = True) -> int:
     return moved
 
 
-def quantize_dynamic(
+def quantize_int8(
     model: nn.Module,
     skip: Pattern | Iterable[Pattern] | None = None,
     quantize_embeddings: bool = False,
@@ -329,7 +329,7 @@ _RESTORED_TYPES = {"linear": nn.Linear, "embedding": nn.Embedding}
 
 
 def restore_quantization(model: nn.Module, record: dict) -> nn.Module:
-    """Give `model`, freshly built from its config, the int8 modules described by `record` (what `quantize_dynamic`
+    """Give `model`, freshly built from its config, the int8 modules described by `record` (what `quantize_int8`
     keeps in `config.distilkit["quantization"]`); its restore function for `distilkit.from_pretrained`.
 
     The named modules become empty int8 modules of the same shapes, which `load_state_dict` then fills with the
@@ -339,7 +339,7 @@ def restore_quantization(model: nn.Module, record: dict) -> nn.Module:
     if not isinstance(record, dict) or not isinstance(record.get("linear"), list):
         raise ValueError(
             "config.distilkit['quantization'] must be a dict with a 'linear' list of module names (written by "
-            f"distilkit.quantization.quantize_dynamic); got {record!r}."
+            f"distilkit.quantization.quantize_int8); got {record!r}."
         )
     version = record.get("format", RECORD_FORMAT)
     if version > RECORD_FORMAT:
