@@ -72,9 +72,15 @@ def latency_setup(batch_size: int, seq_len: int, threads: int, machine: dict) ->
             f"torch {machine.get('torch')}")
 
 
+# Files a Trainer's save leaves beside the weights: not part of the model's size.
+NOT_WEIGHTS = ("training_args.bin",)
+
+
 def folder_size_mb(folder: str | os.PathLike) -> float:
-    """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer is not counted."""
-    total = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in (".safetensors", ".bin"))
+    """Size of the weight files of a saved model, in MB (10^6 bytes); the tokenizer and a Trainer's
+    training_args.bin are not counted."""
+    total = sum(p.stat().st_size for p in Path(folder).rglob("*")
+                if p.suffix in (".safetensors", ".bin") and p.name not in NOT_WEIGHTS)
     return total / 1e6
 
 

@@ -1,28 +1,36 @@
-"""The compression plan: which shape (layers, heads, FFN width, precision) meets the target with the most capacity.
+"""The compression plan: which shape (layers, heads, FFN width, precision) meets the target and is likely the most
+accurate.
 
-`make_plan` measures the candidate shapes' random twins on this machine (`measurements.measure_shapes`, cached), the
-teacher's full float shape among them, and sizes them exactly (`twin.size_bytes`). Every candidate is measured, so
-the choice rests on measured latencies; the fitted `LatencyModel`'s predictions are recorded beside them, to show how
-well the machine's latency is understood. The chosen candidate is the one with the most parameters among those
-within the budget (target minus the safety margin); ties go to more layers, then float over int8. A target that
-cannot be met, or that the teacher meets already, is a ValueError naming the closest candidate: raised before any
-training and before anything is written.
+1. Candidates: the teacher's full float shape, then a fine grid (`grid.candidate_shapes`: for a 12-layer teacher
+   12/10/8/6/4/3/2 layers, 100/75/50/33/25% of the heads, 100/75/50/33/25/12.5% of the FFN, each in float, int8
+   and int8 with int8 embeddings: some 600 shapes), sized exactly (`twin.size_bytes`).
+2. Latency (latency and speedup targets): a designed subset of random-weight twins is measured on this machine
+   (the extremes of each precision, `design_shapes`), the latency model (`latency_model.LatencyModel`) is fitted
+   on it and predicts every candidate; the candidates predicted near the budget's edge are measured too and the
+   model refitted. A measured candidate costs the larger of its measurement and the prediction (one lucky round
+   cannot decide); an unmeasured one must be predicted well inside the budget (`SAFE_SHARE`) to count.
+   Measurements are ratios to the teacher's twin measured in the same group, so load changes between groups
+   cancel. The chosen candidate is always one whose twin was measured.
+3. Choice: with a `quality.QualityProbe` (the teacher and training rows: `compress` gives one), the candidates
+   within the budget are scored by the teacher pruned one-shot to their shape, and the plan keeps the best score
+   (ties: float over int8, then more parameters). Only each precision's and depth's largest shapes within the
+   budget are scored (a shape that keeps a subset of another's heads and neurons never scores better). Layers are
+   the ones the probe's drop-one-layer ranking keeps. Without a probe (`make_plan` from a config alone) the plan
+   keeps the most parameters and evenly spaced layers.
 
-A `Plan` is plain data (`to_dict`/`from_dict`, json), saved as plan.json and shown as plan.md. Its `inputs` (the
-teacher's weights, the training data and the training settings: set by `run.compress`) are part of its identity,
-so a resumed run never reuses stages made from other inputs.
-
-Speedups are ratios within one measuring group: every group of twins is measured together with the teacher's twin,
-and a candidate's latency is recorded relative to it (`Measurement.reference_ms`), scaled by the teacher's own
-measurement, so a change in machine load between groups does not move the candidates' speedups.
+A target that cannot be met, or that the teacher meets already, is a ValueError naming the closest candidate:
+raised before any training and before anything is written. A `Plan` is plain data (`to_dict`/`from_dict`, json),
+saved as plan.json and shown as plan.md. Its `inputs` (the teacher's weights, the training data and the training
+settings: set by `run.plan_compression`) are part of its identity, so a resumed run never reuses stages made from
+other inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from transformers import PretrainedConfig
 
@@ -32,43 +40,52 @@ from ..student import every_kth_layer
 from .grid import PRECISIONS, candidate_shapes
 from .latency_model import LatencyModel
 from .measurements import Measurement, MeasurementCache, measure_shapes
-from .target import MachineSettings
 from .shape import ModelShape
-from .target import CompressArguments, Target
-from .twin import random_twin, size_bytes
+from .target import CompressArguments, MachineSettings, Target
+from .twin import header_bytes, random_twin, size_bytes
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 PLAN_JSON = "plan.json"
 PLAN_MD = "plan.md"
-MEASURE_GROUP = 4  # twins measured interleaved at a time (and held in memory together)
+MEASURE_GROUP = 4  # twins measured interleaved at a time (and held in memory together), besides the teacher's
+# Candidates predicted within this share of the budget's edge are measured too; below SAFE_SHARE of the budget a
+# prediction alone is trusted (the latency model's held-out error on MPNet-base twins: mean 4%, max 14%;
+# benchmarks/results/latency_model.md).
+SAFE_SHARE, EDGE_SHARE = 0.85, 1.15
+MAX_EDGE_MEASURED = 24
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A shape with its measured (`latency_ms`, median; None when only size matters), predicted latency, exact
-    weight size and parameter count (int8 weights counted like their float originals)."""
+    """A shape with its measured latency (`latency_ms`, the twin's median, relative to the teacher's in the same
+    group; None when not measured), predicted latency, exact weight size, parameter count (int8 weights counted
+    like their float originals) and quality score (`quality.QualityProbe.score`; None when not scored)."""
 
     shape: ModelShape
     size_mb: float
     parameters: int
     latency_ms: float | None = None
     predicted_ms: float | None = None
+    score: float | None = None
 
     def to_dict(self) -> dict:
         return {"key": self.shape.key(), "shape": self.shape.to_dict(), "size_mb": self.size_mb,
-                "parameters": self.parameters, "latency_ms": self.latency_ms, "predicted_ms": self.predicted_ms}
+                "parameters": self.parameters, "latency_ms": self.latency_ms, "predicted_ms": self.predicted_ms,
+                "score": self.score}
 
     @classmethod
     def from_dict(cls, data: dict) -> Candidate:
         return cls(ModelShape.from_dict(data["shape"]), data["size_mb"], data["parameters"], data["latency_ms"],
-                   data["predicted_ms"])
+                   data["predicted_ms"], data.get("score"))
 
 
 @dataclass(frozen=True)
 class Plan:
     """What `compress` will make and why. `teacher`: the teacher's layers, heads and FFN width per layer, and model
     type; `candidates`: every shape considered, the teacher's first; `chosen`: the key of the chosen one;
-    `inputs`: what the stages are made from besides the plan (teacher weights, data, training settings)."""
+    `keep_layers`: the teacher's layers the student keeps; `chooser`: "quality" (by the quality score) or
+    "parameters" (the most parameters, without a probe); `inputs`: what the stages are made from besides the plan
+    (teacher weights, data, training settings)."""
 
     target: Target
     machine: MachineSettings | None
@@ -76,7 +93,15 @@ class Plan:
     candidates: tuple[Candidate, ...]
     chosen: str
     reason: str
+    keep_layers: tuple[int, ...] = ()
+    chooser: str = "parameters"
     inputs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.keep_layers:  # evenly spaced (as `student_from_teacher` with a count)
+            object.__setattr__(self, "keep_layers",
+                               tuple(every_kth_layer(self.teacher["layers"], self.shape.num_layers)))
+        object.__setattr__(self, "keep_layers", tuple(int(i) for i in self.keep_layers))
 
     @property
     def teacher_candidate(self) -> Candidate:
@@ -91,14 +116,8 @@ class Plan:
         return self.chosen_candidate.shape
 
     @property
-    def keep_layers(self) -> list[int]:
-        """The teacher's layers the student keeps (evenly spaced, as `student_from_teacher` with a count)."""
-        return every_kth_layer(self.teacher["layers"], self.shape.num_layers)
-
-    @property
     def prune_fractions(self) -> tuple[float, float]:
-        """(prune_heads_fraction, prune_ffn_fraction) that take the layer-selected student to the planned head and
-        neuron totals: the pruning callback removes that share of the student's original heads (neurons)."""
+        """(heads, FFN neurons) the layer-selected student loses in all, as shares of its original ones."""
         layers = self.shape.num_layers
         heads = 1 - sum(self.shape.heads) / (layers * self.teacher["heads"])
         ffn = 1 - sum(self.shape.ffn) / (layers * self.teacher["ffn"])
@@ -112,7 +131,7 @@ class Plan:
         """What a run's stages depend on: a resumed run with another identity must not reuse them."""
         return {"target": str(self.target), "margin": self.target.margin,
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
-                "shape": self.shape.to_dict(), "keep_layers": self.keep_layers, **self.inputs}
+                "shape": self.shape.to_dict(), "keep_layers": list(self.keep_layers), **self.inputs}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -121,7 +140,7 @@ class Plan:
         return {"format": PLAN_FORMAT, "target": {"name": self.target.name, "value": self.target.value,
                                                    "margin": self.target.margin},
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
-                "chosen": self.chosen, "keep_layers": self.keep_layers,
+                "chosen": self.chosen, "keep_layers": list(self.keep_layers), "chooser": self.chooser,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
                 "reason": self.reason, "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
@@ -129,14 +148,16 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-            raise ValueError(f"Not a distilkit compression plan (format {PLAN_FORMAT}).")
+            raise ValueError(f"Not a distilkit compression plan of this version (format {PLAN_FORMAT}).")
         target = Target(data["target"]["name"], data["target"]["value"], data["target"]["margin"])
         machine = None if data["machine"] is None else MachineSettings(**data["machine"])
         return cls(target, machine, data["teacher"], tuple(Candidate.from_dict(c) for c in data["candidates"]),
-                   data["chosen"], data["reason"], data.get("inputs", {}))
+                   data["chosen"], data["reason"], tuple(data["keep_layers"]), data.get("chooser", "parameters"),
+                   data.get("inputs", {}))
 
     def to_markdown(self) -> str:
-        """plan.md: the target, the choice and its reason, and a table of every candidate."""
+        """plan.md: the target, the choice and its reason, and a table of the candidates that were measured or
+        scored (every candidate, with its prediction, is in plan.json)."""
         teacher_ms = self.teacher_candidate.latency_ms
         budget = self.target.budget(teacher_ms)
         lines = [f"# Compression plan: {self.target}", "",
@@ -144,20 +165,30 @@ class Plan:
                  f"{self.teacher['layers']}. {self.reason}", ""]
         if self.machine is not None:
             m = self.machine
-            lines += [f"Latency: median ms of one forward pass of a random-weight twin, batch {m.batch_size} × "
-                      f"{m.seq_len} tokens, {m.threads} thread(s), relative to the teacher's twin measured in the "
-                      "same group. Predicted (in-sample): the latency model fitted on these same measurements. "
-                      "Speedup and budget use the larger of the two (the teacher's latency is its measurement).", ""]
-        header = ["candidate", "parameters", "size (MB)", "latency (ms)", "predicted, in-sample (ms)", "speedup",
-                  "within budget"]  # speedup and budget: from the planning latency (`cost_of`)
-        lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---|"]
-        for c in self.candidates:
+            lines += [f"Latency: ms of one forward pass of a random-weight twin, batch {m.batch_size} × {m.seq_len} "
+                      f"tokens, {m.threads} thread(s), relative to the teacher's twin measured in the same group; "
+                      "predicted: the latency model fitted on the measured twins. Speedup and budget use the larger "
+                      "of the two for a measured candidate, the prediction for the others.", ""]
+        if any(c.score is not None for c in self.candidates):
+            lines += ["Score: KL(teacher ‖ the teacher pruned one-shot to the shape) on held-out training rows; lower "
+                      "is better (distilkit.compress.quality).", ""]
+        shown = [c for c in self.candidates
+                 if c is self.teacher_candidate or c.latency_ms is not None or c.score is not None]
+        header = ["candidate", "parameters", "size (MB)", "latency (ms)", "predicted (ms)", "speedup", "score",
+                  "within budget"]
+        lines += ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for c in sorted(shown, key=lambda c: (c is not self.teacher_candidate, self.cost(c) or 0)):
             cost = self.cost(c)
-            mark = "**chosen**" if c.shape.key() == self.chosen else ("yes" if fits(cost, budget) else "no")
+            mark = "**chosen**" if c.shape.key() == self.chosen else (
+                "–" if cost is None else "yes" if fits(cost, budget) else "no")
+            speedup = None if cost is None or teacher_ms is None else teacher_ms / cost
             lines.append("| " + " | ".join([
                 c.shape.key() + (" (teacher)" if c is self.teacher_candidate else ""), f"{c.parameters / 1e6:.3f}M",
                 f"{c.size_mb:.3f}", cell(c.latency_ms, ".2f"), cell(c.predicted_ms, ".2f"),
-                cell(None if c.latency_ms is None else teacher_ms / cost, ".2f", "x"), mark]) + " |")
+                cell(speedup, ".2f", "x"), cell(c.score, ".4f"), mark]) + " |")
+        rest = len(self.candidates) - len(shown)
+        if rest:
+            lines += ["", f"{rest} more candidates were predicted only (none of them chosen): see plan.json."]
         return "\n".join(lines) + "\n"
 
 
@@ -172,13 +203,13 @@ def fits(cost: float, budget: float) -> bool:
 
 
 def cost_of(target: Target, candidate: Candidate) -> float | None:
-    """What `target` budgets for `candidate`: its size (MB), or its latency (ms): the larger of its twin's
-    measurement and the latency model's prediction, so that one measurement a load spike or a lucky round made
-    fast does not decide the plan alone (the model is fitted on every candidate and smooths such noise)."""
+    """What `target` budgets for `candidate`: its size (MB), or its latency (ms): for a measured candidate the
+    larger of its twin's measurement and the latency model's prediction, so that one measurement a load spike or a
+    lucky round made fast does not decide the plan alone; for the others the prediction."""
     if not target.is_latency:
         return candidate.size_mb
     if candidate.latency_ms is None or candidate.predicted_ms is None:
-        return candidate.latency_ms
+        return candidate.latency_ms if candidate.latency_ms is not None else candidate.predicted_ms
     return max(candidate.latency_ms, candidate.predicted_ms)
 
 
@@ -191,27 +222,49 @@ def teacher_summary(config: PretrainedConfig) -> dict:
 
 
 def make_plan(config: PretrainedConfig, args: CompressArguments, machine: MachineSettings | None,
-              progress: bool = True) -> Plan:
-    """Measure the candidates on this machine (latency targets) and choose the shape to compress `config`'s model
-    to. Raises ValueError, before anything is trained or written (only the latency cache is updated), for an
-    unsupported architecture, a latency target without machine settings, a target the teacher meets already or no
-    candidate meets."""
+              progress: bool = True, probe=None) -> Plan:
+    """Choose the shape to compress `config`'s model to (see the module docstring): measure and model the
+    candidates' latency on this machine (latency targets), and score them with `probe` (a
+    `quality.QualityProbe`; None: the most parameters). Raises ValueError, before anything is trained or written
+    (only the latency cache is updated), for an unsupported architecture, a latency target without machine
+    settings, a target the teacher meets already or no candidate meets."""
     target = args.target
     target.check_machine(machine)
     teacher = teacher_summary(config)  # an architecture without a heads/FFN entry fails here
     if machine is not None:
         machine.check_fits(config)
-    shapes = plan_shapes(config, args)
-    latencies = _measure(config, shapes, machine, args, progress) if target.is_latency else [None] * len(shapes)
-    predictions = _predictions(shapes, latencies)
-    capacity: dict[ModelShape, int] = {}
-    candidates = []
-    for shape, latency, predicted in zip(shapes, latencies, predictions):
-        as_float = ModelShape(shape.heads, shape.ffn)
-        if as_float not in capacity:
-            capacity[as_float] = count_parameters(random_twin(config, as_float, device="meta"))
-        candidates.append(Candidate(shape, size_bytes(config, shape) / 1e6, capacity[as_float], latency, predicted))
-    return _choose(target, machine, teacher, candidates)
+    candidates = _sized(config, plan_shapes(config, args))
+    if target.is_latency:
+        timing = _Timing(config, machine, args, progress)
+        candidates = timing.screen(candidates, target)
+    else:
+        timing = None
+    teacher_ms = candidates[0].latency_ms
+    _refuse_met_by_teacher(target, candidates[0], teacher_ms)
+    budget = target.budget(teacher_ms)
+    scores: dict[tuple, float] = {}
+    while True:
+        within = [c for c in candidates if _eligible(target, c, budget)]
+        if not within:
+            raise _unreachable(target, candidates, budget, teacher_ms)
+        if probe is not None:
+            frontier = _largest_within(within)
+            todo = [c.shape for c in frontier if _structure(c.shape) not in scores]
+            scores.update(_scores(probe, todo, progress))
+            candidates = [replace(c, score=scores.get(_structure(c.shape))) if c in frontier else c
+                          for c in candidates]
+            within = [c for c in candidates if _eligible(target, c, budget)]
+            ranked = sorted((c for c in within if c.score is not None), key=_by_quality)
+        else:
+            ranked = sorted(within, key=_by_parameters)
+        chosen = ranked[0]
+        if timing is None or chosen.latency_ms is not None:
+            break
+        candidates = timing.measure_also(candidates, [chosen.shape])  # a plan is never chosen unmeasured
+    keep = probe.keep_layers(chosen.shape.num_layers) if probe is not None else ()
+    return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(),
+                _reason(target, chosen, within, len(candidates), teacher_ms, budget, probe is not None),
+                tuple(keep), "quality" if probe is not None else "parameters")
 
 
 def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[ModelShape]:
@@ -224,74 +277,200 @@ def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[Model
     return [teacher_shape, *(s for s in shapes if s != teacher_shape)]
 
 
+def design_shapes(shapes: Sequence[ModelShape]) -> list[ModelShape]:
+    """The twins measured to fit the latency model: per precision, every combination of the smallest, middle and
+    largest layer counts with the smallest and largest head counts and FFN widths of the grid (the corners, where
+    a linear model is best determined), the teacher's shape first."""
+    design = [shapes[0]]
+    for precision in dict.fromkeys((s.int8, s.int8_embeddings) for s in shapes):
+        same = [s for s in shapes if (s.int8, s.int8_embeddings) == precision]
+        layers = sorted({s.num_layers for s in same})
+        wanted_layers = {layers[0], layers[len(layers) // 2], layers[-1]}
+        heads = [min(s.heads[0] for s in same), max(s.heads[0] for s in same)]
+        widths = [min(s.ffn[0] for s in same), max(s.ffn[0] for s in same)]
+        design += [s for s in same if s.num_layers in wanted_layers and s.heads[0] in heads and s.ffn[0] in widths]
+    return list(dict.fromkeys(design))
+
+
 def saved_plan_matches(saved: Plan, config: PretrainedConfig, args: CompressArguments,
                        machine: MachineSettings | None) -> bool:
     """Whether a plan saved by an earlier run was made for this target, machine settings, teacher and candidate
-    grid, so it can be reused instead of measured again (a new measurement's noise could choose another shape)."""
+    grid, so it can be reused instead of measured again (a new measurement's noise could choose another shape).
+    Its inputs (teacher weights, data) are compared by the caller."""
     return (saved.target == args.target and saved.machine == machine and saved.teacher == teacher_summary(config)
             and [c.shape for c in saved.candidates] == plan_shapes(config, args))
 
 
-def _measure(config, shapes: Sequence[ModelShape], machine: MachineSettings, args: CompressArguments,
-             progress: bool) -> list[float]:
-    """Median latencies of the shapes' twins, measured a group at a time with a progress bar (cached ones are
-    read from the cache). Each group is measured with the teacher's twin (`shapes[0]`); a latency is the ratio
-    to the teacher measured in its group times the teacher's own latency."""
+# ------------------------------------------------------------------------------------------------ internals
+
+
+def _sized(config, shapes: Sequence[ModelShape]) -> list[Candidate]:
+    """Every shape with its exact weight size and parameter count. Both are linear in the kept layers, heads and
+    neurons for each precision (every unit adds fixed rows and columns, and int8 a scale per row), so they are
+    solved exactly from the meta-device twins of a few shapes (`design_shapes`), and checked on all of those; a
+    family where the check fails is sized twin by twin. The size adds the safetensors header (`twin.header_bytes`,
+    a few KB: solved the same way, within a few bytes), so it is what the saved file weighs."""
+    design = design_shapes(shapes)
+    sizes = _exact_linear(shapes, design, lambda s: size_bytes(config, s), _precision)
+    headers = _exact_linear(shapes, design, lambda s: header_bytes(config, s), _precision, exact_only=False)
+    sizes = {shape: sizes[shape] + headers[shape] for shape in shapes}
+    parameters = _exact_linear(
+        shapes, design, lambda s: count_parameters(random_twin(config, ModelShape(s.heads, s.ffn), device="meta")),
+        lambda s: "any")
+    return [Candidate(shape, sizes[shape] / 1e6, parameters[shape]) for shape in shapes]
+
+
+def _precision(shape: ModelShape) -> tuple[bool, bool]:
+    return shape.int8, shape.int8_embeddings
+
+
+def _exact_linear(shapes: Sequence[ModelShape], design: Sequence[ModelShape], exact: Callable[[ModelShape], int],
+                  kind: Callable[[ModelShape], object], exact_only: bool = True) -> dict[ModelShape, int]:
+    """`exact(shape)` for every shape, computed exactly on the design shapes of each kind and solved from them
+    (integer least squares on 1, layers, heads, neurons) for the rest; with `exact_only`, the solution must
+    reproduce every design value exactly, or every shape is computed with `exact`."""
+    import torch
+
+    def features(s: ModelShape) -> list[float]:
+        return [1.0, float(s.num_layers), float(sum(s.heads)), float(sum(s.ffn))]
+
+    values: dict[ModelShape, int] = {}
+    for group in dict.fromkeys(kind(s) for s in shapes):
+        members = [s for s in shapes if kind(s) == group]
+        known = {s: exact(s) for s in [d for d in design if kind(d) == group] or members[:6]}
+        x = torch.tensor([features(s) for s in known], dtype=torch.float64)
+        y = torch.tensor(list(known.values()), dtype=torch.float64)
+        solution = torch.linalg.lstsq(x, y).solution
+        fitted = {s: round(float(torch.tensor(features(s), dtype=torch.float64) @ solution)) for s in members}
+        if len(known) > 4 and (not exact_only or all(fitted[s] == v for s, v in known.items())):
+            values.update(fitted)
+        else:
+            values.update({s: known.get(s) or exact(s) for s in members})
+    return values
+
+
+def _structure(shape: ModelShape) -> tuple:
+    return shape.heads, shape.ffn
+
+
+class _Timing:
+    """The latency side of a plan: design twins measured, the model fitted, edge candidates measured."""
+
+    def __init__(self, config, machine: MachineSettings, args: CompressArguments, progress: bool):
+        self.config, self.machine, self.args, self.progress = config, machine, args, progress
+        self.cache = MeasurementCache(args.cache_path)
+        self.teacher: ModelShape | None = None
+
+    def screen(self, candidates: list[Candidate], target: Target) -> list[Candidate]:
+        shapes = [c.shape for c in candidates]
+        self.teacher = shapes[0]
+        candidates = self.measure_also(candidates, design_shapes(shapes))
+        budget = target.budget(candidates[0].latency_ms)
+        edge = sorted((c for c in candidates if c.latency_ms is None
+                       and SAFE_SHARE * budget <= c.predicted_ms <= EDGE_SHARE * budget),
+                      key=lambda c: abs(c.predicted_ms - budget))
+        return self.measure_also(candidates, [c.shape for c in edge[:MAX_EDGE_MEASURED]])
+
+    def measure_also(self, candidates: list[Candidate], shapes: Sequence[ModelShape]) -> list[Candidate]:
+        """`candidates` with `shapes` measured too, and every prediction refitted on all measured ones."""
+        measured = dict(zip(shapes, self._measure(shapes))) if shapes else {}
+        candidates = [replace(c, latency_ms=measured.get(c.shape, c.latency_ms)) for c in candidates]
+        model = LatencyModel.fit([Measurement(c.shape, c.latency_ms, c.latency_ms) for c in candidates
+                                  if c.latency_ms is not None])
+        return [replace(c, predicted_ms=_predict(model, c.shape)) for c in candidates]
+
+    def _measure(self, shapes: Sequence[ModelShape]) -> list[float]:
+        """Latencies of the shapes' twins, a group at a time, each group with the teacher's twin: a latency is
+        its ratio to the teacher in its group times the teacher's first measurement."""
+        from tqdm.auto import tqdm
+
+        groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
+        ratios = []
+        for group in tqdm(groups, desc=f"measuring {len(shapes)} candidate twins", unit="group",
+                          disable=not self.progress):
+            measured = measure_shapes(self.config, group, self.machine, self.cache, rounds=self.args.latency_rounds,
+                                      twins_at_once=MEASURE_GROUP, reference=self.teacher)
+            ratios += [(m.median_ms / m.reference_ms, m.reference_ms) for m in measured]
+        if not hasattr(self, "teacher_ms"):
+            self.teacher_ms = ratios[0][1]
+        return [ratio * self.teacher_ms for ratio, _ in ratios]
+
+
+def _predict(model: LatencyModel, shape: ModelShape) -> float | None:
+    try:
+        return model.predict(shape)
+    except ValueError:  # a precision with too few measurements to fit
+        return None
+
+
+def _eligible(target: Target, candidate: Candidate, budget: float) -> bool:
+    """Within the budget: by its cost when measured (or for a size target), by a prediction well inside it
+    (`SAFE_SHARE`) otherwise."""
+    cost = cost_of(target, candidate)
+    if cost is None:
+        return False
+    if target.is_latency and candidate.latency_ms is None:
+        return cost <= SAFE_SHARE * budget
+    return fits(cost, budget)
+
+
+def _largest_within(within: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates no other candidate of the same precision and depth contains (at least its heads and its FFN
+    neurons in every layer): the only ones that can score best, since keeping more of the teacher's units never
+    moves the pruned teacher further from it."""
+    def contains(a: ModelShape, b: ModelShape) -> bool:
+        return (a.num_layers == b.num_layers and (a.int8, a.int8_embeddings) == (b.int8, b.int8_embeddings)
+                and all(x >= y for x, y in zip(a.heads, b.heads)) and all(x >= y for x, y in zip(a.ffn, b.ffn)))
+
+    return [c for c in within if not any(o is not c and contains(o.shape, c.shape) and o.shape != c.shape
+                                         for o in within)]
+
+
+def _scores(probe, shapes: Sequence[ModelShape], progress: bool) -> dict[tuple, float]:
     from tqdm.auto import tqdm
 
-    cache = MeasurementCache(args.cache_path)
-    groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
-    ratios = []
-    for group in tqdm(groups, desc=f"measuring {len(shapes)} candidate twins", unit="group", disable=not progress):
-        measured = measure_shapes(config, group, machine, cache, rounds=args.latency_rounds,
-                                  twins_at_once=MEASURE_GROUP, reference=shapes[0])
-        ratios += [(m.median_ms / m.reference_ms, m.median_ms) for m in measured]
-    teacher_ms = ratios[0][1]  # the teacher is shapes[0]: its own latency, measured in the first group
-    return [ratio * teacher_ms for ratio, _ in ratios]
+    unique = list(dict.fromkeys(_structure(s) for s in shapes))
+    return {structure: probe.score(ModelShape(*structure))
+            for structure in tqdm(unique, desc=f"scoring {len(unique)} shapes", disable=not progress or not unique)}
 
 
-def _predictions(shapes: Sequence[ModelShape], latencies: Sequence[float | None]) -> list[float | None]:
-    """The latency model's prediction of every shape, fitted on all of them; None when there is nothing to fit
-    or too few shapes of a precision to fit its coefficients."""
-    if latencies[0] is None:
-        return [None] * len(shapes)
-    try:
-        model = LatencyModel.fit([Measurement(s, ms, ms) for s, ms in zip(shapes, latencies)])
-        return [model.predict(shape) for shape in shapes]
-    except ValueError:
-        return [None] * len(shapes)
+def _by_quality(c: Candidate):
+    # Scores within float noise of each other (1e-6) are ties; a KL below 0 is rounding.
+    return round(max(c.score, 0.0), 6), c.shape.int8, c.shape.int8_embeddings, -c.parameters
 
 
-def _choose(target: Target, machine, teacher: dict, candidates: list[Candidate]) -> Plan:
-    teacher_candidate = candidates[0]
-    teacher_ms = teacher_candidate.latency_ms
+def _by_parameters(c: Candidate):
+    return -c.parameters, -c.shape.num_layers, c.shape.int8, c.shape.int8_embeddings
+
+
+def _refuse_met_by_teacher(target: Target, teacher: Candidate, teacher_ms: float | None) -> None:
+    if target.met(cost_of(target, teacher), teacher_ms):
+        described = target.format(target.achieved(cost_of(target, teacher), teacher_ms))
+        raise ValueError(f"{target} is met by the teacher itself ({described}); nothing to compress. Choose a "
+                         f"{'smaller' if target.name != 'target_speedup' else 'larger'} target.")
+
+
+def _unreachable(target: Target, candidates: Sequence[Candidate], budget: float, teacher_ms) -> ValueError:
+    known = [c for c in candidates if cost_of(target, c) is not None]
+    closest = min(known, key=lambda c: cost_of(target, c))
+    wanted = target.achieved(budget, teacher_ms)
+    measured = "" if closest.latency_ms is not None or not target.is_latency else " (predicted)"
+    return ValueError(
+        f"cannot meet {target}: the {'fastest' if target.is_latency else 'smallest'} candidate is "
+        f"{closest.shape.key()} at {target.format(target.achieved(cost_of(target, closest), teacher_ms))}{measured} "
+        f"(the plan needs {target.format(wanted)} with the {target.margin:.0%} margin). Relax the target, lower "
+        "target_margin, or add smaller candidate_*_fractions.")
+
+
+def _reason(target: Target, chosen: Candidate, within: Sequence[Candidate], total: int, teacher_ms, budget: float,
+            scored: bool) -> str:
     measure_name = "latency" if target.is_latency else "size"
-
-    def cost(c: Candidate) -> float:
-        return cost_of(target, c)
-
-    def described(c: Candidate) -> str:
-        return target.format(target.achieved(cost(c), teacher_ms))
-
-    if target.met(cost(teacher_candidate), teacher_ms):
-        raise ValueError(f"{target} is met by the teacher itself ({described(teacher_candidate)}); nothing to "
-                         f"compress. Choose a {'smaller' if target.name != 'target_speedup' else 'larger'} target.")
-    budget = target.budget(teacher_ms)
-    within = [c for c in candidates if fits(cost(c), budget)]
-    if not within:
-        closest = min(candidates, key=cost)
-        wanted = target.achieved(budget, teacher_ms)
-        raise ValueError(
-            f"cannot meet {target}: the {'fastest' if target.is_latency else 'smallest'} candidate is "
-            f"{closest.shape.key()} at {described(closest)} (the plan needs {target.format(wanted)} with the "
-            f"{target.margin:.0%} margin). Relax the target, lower target_margin, or add smaller "
-            "candidate_*_fractions.")
-    chosen = max(within, key=lambda c: (c.parameters, c.shape.num_layers, not c.shape.int8,
-                                        not c.shape.int8_embeddings))
-    reason = (f"Candidates within the {measure_name} budget ({target} less a {target.margin:.0%} margin: "
-              f"{target.format(target.achieved(budget, teacher_ms))}): {len(within)} of {len(candidates)}; "
-              f"this one has the most parameters ({chosen.parameters / 1e6:.3f}M; ties: more layers, then float) "
-              f"at {described(chosen)}."
-              + (" A latency here is the larger of the twin's measurement and the latency model's prediction."
-                 if target.is_latency else ""))
-    return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(), reason)
+    at = target.format(target.achieved(cost_of(target, chosen), teacher_ms))
+    rule = (f"the best quality score ({chosen.score:.4f}; ties: float before int8, then more parameters) among the "
+            f"{sum(c.score is not None for c in within)} scored (the largest of each precision and depth)"
+            if scored else
+            f"the most parameters ({chosen.parameters / 1e6:.3f}M; ties: more layers, then float)")
+    return (f"Candidates within the {measure_name} budget ({target} less a {target.margin:.0%} margin: "
+            f"{target.format(target.achieved(budget, teacher_ms))}): {len(within)} of {total}; this one has {rule}, "
+            f"at {at}." + (" A measured latency here is the larger of the twin's measurement and the latency "
+                           "model's prediction." if target.is_latency else ""))

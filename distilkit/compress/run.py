@@ -35,24 +35,31 @@ STUDENT, INT8 = "student", "int8"
 
 
 def plan_compression(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
-            output_dir: str | Path, *, machine: MachineSettings | None = None, transfer_dataset=None,
-            progress: bool = True) -> Plan:
+                     output_dir: str | Path, *, machine: MachineSettings | None = None, transfer_dataset=None,
+                     data_collator=None, progress: bool = True) -> Plan:
     """Every check of a `compress` run, and its plan: raises ValueError, before anything is trained or written to
     output_dir (only the latency cache is updated), for a compressed teacher, a target or machine settings the
     plan refuses, a training schedule that cannot reach the planned shape, a distillation the trainer would
     refuse, or an output_dir holding another run (other plan, teacher weights, data or training settings).
 
-    An output_dir whose plan.json was made for this target, machine settings, teacher and candidate grid keeps
-    that plan rather than measuring again (a new measurement's noise could choose another shape)."""
+    The candidates are scored (`quality.QualityProbe`) on the labelled `train_dataset` rows, batched by
+    `data_collator`. An output_dir whose plan.json was made for this target, machine settings, teacher, candidate
+    grid and inputs keeps that plan rather than measuring and scoring again (a new measurement's noise could
+    choose another shape)."""
     output_dir = Path(output_dir)
     check_training_args(training_args)
     check_teacher(teacher)
+    inputs = run_inputs(teacher, train_dataset, transfer_dataset, training_args)
     saved = read_plan(output_dir)
-    if saved is not None and saved_plan_matches(saved, teacher.config, args, machine):
+    if saved is not None and saved.inputs == inputs and saved_plan_matches(saved, teacher.config, args, machine):
         plan = saved
     else:
-        plan = make_plan(teacher.config, args, machine, progress=progress)
-    plan = dataclasses.replace(plan, inputs=run_inputs(teacher, train_dataset, transfer_dataset, training_args))
+        from .quality import QualityProbe
+
+        probe = QualityProbe.build(teacher, train_dataset, data_collator, score_rows=args.plan_score_rows,
+                                   seed=training_args.seed, progress=progress)
+        plan = dataclasses.replace(make_plan(teacher.config, args, machine, progress=progress, probe=probe),
+                                   inputs=inputs)
     examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
     check_schedule(plan, training_args, examples)
     check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
@@ -97,7 +104,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     output_dir = Path(output_dir)
     if plan is None:
         plan = plan_compression(teacher, train_dataset, args, training_args, output_dir, machine=machine,
-                       transfer_dataset=transfer_dataset, progress=progress)
+                                transfer_dataset=transfer_dataset, data_collator=data_collator, progress=progress)
     # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
     teacher_parameter = next(teacher.parameters())
     teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
@@ -112,11 +119,14 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         from ..trainer import DistillationTrainer
 
         training_dir = run.training_dir(STUDENT)
-        trainer = DistillationTrainer(model=student_from_teacher(teacher, plan.keep_layers),
-                                      args=stage_arguments(plan, training_args, training_dir),
+        args = stage_arguments(plan, training_args, training_dir)
+        trainer = DistillationTrainer(model=student_from_teacher(teacher, plan.keep_layers), args=args,
                                       teacher_model=teacher, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                       data_collator=data_collator, processing_class=tokenizer,
                                       compute_metrics=compute_metrics, transfer_dataset=transfer_dataset)
+        callback = shape_pruning(plan, args)
+        if callback is not None:
+            trainer.add_callback(callback)
         trainer.train(resume_from_checkpoint=run.last_checkpoint(STUDENT))
         check_shape(trainer.model, plan, training_dir)
         trainer.save_state()
@@ -143,10 +153,26 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
 
 def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:
-    """The distillation's arguments: the run's, writing to `training_dir`, with the plan's pruning shares."""
-    heads_fraction, ffn_fraction = plan.prune_fractions
-    return dataclasses.replace(training_args, output_dir=str(training_dir), prune_heads_fraction=heads_fraction,
-                               prune_ffn_fraction=ffn_fraction)
+    """The distillation's arguments: the run's, writing to `training_dir` (the pruning is `shape_pruning`'s)."""
+    return dataclasses.replace(training_args, output_dir=str(training_dir))
+
+
+def shape_pruning(plan: Plan, training_args: DistillationConfig):
+    """The callback that prunes the layer-selected student, while it is distilled, to exactly the plan's heads and
+    FFN neurons per layer (`PruningCallback` with per-layer counts), on the training arguments' schedule and
+    scoring; None when the plan keeps every head and neuron of the kept layers."""
+    from ..pruning import PruningCallback
+
+    teacher = plan.teacher
+    heads = None if all(h == teacher["heads"] for h in plan.shape.heads) else list(plan.shape.heads)
+    ffn = None if all(f == teacher["ffn"] for f in plan.shape.ffn) else list(plan.shape.ffn)
+    if heads is None and ffn is None:
+        return None
+    scoring = training_args.scoring(while_training=True)
+    scoring.pop("min_heads_per_layer", None)  # the per-layer counts decide
+    return PruningCallback(target_fraction=0.0, prune_every_steps=training_args.prune_every_steps,
+                           num_prunes=training_args.prune_num_prunes, seed=training_args.seed, head_counts=heads,
+                           ffn_counts=ffn, **scoring)
 
 
 def run_inputs(teacher, train_dataset, transfer_dataset, training_args: DistillationConfig) -> dict:
@@ -166,11 +192,13 @@ def run_inputs(teacher, train_dataset, transfer_dataset, training_args: Distilla
 # ---------------------------------------------------------------------------------------------------- checks
 
 def check_training_args(training_args: DistillationConfig) -> None:
-    """The plan sets the pruning shares; a run that set them too would be ambiguous."""
-    given = [name for name in ("prune_heads_fraction", "prune_ffn_fraction") if getattr(training_args, name) > 0]
+    """The plan sets how much each layer is pruned; a run that set it too would be ambiguous."""
+    given = [name for name in ("prune_heads_fraction", "prune_ffn_fraction", "prune_min_heads_per_layer")
+             if (getattr(training_args, name) or 0) > 0]
     if given:
-        raise ValueError(f"compress sets {' and '.join(given)} from its plan; leave them at 0 in the training "
-                         "arguments (the target decides how much is pruned).")
+        raise ValueError(f"compress sets {' and '.join(given)} from its plan (the heads and FFN neurons of each "
+                         "layer); leave them unset in the training arguments (the target decides how much is "
+                         "pruned).")
 
 
 def training_steps(training_args: DistillationConfig, examples: int) -> int:
@@ -191,25 +219,13 @@ def check_teacher(teacher) -> None:
 
 
 def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int) -> None:
-    """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, and
-    prune_min_heads_per_layer must leave room for the planned heads, or the model would not reach the planned
-    shape."""
-    from ..pruning import PruningCallback
-
-    heads_fraction, ffn_fraction = plan.prune_fractions
-    if heads_fraction == 0 and ffn_fraction == 0:
+    """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, or the
+    model would not reach the planned shape."""
+    callback = shape_pruning(plan, training_args)
+    if callback is None:
         return
-    min_heads = training_args.scoring(while_training=True)["min_heads_per_layer"]
-    if heads_fraction > 0 and min_heads * plan.shape.num_layers > sum(plan.shape.heads):
-        raise ValueError(
-            f"prune_min_heads_per_layer={min_heads} keeps at least {min_heads * plan.shape.num_layers} heads in "
-            f"the plan's {plan.shape.num_layers} layers, but the plan keeps {sum(plan.shape.heads)} "
-            f"({plan.chosen}). Lower prune_min_heads_per_layer to at most "
-            f"{sum(plan.shape.heads) // plan.shape.num_layers}.")
     steps = training_steps(training_args, examples)
-    schedule = PruningCallback(target_fraction=heads_fraction, ffn_target_fraction=ffn_fraction,
-                                   prune_every_steps=training_args.prune_every_steps,
-                                   num_prunes=training_args.prune_num_prunes).prune_steps(steps)
+    schedule = callback.prune_steps(steps)
     if schedule[-1] > steps:
         raise ValueError(
             f"The plan prunes while distilling, at steps {schedule} (prune_every_steps="
@@ -249,15 +265,14 @@ def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, t
 
 
 def check_shape(model, plan: Plan, training_dir: Path) -> None:
-    """After distilling: the layers, and the totals of heads and FFN neurons, the plan chose. (Pruning ranks heads
-    and neurons across layers, so per layer they may differ from the plan's uniform shape; cost depends on the
-    totals.)"""
+    """After distilling: exactly the plan's heads and FFN neurons in each of its layers (the shape whose twin was
+    measured)."""
     got, want = ModelShape.of(model), plan.shape
-    found = (got.num_layers, sum(got.heads), sum(got.ffn))
-    needed = (want.num_layers, sum(want.heads), sum(want.ffn))
+    found, needed = (got.heads, got.ffn), (want.heads, want.ffn)
     if found != needed:
         raise RuntimeError(
-            f"Distillation ended with (layers, heads, FFN neurons) = {found}; the plan needs {needed}. The pruning "
+            f"Distillation ended with heads {list(got.heads)} and FFN neurons {list(got.ffn)} per layer; the plan "
+            f"needs {list(want.heads)} and {list(want.ffn)}. The pruning "
             f"schedule did not finish: see the training log's pruning/* entries. A rerun would resume the same "
             f"checkpoints and end the same way: delete {training_dir}/ to distil again from the start.")
 

@@ -78,15 +78,16 @@ class CompressArguments:
                   "latency or size 5% under budget), since a later measurement varies."},
     )
     candidate_layer_fractions: list[float] = field(
-        default_factory=lambda: [1.0, 2 / 3, 1 / 3],
-        metadata={"help": "Shares of the teacher's layers the candidates keep (evenly spaced layers)."},
+        default_factory=lambda: [1.0, 5 / 6, 2 / 3, 1 / 2, 1 / 3, 1 / 4, 1 / 6],
+        metadata={"help": "Shares of the teacher's layers the candidates keep (12 layers: 12, 10, 8, 6, 4, 3, 2; "
+                  "6 layers: every count). Which layers: the drop-one-layer ranking of the quality score."},
     )
     candidate_head_fractions: list[float] = field(
-        default_factory=lambda: [1.0, 0.5, 0.25],
+        default_factory=lambda: [1.0, 3 / 4, 1 / 2, 1 / 3, 1 / 4],
         metadata={"help": "Shares of the attention heads per layer the candidates keep."},
     )
     candidate_ffn_fractions: list[float] = field(
-        default_factory=lambda: [1.0, 0.5, 0.25],
+        default_factory=lambda: [1.0, 3 / 4, 1 / 2, 1 / 3, 1 / 4, 1 / 8],
         metadata={"help": "Shares of the FFN neurons per layer the candidates keep."},
     )
     candidate_int8: bool = field(
@@ -100,6 +101,11 @@ class CompressArguments:
     )
     latency_rounds: int = field(
         default=10, metadata={"help": "Interleaved rounds each candidate and the final model are measured over."}
+    )
+    plan_score_rows: int = field(
+        default=128,
+        metadata={"help": "Held-out training rows the quality score compares the teacher and each candidate on "
+                  "(forward passes only; the importance of heads and neurons uses 128 other rows)."},
     )
 
     def __post_init__(self):
@@ -121,8 +127,10 @@ class CompressArguments:
             values = getattr(self, fractions)
             if not values or any(not 0 < f <= 1 for f in values):
                 raise ValueError(f"{fractions} must be shares in (0, 1]; got {values}.")
-        if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 1:
-            raise ValueError(f"latency_rounds must be a positive integer; got {self.latency_rounds!r}.")
+        for name in ("latency_rounds", "plan_score_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
     @property
     def target(self) -> Target:

@@ -78,3 +78,25 @@ def size_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
     model = random_twin(config, shape, device="meta")
     tensors = {id(tensor): tensor for tensor in model.state_dict(keep_vars=True).values()}
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+
+
+def header_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
+    """Bytes of the safetensors header a saved model of `shape` carries before its weights (the length prefix and
+    the JSON table of tensor names, dtypes, shapes and offsets): a few KB, which matters for small models."""
+    import json
+
+    from safetensors.torch import _TYPES
+
+    model = random_twin(config, shape, device="meta")
+    dtype_names = {dtype: name for name, dtype in _TYPES.items()}
+    table, offset, seen = {"__metadata__": {"format": "pt"}}, 0, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:  # a tied weight is saved once
+            continue
+        seen.add(id(tensor))
+        size = tensor.numel() * tensor.element_size()
+        table[name] = {"dtype": dtype_names.get(tensor.dtype, "F32"), "shape": list(tensor.shape),
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(table, separators=(",", ":"))
+    return 8 + len(text) + (-len(text)) % 8

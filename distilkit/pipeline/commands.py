@@ -452,7 +452,7 @@ def compress(recipe: Recipe):
     progress = not training.disable_tqdm
     try:  # the plan and every check, before anything is written; errors later on are not the recipe's
         plan = plan_compression(teacher, data.train, recipe.compress, training, training.output_dir, machine=machine,
-                       transfer_dataset=data.transfer, progress=progress)
+                                transfer_dataset=data.transfer, data_collator=data.collator, progress=progress)
     except ValueError as err:
         raise RecipeError(str(err)) from err
     result = compress_teacher(teacher, tokenizer, data.train, data.validation, recipe.compress, training,

@@ -8,7 +8,7 @@ neurons are pruned on the same schedule, after the heads of each pruning step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -19,6 +19,7 @@ from .selection import (
     groups_to_prune_for_fraction,
     least_important_heads,
     least_important_neurons,
+    least_important_per_layer,
     neurons_to_prune_for_fraction,
 )
 from .structural import ffn_width, head_layout, kept_heads, kept_neurons, prune_ffn, prune_heads
@@ -55,6 +56,11 @@ class PruningCallback(TrainerCallback):
     checkpoint had lost before loading its weights and optimizer state; later pruning steps score heads on the
     same (step-seeded) batches, so the resumed run ends as an uninterrupted one would.
 
+    `head_counts` / `ffn_counts` (instead of the fractions): the heads and FFN neurons each layer keeps at the end,
+    one count per layer. Step k of n then brings every layer to `original - (original - count) * k / n` (rounded;
+    whole key/value groups), removing its least important units, so the model ends with exactly these per-layer
+    counts (a plan's shape) rather than the totals of a global ranking.
+
     Only single-process training is supported: each process would rank heads on different data and prune
     different heads.
     """
@@ -73,7 +79,18 @@ class PruningCallback(TrainerCallback):
         min_heads_per_layer: int = 0,
         seed: int = 0,
         ffn_target_fraction: float = 0.0,
+        head_counts: Sequence[int] | None = None,
+        ffn_counts: Sequence[int] | None = None,
     ):
+        self.head_counts = None if head_counts is None else [int(c) for c in head_counts]
+        self.ffn_counts = None if ffn_counts is None else [int(c) for c in ffn_counts]
+        if (self.head_counts is not None and target_fraction) or (self.ffn_counts is not None and ffn_target_fraction):
+            raise ValueError("Give per-layer counts (head_counts / ffn_counts) or fractions (target_fraction / "
+                             "ffn_target_fraction) for a kind of unit, not both.")
+        if self.head_counts is not None or self.ffn_counts is not None:
+            # The fractions only gate which kinds are pruned; the counts decide how much.
+            target_fraction = 1.0 if self.head_counts is not None else target_fraction
+            ffn_target_fraction = 1.0 if self.ffn_counts is not None else ffn_target_fraction
         if not 0.0 <= ffn_target_fraction <= 1.0:
             raise ValueError(f"ffn_target_fraction must be in [0, 1] (share of FFN neurons to prune), got "
                              f"{ffn_target_fraction}.")
@@ -184,14 +201,21 @@ class PruningCallback(TrainerCallback):
         return self._importance_data
 
     def _prune_heads(self, model, optimizer, step: int, fraction: float) -> dict:
-        count = groups_to_prune_for_fraction(model, fraction)
-        if count == 0:
-            return {}
         layout = head_layout(model)
+        if self.head_counts is not None:
+            keep = _scheduled(layout.num_heads, self.head_counts, fraction, layout.group_size)
+            if all(len(kept) <= k for kept, k in zip(kept_heads(model), keep)):
+                return {}
+        elif groups_to_prune_for_fraction(model, fraction) == 0:
+            return {}
         importance = compute_head_importance(
             model, self._scoring_data(step), self.method, loss_fn=self.loss_fn, num_batches=self.num_batches
         )
-        heads = least_important_heads(importance, count, layout.group_size, self.min_heads_per_layer)
+        if self.head_counts is not None:
+            heads = least_important_per_layer(importance, keep, layout.group_size)
+        else:
+            count = groups_to_prune_for_fraction(model, fraction)
+            heads = least_important_heads(importance, count, layout.group_size, self.min_heads_per_layer)
         prune_heads(model, heads, optimizer=optimizer)
 
         remaining = sum(len(kept) for kept in kept_heads(model))
@@ -207,13 +231,20 @@ class PruningCallback(TrainerCallback):
         }
 
     def _prune_neurons(self, model, optimizer, step: int, fraction: float) -> dict:
-        count = neurons_to_prune_for_fraction(model, fraction)
-        if count == 0:
+        if self.ffn_counts is not None:
+            keep = _scheduled(ffn_width(model), self.ffn_counts, fraction, 1)
+            if all(len(kept) <= k for kept, k in zip(kept_neurons(model), keep)):
+                return {}
+        elif neurons_to_prune_for_fraction(model, fraction) == 0:
             return {}
         importance = compute_ffn_importance(
             model, self._scoring_data(step), self.method, loss_fn=self.loss_fn, num_batches=self.num_batches
         )
-        neurons = least_important_neurons(importance, count)
+        if self.ffn_counts is not None:
+            neurons = least_important_per_layer(importance, keep)
+        else:
+            neurons = least_important_neurons(importance, neurons_to_prune_for_fraction(model, fraction))
+        count = sum(map(len, neurons.values()))
         prune_ffn(model, neurons, optimizer=optimizer)
 
         kept = kept_neurons(model)
@@ -231,12 +262,24 @@ class PruningCallback(TrainerCallback):
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs):
         if model is None:
             return
-        short = [f"target_fraction={self.target_fraction} of heads"] if groups_to_prune_for_fraction(
-            model, self.target_fraction) > 0 else []
-        if neurons_to_prune_for_fraction(model, self.ffn_target_fraction) > 0:
-            short.append(f"ffn_target_fraction={self.ffn_target_fraction} of FFN neurons")
+        if self.head_counts is not None or self.ffn_counts is not None:
+            short = [f"{name} {counts} per layer" for name, counts, kept in (
+                ("head_counts", self.head_counts, kept_heads(model)),
+                ("ffn_counts", self.ffn_counts, kept_neurons(model)))
+                if counts is not None and [len(k) for k in kept] != counts]
+        else:
+            short = [f"target_fraction={self.target_fraction} of heads"] if groups_to_prune_for_fraction(
+                model, self.target_fraction) > 0 else []
+            if neurons_to_prune_for_fraction(model, self.ffn_target_fraction) > 0:
+                short.append(f"ffn_target_fraction={self.ffn_target_fraction} of FFN neurons")
         if short:
             logger.warning(
                 "Training ended before reaching %s pruned (%d steps were run; pruning steps: %s).",
                 " and ".join(short), state.global_step, self._prune_steps,
             )
+
+
+def _scheduled(original: int, final: Sequence[int], share: float, group: int) -> list[int]:
+    """Per layer, what it keeps after `share` of the schedule: `original - (original - final) * share`, rounded
+    to whole groups of `group` (never below `final`)."""
+    return [max(count, round((original - (original - count) * share) / group) * group) for count in final]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -60,6 +60,28 @@ def _least_important(importance: torch.Tensor, num_groups: int, group_size: int,
             f"{min_per_layer} {unit} per layer. Ask for fewer, or lower min_{unit}_per_layer."
         )
     return {layer: sorted(heads) for layer, heads in sorted(chosen.items())}
+
+
+def least_important_per_layer(importance: torch.Tensor, keep: Sequence[int], group_size: int = 1
+                              ) -> dict[int, list[int]]:
+    """The units to remove so that layer i keeps its `keep[i]` most important ones (heads, in whole key/value groups
+    of `group_size`, or FFN neurons), as {layer: [units]} in original numbering. `importance` is [num_layers,
+    units] (NaN marks units already gone); a layer that already has `keep[i]` or fewer loses nothing."""
+    num_layers, width = importance.shape
+    if len(keep) != num_layers:
+        raise ValueError(f"keep has {len(keep)} counts for a model of {num_layers} layers.")
+    chosen: dict[int, list[int]] = {}
+    for layer, count in enumerate(keep):
+        if count % group_size or not 0 <= count <= width:
+            raise ValueError(f"Layer {layer}: cannot keep {count} of {width} units in whole groups of {group_size}.")
+        scores = importance[layer].float().reshape(-1, group_size).sum(-1)
+        available = [g for g in range(scores.shape[0]) if not scores[g].isnan()]
+        extra = len(available) - count // group_size
+        if extra <= 0:
+            continue
+        weakest = sorted(available, key=lambda g: (scores[g].item(), g))[:extra]
+        chosen[layer] = sorted(u for g in weakest for u in range(g * group_size, (g + 1) * group_size))
+    return chosen
 
 
 def groups_to_prune_for_fraction(model: PreTrainedModel, fraction: float) -> int:

@@ -1,0 +1,201 @@
+"""How accurate a candidate shape is likely to end up: a cheap quality score from the teacher and the task data.
+
+The plan chooses among the shapes that meet the budget by this score, not by parameter count. For a candidate, the
+teacher is pruned one-shot to the candidate's shape, and the score is how far the pruned teacher's outputs move
+from the teacher's, forward only:
+
+* layers: chosen by measured drop-one-layer cost. Greedily, the layer whose removal changes the teacher's outputs
+  least goes first, then the next given the first, and so on (`QualityProbe.layer_order`); a candidate with k
+  layers keeps the k that survive longest. Evenly spaced layers ignore that some layers matter more than others
+  (the first and last usually matter most);
+* heads and FFN neurons of each kept layer: the most important by Taylor importance (`distilkit.pruning`) on
+  labelled training batches, the candidate's count per layer;
+* score: the mean KL(teacher ‖ pruned teacher) of the class distributions on held-out training rows (rows not used
+  for the importance). Lower is better; 0 is the teacher itself.
+
+Precision is not part of the score: a shape scores the same in float and in int8 (int8 predictions agree with
+float on 99%+ of real rows; benchmarks/results/quantization.md). The same pruning (`QualityProbe.prune_to`) gives
+the student its layers and, per layer, which heads and neurons the gradual pruning keeps when the plan is made.
+How well the score predicts the final distilled accuracy is measured in benchmarks/results/compress_sst2.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..architectures import get_architecture
+from ..pruning import compute_ffn_importance, compute_head_importance, prune_ffn, prune_heads
+from ..pruning.structural import head_group_size
+from .shape import ModelShape
+
+DEFAULT_SCORE_ROWS = 256
+DEFAULT_IMPORTANCE_ROWS = 128
+
+
+@dataclass
+class QualityProbe:
+    """What scoring needs, computed once per teacher and data: the held-out batches with the teacher's log-probs,
+    the per-layer head and neuron importance ([layers, heads], [layers, neurons]) and the greedy layer order."""
+
+    teacher: nn.Module
+    batches: list[dict]
+    teacher_log_probs: list[torch.Tensor]
+    head_importance: torch.Tensor
+    ffn_importance: torch.Tensor
+    removal_order: list[int]  # teacher layers, the first to remove first; the last one is never removed
+
+    @classmethod
+    def build(cls, teacher: nn.Module, dataset, collator, *, score_rows: int = DEFAULT_SCORE_ROWS,
+              importance_rows: int = DEFAULT_IMPORTANCE_ROWS, batch_size: int = 32, seed: int = 0,
+              progress: bool = False) -> QualityProbe:
+        """Importance on `importance_rows` labelled rows of `dataset`, the score on the next `score_rows` rows
+        (fewer when the data is small: then they overlap). The teacher is used as it is (eval mode, no grad)."""
+        if dataset is None or len(dataset) == 0:
+            raise ValueError("The quality score needs training rows: give the labelled train_dataset.")
+        if collator is None:
+            raise ValueError("The quality score collates training rows into batches: give data_collator (or a "
+                             "tokenizer, for padding).")
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+        importance_part = order[:min(importance_rows, len(order))]
+        score_part = order[len(importance_part):len(importance_part) + score_rows] or order[:score_rows]
+        keep = [c for c in dataset.column_names if c in _input_columns(teacher) | {"labels", "label"}]
+        data = dataset.select_columns(keep)
+        importance_loader = DataLoader(data.select(importance_part), batch_size=batch_size, collate_fn=collator)
+        score_loader = DataLoader(data.select(score_part), batch_size=batch_size, collate_fn=collator)
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            batches = [{k: v for k, v in b.items() if k not in ("labels", "label")} for b in score_loader]
+            teacher_log_probs = [_log_probs(teacher, b) for b in batches]
+            heads = compute_head_importance(teacher, importance_loader, "taylor")
+            neurons = compute_ffn_importance(teacher, importance_loader, "taylor")
+            probe = cls(teacher, batches, teacher_log_probs, heads, neurons, [])
+            probe.removal_order = probe._greedy_removal_order(progress)
+        finally:
+            teacher.train(was_training)
+        return probe
+
+    @property
+    def num_layers(self) -> int:
+        return self.head_importance.shape[0]
+
+    def keep_layers(self, count: int) -> list[int]:
+        """The `count` teacher layers a candidate with `count` layers keeps: those removed last, in order."""
+        if not 0 < count <= self.num_layers:
+            raise ValueError(f"Cannot keep {count} of the teacher's {self.num_layers} layers.")
+        return sorted(self.removal_order[self.num_layers - count:])
+
+    def prune_to(self, model: nn.Module, shape: ModelShape, keep_layers: Sequence[int]) -> None:
+        """Prune `model` (the teacher's kept layers, in place) to `shape`'s heads and neurons per layer, keeping
+        the most important ones of each layer (the teacher's importance of its layers `keep_layers`)."""
+        heads, neurons = self.kept_units(shape, keep_layers)
+        num_heads, width = self.head_importance.shape[1], self.ffn_importance.shape[1]
+        prune_heads(model, {i: sorted(set(range(num_heads)) - set(k)) for i, k in enumerate(heads)
+                            if len(k) < num_heads})
+        prune_ffn(model, {i: sorted(set(range(width)) - set(k)) for i, k in enumerate(neurons) if len(k) < width})
+
+    def kept_units(self, shape: ModelShape, keep_layers: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+        """Per kept layer, the heads and the FFN neurons `shape` keeps: the most important ones (whole key/value
+        groups for grouped-query attention)."""
+        if len(keep_layers) != shape.num_layers:
+            raise ValueError(f"{shape.key()} has {shape.num_layers} layers; keep_layers has {len(keep_layers)}.")
+        group = head_group_size(self.teacher.config)
+        heads = [_top(self.head_importance[layer], count, group) for layer, count in zip(keep_layers, shape.heads)]
+        neurons = [_top(self.ffn_importance[layer], count, 1) for layer, count in zip(keep_layers, shape.ffn)]
+        return heads, neurons
+
+    def score(self, shape: ModelShape) -> float:
+        """KL(teacher ‖ the teacher pruned one-shot to `shape`), mean over the held-out rows (precision aside)."""
+        keep = self.keep_layers(shape.num_layers)
+        model = pruned_copy(self.teacher, keep).eval()  # the teacher may be in training mode: no dropout here
+        self.prune_to(model, shape, keep)
+        return self._divergence(model)
+
+    # ---- internals ----
+
+    def _divergence(self, model: nn.Module) -> float:
+        total, rows = 0.0, 0
+        for batch, reference in zip(self.batches, self.teacher_log_probs):
+            log_probs = _log_probs(model, batch)
+            kl = torch.sum(reference.exp() * (reference - log_probs), dim=-1)
+            total += float(kl.sum())
+            rows += kl.shape[0]
+        return total / max(rows, 1)
+
+    def _greedy_removal_order(self, progress: bool) -> list[int]:
+        """Layers in the order a greedy search removes them: each time the one whose removal (given those already
+        removed) changes the teacher's outputs least. The last layer standing is listed last."""
+        from tqdm.auto import tqdm
+
+        kept = list(range(self.num_layers))
+        order = []
+        steps = tqdm(total=self.num_layers * (self.num_layers - 1) // 2, desc="ranking the teacher's layers",
+                     disable=not progress)
+        while len(kept) > 1:
+            costs = {}
+            for layer in kept:
+                with only_layers(self.teacher, [i for i in kept if i != layer]):
+                    costs[layer] = self._divergence(self.teacher)
+                steps.update()
+            cheapest = min(kept, key=lambda i: (costs[i], i))
+            order.append(cheapest)
+            kept.remove(cheapest)
+        steps.close()
+        return order + kept
+
+
+def pruned_copy(teacher: nn.Module, keep_layers: Sequence[int]) -> nn.Module:
+    """A copy of `teacher` with only the layers `keep_layers` (weights shared with nothing: safe to prune)."""
+    with only_layers(teacher, keep_layers):
+        return copy.deepcopy(teacher)
+
+
+@contextmanager
+def only_layers(model: nn.Module, keep_layers: Sequence[int]):
+    """Within the block, `model` runs with only the layers `keep_layers` (the layer list swapped in place; the
+    config's layer count and per-layer lists follow); put back afterwards."""
+    spec = get_architecture(model)
+    parent_path, _, name = spec.layers.rpartition(".")
+    parent = model.base_model.get_submodule(parent_path) if parent_path else model.base_model
+    layers = getattr(parent, name)
+    config = model.config
+    saved = (config.num_hidden_layers, getattr(config, "layer_types", None))
+    setattr(parent, name, nn.ModuleList([layers[i] for i in keep_layers]))
+    config.num_hidden_layers = len(keep_layers)
+    if isinstance(saved[1], list) and len(saved[1]) == len(layers):
+        config.layer_types = [saved[1][i] for i in keep_layers]
+    try:
+        yield model
+    finally:
+        setattr(parent, name, layers)
+        config.num_hidden_layers = saved[0]
+        if isinstance(saved[1], list):
+            config.layer_types = saved[1]
+
+
+def _top(importance: torch.Tensor, count: int, group: int) -> list[int]:
+    """The `count` most important units of one layer (whole groups of `group`), in increasing order."""
+    scores = importance.nan_to_num(nan=-math.inf).reshape(-1, group).sum(-1)
+    groups = sorted(torch.argsort(scores, descending=True)[:count // group].tolist())
+    return [g * group + i for g in groups for i in range(group)]
+
+
+def _input_columns(model: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+@torch.inference_mode()
+def _log_probs(model: nn.Module, batch: dict) -> torch.Tensor:
+    device = next(model.parameters()).device
+    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+    return torch.log_softmax(logits, dim=-1).cpu()
