@@ -741,20 +741,22 @@ def ort_runner(session, inputs: dict):
     return lambda: torch.from_numpy(session.run([output], feeds)[0])
 
 
-def interleaved_times(runners: dict, rounds: int, warmup: int = 2) -> dict[str, dict[str, list[float]]]:
+def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0) -> dict[str, dict[str, list[float]]]:
     """Every call of every runner ({name: call}) over `rounds` rounds, after `warmup` untimed rounds, as
     {name: {"wall_ms": [...], "cpu_ms": [...]}}: wall-clock milliseconds, and the process's CPU milliseconds (all
     threads, spin-waiting included; a second view that a busy machine inflates less). Each round runs every runner
-    once, in turn, and starts one runner further along than the round before, so a change in the machine's load
-    reaches every runner alike and none always runs after the same neighbour."""
+    once, in a new order drawn with `seed`, so a change in the machine's load reaches every runner alike and no
+    runner always follows the same neighbour (whose threads may still be winding down)."""
+    import random
+
     names = list(runners)
     for _ in range(warmup):
         for name in names:
             runners[name]()
+    order = random.Random(seed)
     times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
-    for r in range(rounds):
-        shift = r % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
             start, cpu_start = time.perf_counter(), time.process_time()
             runners[name]()
             times[name]["wall_ms"].append((time.perf_counter() - start) * 1000)
