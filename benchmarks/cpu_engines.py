@@ -27,9 +27,10 @@ ONNX Runtime's optimizer on it (optimize_model, model_type "bert"), ONNX Runtime
 of either, and to_onnx of the distilkit int8 model (its int8 Linear layers as ONNX integer ops).
 
 Timing (harness.interleaved_times): after --warmup untimed rounds, --rounds rounds; each round runs every engine once,
-in a new seeded random order. Per engine: median, min, the spread (p25-p75) of the rounds, the speed-up over torch fp32 (ratio of medians, and the p25-p75 of the per-round ratios), and the speed relative to
-ONNX Runtime's int8 (for distilkit int8: the ratio of its speed-up to ORT int8's). The largest logit difference to
-torch fp32 checks every engine computes the same model.
+in a new seeded random order. Per engine: median, min, the spread (p25-p75) of the rounds, the speed-up over torch
+fp32 (ratio of medians, and the p25-p75 of the per-round ratios), and the speed relative to ONNX Runtime's int8 (for
+distilkit int8: the ratio of its speed-up to ORT int8's). The largest logit difference to torch fp32 checks that
+every engine computes the same model.
 
 Goals (GOALS), as rows with met / not met: (1) on bert-base/b8/t2, distilkit int8 in PyTorch at >= 3.5x torch fp32
 and at >= 0.9x ORT int8's speed-up; (2) in every configuration, distilkit's int8 exported to ONNX Runtime at least
