@@ -12,7 +12,11 @@
     results     write_results (atomic), save_figure (atomic), load_previous, markdown_table, pct, gain_text,
                 portable_path / portable_args / portable_command (no machine's absolute path in a results file),
                 resolve_path
-    machine     machine_info (distilkit.measure's), lscpu_vnni, load_average
+    machine     machine_info (distilkit.measure's), lscpu_vnni, cpu_flags, engines_machine_info, load_average,
+                OthersCpu (how busy other processes kept the CPUs while a measurement ran)
+    engines     CPU inference engines side by side: random_bert, token_inputs, torch_runner, torch_ao_int8,
+                onnx_graph, ort_optimized_graph, ort_int8_graph, ort_session, ort_runner; interleaved_times and
+                latency_stats (median, min, p25-p75 of interleaved rounds)
 
 Scripts import it as `harness` (Python puts the running script's folder, benchmarks/, on sys.path). It imports
 torch, transformers and datasets only inside functions, so a script can set OMP_WAIT_POLICY before torch loads.
@@ -21,6 +25,7 @@ torch, transformers and datasets only inside functions, so a script can set OMP_
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -517,10 +522,77 @@ def lscpu_vnni() -> str:
     return " ".join(out.split())
 
 
+# The lscpu flags that decide int8 speed: VNNI (int8 dot products) and AMX (int8/bf16 tile products).
+INT8_CPU_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of INT8_CPU_FLAGS lscpu reports on this machine (all False when lscpu is missing)."""
+    try:
+        flags = set(subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout.split())
+    except (OSError, subprocess.SubprocessError):
+        flags = set()
+    return {flag: flag in flags for flag in INT8_CPU_FLAGS}
+
+
+def engines_machine_info() -> dict:
+    """machine_info, plus what decides the speed of CPU inference engines: the int8 flags (AMX included), the
+    CPUs this process may use, torch's quantized engine and distilkit's int8 kernel, the onnx and onnxruntime
+    versions, OMP_WAIT_POLICY, and the git commit measured."""
+    import torch
+
+    from distilkit.measure import software_versions
+
+    info = {**machine_info(), "flags": cpu_flags(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "quantized_engine": torch.backends.quantized.engine, **software_versions(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    for package in ("onnx", "onnxruntime"):
+        try:
+            info[package] = __import__(package).__version__
+        except ImportError:
+            info[package] = None
+    info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 check=False, cwd=ROOT).stdout.strip() or None
+    return info
+
+
 def load_average() -> float:
     """The 1-minute load average: other processes on the machine skew latency, so a timing records it before and
     after."""
     return round(os.getloadavg()[0], 2)
+
+
+class OthersCpu:
+    """How many CPUs other processes kept busy while a measurement ran: the machine's busy CPU time (/proc/stat)
+    minus this process's own (all its threads), over the wall-clock time. Unlike the load average it leaves out
+    the benchmark's own threads and does not lag a minute behind.
+
+        others = OthersCpu()
+        ...                       # the measurement
+        others.cpus()             # e.g. 0.05: quiet; 1.9: two other busy threads
+    None where /proc/stat is missing (not Linux)."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        except OSError:
+            return None
+        # cpu user nice system idle iowait irq softirq steal (guest time is inside user): all but idle and iowait
+        ticks = [int(v) for v in fields[1:9]]
+        busy = sum(ticks) - ticks[3] - ticks[4]
+        return busy / os.sysconf("SC_CLK_TCK"), time.process_time(), time.perf_counter()
+
+    def cpus(self) -> float | None:
+        end = self._snapshot()
+        if self.start is None or end is None or end[2] <= self.start[2]:
+            return None
+        machine, own, wall = (e - s for e, s in zip(end, self.start))
+        return round(max(0.0, (machine - own) / wall), 2)
 
 
 def add_distillation_arguments(parser, *, max_length: int) -> None:
@@ -537,3 +609,165 @@ def add_distillation_arguments(parser, *, max_length: int) -> None:
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=max_length)
+
+
+# ------------------------------------------------------------------------------------------------- engines
+# CPU inference engines side by side (int8_profile.py, cpu_engines.py): the same model in PyTorch (float, distilkit
+# int8, torch.ao int8) and in ONNX Runtime (float, its own int8, with or without its transformer graph optimizer),
+# timed in interleaved rounds.
+
+def random_bert(hidden: int = 768, layers: int = 12, heads: int = 12, ffn: int = 3072, vocab: int = 30522,
+                labels: int = 2, seed: int = 0):
+    """A randomly initialised BertForSequenceClassification (defaults: bert-base), in eval mode. Random weights
+    time like trained ones."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=ffn, vocab_size=vocab, num_labels=labels)
+    return BertForSequenceClassification(config).eval()
+
+
+def token_inputs(vocab: int, batch: int, seq: int, seed: int = 0) -> dict:
+    """Random token ids (above the 5 special ids), no padding, one token type: input_ids, attention_mask,
+    token_type_ids of (batch, seq)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(5, vocab, (batch, seq), generator=generator),
+            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+            "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+
+
+def torch_runner(model, inputs: dict):
+    """A call that runs `model` on those of `inputs` its forward takes (inference mode) and returns the logits."""
+    import inspect
+
+    import torch
+
+    accepted = inspect.signature(model.forward).parameters
+    feeds = {name: value for name, value in inputs.items() if name in accepted}
+
+    def run():
+        with torch.inference_mode():
+            return model(**feeds).logits
+
+    return run
+
+
+def torch_ao_int8(model):
+    """torch.ao's dynamic int8 (fbgemm) of a copy of `model`: every nn.Linear, per-tensor int8 weights."""
+    import copy
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated; it is here to be compared with
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def onnx_graph(model, folder: str | os.PathLike) -> Path:
+    """`model` exported with distilkit.export.to_onnx into `folder` (checked against PyTorch there; distilkit int8
+    layers as ONNX integer ops); returns the graph's path."""
+    from distilkit.export import to_onnx
+
+    return Path(to_onnx(model, folder)) / "model.onnx"
+
+
+def ort_optimized_graph(source: str | os.PathLike, target: str | os.PathLike, num_heads: int,
+                        hidden_size: int) -> dict:
+    """ONNX Runtime's transformer graph optimizer (onnxruntime.transformers.optimizer.optimize_model, BERT
+    patterns: fused attention, embedding and skip layer norms, GELU) on `source`, written to `target`. Returns how
+    many of each fused operator it made (what a reader needs to know it fused anything)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+    optimized.save_model_to_file(str(target))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+class _QuietPreprocessingHint(logging.Filter):
+    # quantize_dynamic logs "Please consider to run pre-processing before quantization" on the root logger for
+    # every model; the hint is about static quantization and says nothing here.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def ort_int8_graph(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """ONNX Runtime's own dynamic int8 (onnxruntime.quantization.quantize_dynamic, QInt8 weights) of `source`,
+    written to `target`. DefaultTensorType FLOAT: the types of the optimizer's fused ops are not inferred, and
+    quantize_dynamic stops without it; a plain export needs no default and is quantized the same with it."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hint = _QuietPreprocessingHint()
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.getLogger().removeFilter(hint)
+    return Path(target)
+
+
+def ort_session(path: str | os.PathLike, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session on `threads` intra-op threads, one inter-op thread, sequential execution (as
+    PyTorch runs a forward); ONNX Runtime's profiler on when `profile_prefix` is given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session, inputs: dict):
+    """A call that runs `session` on those of `inputs` (torch tensors) the graph takes and returns its first output
+    (the logits) as a torch tensor."""
+    import torch
+
+    names = [i.name for i in session.get_inputs()]
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise ValueError(f"The graph takes {missing}, which the inputs ({sorted(inputs)}) do not hold.")
+    feeds = {name: inputs[name].numpy() for name in names}
+    output = session.get_outputs()[0].name
+    return lambda: torch.from_numpy(session.run([output], feeds)[0])
+
+
+def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Every call of every runner ({name: call}) over `rounds` rounds, after `warmup` untimed rounds, as
+    {name: {"wall_ms": [...], "cpu_ms": [...]}}: wall-clock milliseconds, and the process's CPU milliseconds (all
+    threads, spin-waiting included; a second view that a busy machine inflates less). Each round runs every runner
+    once, in a new order drawn with `seed`, so a change in the machine's load reaches every runner alike and no
+    runner always follows the same neighbour (whose threads may still be winding down)."""
+    import random
+
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    order = random.Random(seed)
+    times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            runners[name]()
+            times[name]["wall_ms"].append((time.perf_counter() - start) * 1000)
+            times[name]["cpu_ms"].append((time.process_time() - cpu_start) * 1000)
+    return times
+
+
+def latency_stats(times: list[float]) -> dict:
+    """Median, min and the spread (25th and 75th percentiles, inclusive method) of one runner's round times (ms),
+    and how many rounds there were."""
+    if not times:
+        raise ValueError("No times: run at least one round.")
+    p25, _, p75 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return {"median": statistics.median(times), "min": min(times), "p25": p25, "p75": p75, "rounds": len(times)}

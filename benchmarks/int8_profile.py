@@ -4,11 +4,15 @@
 
 A random bert-base-sized BertForSequenceClassification (2 labels), batch 8, sequence 128, random tokens, 2 threads
 (torch.set_num_threads / ORT intra_op_num_threads). End-to-end latency: every engine runs once per round, engines
-alternating, after warm-up; the median over rounds is reported with the min, and the process CPU time (all
-threads, spin-waiting included) as a second view that a busy machine inflates less than wall time. Per-op times come from
-torch.profiler (torch fp32 and distilkit int8) and ONNX Runtime's own profiler (ORT int8, per node type).
-Machine (CPU model, VNNI/AMX flags), versions and the load average before and after are recorded with the
+alternating (harness.interleaved_times), after warm-up; the median over rounds is reported with the min, and the
+process CPU time (all threads, spin-waiting included) as a second view that a busy machine inflates less than wall
+time. Per-op times come from torch.profiler (torch fp32 and distilkit int8) and ONNX Runtime's own profiler (ORT
+int8, per node type). ONNX Runtime runs the float graph distilkit.export.to_onnx writes, and its own quantize_dynamic
+of it. Machine (CPU model, VNNI/AMX flags), versions and the load average before and after are recorded with the
 figures: on a shared machine, figures taken under load are indicative only.
+
+The grid of sizes, batches and thread counts, with ONNX Runtime's graph optimizer and distilkit's int8 export, is
+benchmarks/cpu_engines.py's job; this script profiles one configuration.
 """
 
 from __future__ import annotations
@@ -16,23 +20,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import harness
 import torch
 import transformers
-from transformers import BertConfig, BertForSequenceClassification
 
-import distilkit
 from distilkit.quantization import quantize_int8
 from distilkit.quantization.model import group_shared_inputs
 
@@ -45,101 +43,9 @@ ENGINES = {
     "distilkit int8": "distilkit.quantization.quantize_int8, as it runs by default",
     "distilkit int8:fbgemm:separate": "distilkit int8 as it ran before oneDNN and fused q/k/v",
     "torch.ao int8": "torch.ao.quantization.quantize_dynamic (fbgemm)",
-    "ort fp32": "ONNX Runtime, the exported float model",
+    "ort fp32": "ONNX Runtime, the float model exported by distilkit.export.to_onnx",
     "ort int8": "ONNX Runtime after onnxruntime.quantization.quantize_dynamic (QInt8 weights)",
 }
-
-
-def load_average() -> list[float]:
-    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def machine_info() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "")
-    flags = set(lscpu.split())
-    import onnxruntime
-
-    return {
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "flags": {f: f in flags for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")},
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__,
-        "distilkit": getattr(distilkit, "__version__", "?"),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=False, cwd=Path(__file__).parent).stdout.strip(),
-        "quantized_engine": torch.backends.quantized.engine,
-    }
-
-
-def bert_base() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(num_labels=2)  # bert-base: 12 layers, hidden 768, 12 heads, FFN 3072, vocab 30522
-    return BertForSequenceClassification(config).eval()
-
-
-def random_inputs(vocab: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "input_ids": torch.randint(5, vocab, (BATCH, SEQ), generator=g),
-        "attention_mask": torch.ones(BATCH, SEQ, dtype=torch.long),
-        "token_type_ids": torch.zeros(BATCH, SEQ, dtype=torch.long),
-    }
-
-
-# ------------------------------------------------------------------------------------------------------ engines
-
-
-def torch_runner(model, inputs):
-    def run():
-        with torch.inference_mode():
-            return model(**inputs).logits
-
-    return run
-
-
-def torch_ao_int8(model):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def onnx_models(model, inputs, folder: Path) -> dict[str, Path]:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
-
-    fp32 = folder / "bert.onnx"
-    names = list(inputs)
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, tuple(inputs[n] for n in names), str(fp32), input_names=names,
-                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    onnx.checker.check_model(str(fp32))
-    int8 = folder / "bert.int8.onnx"
-    ort_quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return {"ort fp32": fp32, "ort int8": int8}
-
-
-def ort_session(path: Path, profile_prefix: str | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def ort_runner(session, inputs):
-    feeds = {k: v.numpy() for k, v in inputs.items()}
-    return lambda: torch.from_numpy(session.run(["logits"], feeds)[0])
 
 
 # ----------------------------------------------------------------------------------------------------- profiles
@@ -163,8 +69,8 @@ def torch_profile(run, steps: int, top: int) -> list[dict]:
 
 def ort_profile(path: Path, inputs, steps: int, top: int, folder: Path) -> list[dict]:
     """Time per ONNX node type per run (ms), largest first, from ONNX Runtime's profiler."""
-    session = ort_session(path, profile_prefix=str(folder / "ort_profile"))
-    run = ort_runner(session, inputs)
+    session = harness.ort_session(path, THREADS, profile_prefix=str(folder / "ort_profile"))
+    run = harness.ort_runner(session, inputs)
     run()
     for _ in range(steps):
         run()
@@ -202,35 +108,37 @@ def main() -> None:
 
     torch.set_num_threads(THREADS)
     transformers.logging.set_verbosity_error()
-    result = {"command": shlex.join(["python", "benchmarks/int8_profile.py", *sys.argv[1:]]), "setup": {"model": "random bert-base BertForSequenceClassification, 2 labels", "batch": BATCH,
+    result = {"command": harness.portable_command("int8_profile.py", sys.argv[1:]),
+              "setup": {"model": "random bert-base BertForSequenceClassification, 2 labels", "batch": BATCH,
                         "seq": SEQ, "threads": THREADS, "rounds": args.rounds, "warmup": args.warmup},
-              "machine": machine_info(), "load_before": load_average()}
+              "machine": harness.engines_machine_info(), "load_before": harness.load_average()}
 
-    fp32 = bert_base()
-    inputs = random_inputs(fp32.config.vocab_size)
-    runners, build_s = {}, {}
+    fp32 = harness.random_bert()
+    inputs = harness.token_inputs(fp32.config.vocab_size, BATCH, SEQ)
+    runners, build_s, paths = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in wanted:
             start = time.perf_counter()
             if name == "torch fp32":
-                runners[name] = torch_runner(fp32, inputs)
+                runners[name] = harness.torch_runner(fp32, inputs)
             elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate]", see --engines
                 _, *options = name.split(":")
                 kernel = next((o for o in options if o != "separate"), "auto")
                 int8 = quantize_int8(copy.deepcopy(fp32), kernel=kernel)
                 group_shared_inputs(int8, enabled="separate" not in options)
-                runners[name] = torch_runner(int8, inputs)
+                runners[name] = harness.torch_runner(int8, inputs)
             elif name == "torch.ao int8":
-                runners[name] = torch_runner(torch_ao_int8(fp32), inputs)
-            elif name.startswith("ort "):
-                if "onnx" not in build_s:
-                    paths = onnx_models(fp32, inputs, tmp)
+                runners[name] = harness.torch_runner(harness.torch_ao_int8(fp32), inputs)
+            elif name in ("ort fp32", "ort int8"):
+                if not paths:
+                    paths["ort fp32"] = harness.onnx_graph(fp32, tmp / "fp32")
+                    paths["ort int8"] = harness.ort_int8_graph(paths["ort fp32"], tmp / "int8.onnx")
                     build_s["onnx"] = round(time.perf_counter() - start, 1)
                     start = time.perf_counter()
-                runners[name] = ort_runner(ort_session(paths[name]), inputs)
+                runners[name] = harness.ort_runner(harness.ort_session(paths[name], THREADS), inputs)
             else:
-                raise SystemExit(f"unknown engine {name!r}")
+                raise SystemExit(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
             runners[name]()  # first call: builds packed weights and the like
             build_s[name] = round(time.perf_counter() - start, 1)
         result["build_s"] = build_s
@@ -239,28 +147,19 @@ def main() -> None:
         if reference is not None:
             result["max_logit_diff_vs_fp32"] = {n: float((r() - reference).abs().max()) for n, r in runners.items()}
 
-        for _ in range(args.warmup):
-            for run in runners.values():
-                run()
-        times = {name: [] for name in runners}
-        cpu_times = {name: [] for name in runners}
-        for _ in range(args.rounds):
-            for name, run in runners.items():
-                start, cpu_start = time.perf_counter(), time.process_time()
-                run()
-                times[name].append((time.perf_counter() - start) * 1000)
-                cpu_times[name].append((time.process_time() - cpu_start) * 1000)
-        result["load_after_latency"] = load_average()
-        base = statistics.median(times["torch fp32"]) if "torch fp32" in times else None
+        times = harness.interleaved_times(runners, args.rounds, args.warmup)
+        result["load_after_latency"] = harness.load_average()
+        base = statistics.median(times["torch fp32"]["wall_ms"]) if "torch fp32" in times else None
         result["latency_ms"] = {
-            name: {"median": statistics.median(t), "min": min(t), "all": [round(v, 1) for v in t],
-                   "speedup_vs_fp32": base / statistics.median(t) if base else None,
-                   "cpu_median": statistics.median(cpu_times[name])}
+            name: {"median": statistics.median(t["wall_ms"]), "min": min(t["wall_ms"]),
+                   "all": [round(v, 1) for v in t["wall_ms"]],
+                   "speedup_vs_fp32": base / statistics.median(t["wall_ms"]) if base else None,
+                   "cpu_median": statistics.median(t["cpu_ms"])}
             for name, t in times.items()
         }
         if "ort int8" in times and "distilkit int8" in times:
             result["distilkit_int8_vs_ort_int8_speed"] = (
-                statistics.median(times["ort int8"]) / statistics.median(times["distilkit int8"]))
+                statistics.median(times["ort int8"]["wall_ms"]) / statistics.median(times["distilkit int8"]["wall_ms"]))
 
         if args.profile_steps:
             result["profiles"] = {}
@@ -270,11 +169,10 @@ def main() -> None:
             if "ort int8" in runners:
                 result["profiles"]["ort int8 (by node type)"] = ort_profile(
                     paths["ort int8"], inputs, args.profile_steps, args.top, tmp)
-    result["load_after"] = load_average()
+    result["load_after"] = harness.load_average()
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result, args))
+    harness.write_results(args.out.parent, {args.out.name: json.dumps(result, indent=1) + "\n",
+                                            args.out.with_suffix(".md").name: markdown(result, args)})
     print(args.out.with_suffix(".md").read_text())
 
 
@@ -284,11 +182,11 @@ def markdown(result: dict, args) -> str:
     lines = [
         "# int8 engines on bert-base (random weights)", "",
         f"Command: `{result['command']}`", "",
-        f"Machine: {m['cpu_model']}, {m['cpus']} CPUs ({flags}); torch {m['torch']}, onnxruntime "
+        f"Machine: {m.get('cpu_model', '?')}, {m['cpu_count']} CPUs ({flags}); torch {m['torch']}, onnxruntime "
         f"{m['onnxruntime']}, transformers {m['transformers']}; git {m['git']}.",
         f"Setup: batch {BATCH}, sequence {SEQ}, {THREADS} threads, random tokens; {args.rounds} rounds after "
         f"{args.warmup} warm-up rounds, engines alternating within each round.",
-        f"Load average (1, 5, 15 min): {result['load_before']} before, {result['load_after']} after "
+        f"Load average (1 min): {result['load_before']} before, {result['load_after']} after "
         "(figures taken under load are indicative only).", "",
         "| engine | median ms | min ms | speed-up vs torch fp32 (median) | CPU ms (median) | max logit diff vs fp32 |",
         "|---|---|---|---|---|---|",
