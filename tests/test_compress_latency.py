@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
+from helpers.fake_timing import timing_by
 from helpers.tiny_models import tiny_config
 
 from distilkit import measure
@@ -41,15 +42,15 @@ def fake_latency(shape: ModelShape) -> float:
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Replaces the interleaved measurement by `fake_latency` of each twin's shape; records every call."""
+    """Times each twin as `fake_latency` of its shape on a fake clock (helpers.fake_timing); records every call."""
     calls = []
 
-    def fake(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+    def fake(models, *args, **kwargs):
         calls.append([ModelShape.of(model) for model in models.values()])
-        return {name: {"median": fake_latency(ModelShape.of(model)), "min": 0.9 * fake_latency(ModelShape.of(model))}
-                for name, model in models.items()}
+        return timing(models, *args, **kwargs)
 
-    monkeypatch.setattr(measure, "interleaved_latency_ms", fake)
+    timing = timing_by(lambda model: fake_latency(ModelShape.of(model)))
+    monkeypatch.setattr(measure, "interleaved_timing", fake)
     return calls
 
 
@@ -139,7 +140,7 @@ def test_measurements_are_cached_and_not_measured_again(tmp_path, measured):
     assert again == first and measured == []
 
     stored = json.loads((tmp_path / "latency.json").read_text())
-    assert stored["format"] == 1 and len(stored["measurements"]) == len(shapes)
+    assert stored["format"] == 2 and len(stored["measurements"]) == len(shapes)
 
 
 def test_a_new_shape_alone_is_measured(tmp_path, measured):

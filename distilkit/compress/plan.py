@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from transformers import PretrainedConfig
 
@@ -31,7 +31,7 @@ from ..measure import count_parameters
 from ..student import every_kth_layer
 from .grid import PRECISIONS, candidate_shapes
 from .latency_model import LatencyModel
-from .measurements import Measurement, MeasurementCache, measure_shapes
+from .measurements import Measurement, MeasurementCache, busy_note, measure_shapes
 from .target import MachineSettings
 from .shape import ModelShape
 from .target import CompressArguments, Target
@@ -68,7 +68,8 @@ class Candidate:
 class Plan:
     """What `compress` will make and why. `teacher`: the teacher's layers, heads and FFN width per layer, and model
     type; `candidates`: every shape considered, the teacher's first; `chosen`: the key of the chosen one;
-    `inputs`: what the stages are made from besides the plan (teacher weights, data, training settings)."""
+    `inputs`: what the stages are made from besides the plan (teacher weights, data, training settings);
+    `busy`: why the candidates' latencies were timed on a busy machine (`measurements.busy_note`), None if quiet."""
 
     target: Target
     machine: MachineSettings | None
@@ -77,6 +78,7 @@ class Plan:
     chosen: str
     reason: str
     inputs: dict = field(default_factory=dict)
+    busy: str | None = None
 
     @property
     def teacher_candidate(self) -> Candidate:
@@ -123,7 +125,7 @@ class Plan:
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                 "chosen": self.chosen, "keep_layers": self.keep_layers,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
-                "reason": self.reason, "fingerprint": self.fingerprint(), "inputs": self.inputs,
+                "reason": self.reason, "busy": self.busy, "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
@@ -133,7 +135,7 @@ class Plan:
         target = Target(data["target"]["name"], data["target"]["value"], data["target"]["margin"])
         machine = None if data["machine"] is None else MachineSettings(**data["machine"])
         return cls(target, machine, data["teacher"], tuple(Candidate.from_dict(c) for c in data["candidates"]),
-                   data["chosen"], data["reason"], data.get("inputs", {}))
+                   data["chosen"], data["reason"], data.get("inputs", {}), data.get("busy"))
 
     def to_markdown(self) -> str:
         """plan.md: the target, the choice and its reason, and a table of every candidate."""
@@ -142,9 +144,12 @@ class Plan:
         lines = [f"# Compression plan: {self.target}", "",
                  f"Chosen: **{self.chosen}**, keeping layers {', '.join(map(str, self.keep_layers))} of the teacher's "
                  f"{self.teacher['layers']}. {self.reason}", ""]
+        if self.busy:
+            lines += [f"**Measured on a busy machine:** {self.busy}", ""]
         if self.machine is not None:
             m = self.machine
-            lines += [f"Latency: median ms of one forward pass of a random-weight twin, batch {m.batch_size} × "
+            lines += [f"Latency: ms of one forward pass of a random-weight twin (20th percentile of interleaved "
+                      f"rounds), batch {m.batch_size} × "
                       f"{m.seq_len} tokens, {m.threads} thread(s), relative to the teacher's twin measured in the "
                       "same group. Predicted (in-sample): the latency model fitted on these same measurements. "
                       "Speedup and budget use the larger of the two (the teacher's latency is its measurement).", ""]
@@ -202,7 +207,8 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     if machine is not None:
         machine.check_fits(config)
     shapes = plan_shapes(config, args)
-    latencies = _measure(config, shapes, machine, args, progress) if target.is_latency else [None] * len(shapes)
+    latencies, busy = _measure(config, shapes, machine, args, progress) if target.is_latency else (
+        [None] * len(shapes), None)
     predictions = _predictions(shapes, latencies)
     capacity: dict[ModelShape, int] = {}
     candidates = []
@@ -211,7 +217,7 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
         if as_float not in capacity:
             capacity[as_float] = count_parameters(random_twin(config, as_float, device="meta"))
         candidates.append(Candidate(shape, size_bytes(config, shape) / 1e6, capacity[as_float], latency, predicted))
-    return _choose(target, machine, teacher, candidates)
+    return replace(_choose(target, machine, teacher, candidates), busy=busy)
 
 
 def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[ModelShape]:
@@ -233,21 +239,23 @@ def saved_plan_matches(saved: Plan, config: PretrainedConfig, args: CompressArgu
 
 
 def _measure(config, shapes: Sequence[ModelShape], machine: MachineSettings, args: CompressArguments,
-             progress: bool) -> list[float]:
-    """Median latencies of the shapes' twins, measured a group at a time with a progress bar (cached ones are
-    read from the cache). Each group is measured with the teacher's twin (`shapes[0]`); a latency is the ratio
-    to the teacher measured in its group times the teacher's own latency."""
+             progress: bool) -> tuple[list[float], str | None]:
+    """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, measured a group at a time with a
+    progress bar (cached ones are read from the cache), and `busy_note` of them. Each group is measured with the
+    teacher's twin (`shapes[0]`); a latency is the ratio to the teacher measured in its group times the teacher's
+    own latency."""
     from tqdm.auto import tqdm
 
     cache = MeasurementCache(args.cache_path)
     groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
-    ratios = []
+    ratios, measurements = [], []
     for group in tqdm(groups, desc=f"measuring {len(shapes)} candidate twins", unit="group", disable=not progress):
         measured = measure_shapes(config, group, machine, cache, rounds=args.latency_rounds,
                                   twins_at_once=MEASURE_GROUP, reference=shapes[0])
-        ratios += [(m.median_ms / m.reference_ms, m.median_ms) for m in measured]
+        ratios += [(m.latency_ms / m.reference_ms, m.latency_ms) for m in measured]
+        measurements += measured
     teacher_ms = ratios[0][1]  # the teacher is shapes[0]: its own latency, measured in the first group
-    return [ratio * teacher_ms for ratio, _ in ratios]
+    return [ratio * teacher_ms for ratio, _ in ratios], busy_note(measurements)
 
 
 def _predictions(shapes: Sequence[ModelShape], latencies: Sequence[float | None]) -> list[float | None]:
