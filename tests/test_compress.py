@@ -11,6 +11,7 @@ import torch
 import transformers as tf
 import yaml
 from helpers.cli_fixtures import tiny_recipe
+from helpers.fake_timing import REAL_INTERLEAVED_TIMING, timing_by
 from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
 
 import distilkit
@@ -39,18 +40,17 @@ def fake_ms(shape: ModelShape) -> float:
     return 1 + layers * (0.5 if shape.int8 else 1)
 
 
+def shape_ms(model) -> float:
+    return fake_ms(ModelShape.of(model))
+
+
 @pytest.fixture(autouse=True)
 def fake_latency(monkeypatch):
-    """Every latency measurement (candidate twins and the final comparison) reads the models' shapes instead of a
-    clock; returns the list of measuring calls."""
+    """Every latency measurement (candidate twins and the final comparison) runs on a fake clock (helpers.
+    fake_timing) where a model costs `fake_ms` of its shape, on a quiet machine; returns the list of measuring calls
+    (each a {name: model} dict)."""
     calls = []
-
-    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2, progress=False):
-        calls.append(sorted(models))
-        return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
-
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", interleaved)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, calls=calls))
     return calls
 
 
@@ -222,14 +222,11 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
 
 
 
-REAL_INTERLEAVED_LATENCY = distilkit.measure.interleaved_latency_ms  # before the autouse fixture replaces it
-
-
 @pytest.mark.parametrize("progress", [False, True])
 def test_progress_false_shows_no_bar_and_true_times_the_stages_with_one(tmp_path, monkeypatch, capsys, progress):
     """The long steps outside the Trainer (its bars follow disable_tqdm): the teacher-output cache pass (which
     follows disable_tqdm too) and the final latency measurement over the teacher and every stage."""
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", REAL_INTERLEAVED_LATENCY)  # tiny models: fast
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", REAL_INTERLEAVED_TIMING)  # tiny models: fast
     result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.03), tmp_path / "out", progress=progress,
                           training_args=training(tmp_path, teacher_cache_dir=str(tmp_path / "cache"),
                                                  disable_tqdm=not progress))
@@ -334,7 +331,7 @@ def test_resume_reuses_the_plan_and_is_refused_for_other_teacher_weights_data_or
 
 def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_path, fake_latency, monkeypatch):
     timed = {}
-    measuring = distilkit.measure.interleaved_latency_ms
+    measuring = distilkit.measure.interleaved_timing
 
     def recorded(models, *args, **kwargs):
         teacher = models.get("teacher")
@@ -344,7 +341,7 @@ def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_pat
                          attention=teacher.config._attn_implementation)
         return measuring(models, *args, **kwargs)
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", recorded)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", recorded)
     out = tmp_path / "out"
     result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out,
                           training_args=training(tmp_path, attention_weight=1.0, teacher_dtype="bfloat16"))
@@ -382,13 +379,10 @@ def test_an_already_compressed_teacher_is_refused(tmp_path, trainer_runs):
 def test_speedups_are_ratios_to_the_teacher_measured_in_the_same_group(tmp_path, monkeypatch):
     calls = []
 
-    def drifting(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
-        calls.append(sorted(models))
-        load = len(calls)  # the machine gets slower with every group
-        return {name: {"median": load * fake_ms(ModelShape.of(m)), "min": load * fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
+    def drifting(model) -> float:
+        return len(calls) * fake_ms(ModelShape.of(model))  # the machine gets slower with every group
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", drifting)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(drifting, calls=calls))
     plan = make_plan(tiny_config("bert", layers=4, num_labels=2), arguments(tmp_path, target_speedup=3.0), MACHINE,
                      False)
     assert len(calls) > 1
@@ -414,11 +408,10 @@ def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypat
     # The biggest candidate over budget, measured twice as fast as it is.
     lucky = max((c for c in honest.candidates[1:] if honest.cost(c) > budget), key=lambda c: c.parameters).shape
 
-    def noisy(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
-        return {name: {"median": fake_ms(ModelShape.of(m)) / (2 if ModelShape.of(m) == lucky else 1),
-                       "min": 0.0} for name, m in models.items()}
+    def noisy(model) -> float:
+        return fake_ms(ModelShape.of(model)) / (2 if ModelShape.of(model) == lucky else 1)
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", noisy)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(noisy))
     plan = plan_with("noisy.json")
     candidate = next(c for c in plan.candidates if c.shape == lucky)
     assert candidate.latency_ms <= budget < candidate.predicted_ms  # fast on the clock, slow in the model
