@@ -4,6 +4,7 @@ stage with the planned shape and resumes after a kill, and the CLI runs end to e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -467,3 +468,154 @@ def test_cli_machine_settings_given_as_flags_with_default_values_count(tmp_path)
     parsed = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path), *flags])
     assert compress_machine_settings(parsed) == MachineSettings(batch_size=8, seq_len=128, threads=2)
     assert parsed.values["evaluation"] == {"latency_batch_size": 8, "latency_seq_len": 128, "latency_threads": 2}
+
+
+# ---- a busy machine: plans that hold, verdicts that say when they cannot be trusted, measure_only ----
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The pauses before a busy group of twins is timed again, recorded instead of slept."""
+    from distilkit.compress import measurements
+
+    paused = []
+    monkeypatch.setattr(measurements, "wait", paused.append)
+    return paused
+
+
+def busy_when(monkeypatch, final: bool, twins: bool = False, other_cores: float = 1.5):
+    """Time on the fake clock, with other processes holding `other_cores` cores during the final measurement (the
+    one with the teacher) when `final`, and while twins are timed when `twins`."""
+    quiet, busy = timing_by(shape_ms), timing_by(shape_ms, other_cores=other_cores)
+
+    def timing(models, *args, **kwargs):
+        loaded = final if "teacher" in models else twins
+        return (busy if loaded else quiet)(models, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
+
+
+def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypatch, waits):
+    """Load spikes in 6 of every 10 rounds, slowing a twin more the larger it is (1.3x to 1.8x): the plan, made on
+    the rounds' 20th percentile, is the quiet one, and says it was made on a busy machine; made on medians it would
+    have chosen a bigger shape than the target allows."""
+    from helpers.fake_timing import spiky
+
+    from distilkit.measure import LatencyStats
+
+    config = tiny_config("bert", layers=4, num_labels=2)
+    teacher_ms = fake_ms(ModelShape((4,) * 4, (64,) * 4))
+
+    def plan_in(folder: str) -> Plan:
+        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
+
+    quiet = plan_in("quiet")
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, load=spiky(large_ms=teacher_ms)))
+    loaded = plan_in("spikes")
+    assert loaded.chosen == quiet.chosen
+    assert quiet.busy is None and waits and quiet.busy != loaded.busy
+    assert loaded.busy.startswith(f"{len(loaded.candidates)} of {len(loaded.candidates)} twins were timed on a busy")
+    assert len(waits) == 2 * -(-len(loaded.candidates) // 4)  # two pauses per group of 4 twins (3 tries each)
+    assert json.loads(json.dumps(loaded.to_dict()))["busy"] == loaded.busy
+    assert Plan.from_dict(loaded.to_dict()).busy == loaded.busy and "Measured on a busy machine" in loaded.to_markdown()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LatencyStats, "estimate", property(lambda stats: stats.median))
+        on_medians = plan_in("medians")
+    assert on_medians.chosen != quiet.chosen
+
+
+def test_verdicts():
+    from distilkit.compress import Target
+
+    speedup, size = Target("target_speedup", 3.0), Target("target_size_mb", 5.0)
+    assert speedup.verdict(10.0, 40.0, busy=False) == "met" and speedup.verdict(20.0, 40.0, busy=False) == "missed"
+    assert speedup.verdict(10.0, 40.0, busy=True) == speedup.verdict(20.0, 40.0, busy=True) == "unreliable"
+    assert size.verdict(4.0, None, busy=True) == "met"  # a size does not depend on load
+
+
+def test_a_final_measurement_on_a_busy_machine_is_unreliable_never_met(tmp_path, monkeypatch, trainer_runs):
+    from distilkit.compress.results import PYTHON_REMEASURE
+
+    busy_when(monkeypatch, final=True)
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out)
+    assert result.achieved >= 3.0  # the figures alone would say met
+    assert result.verdict == "unreliable" and result.target_met is False
+    assert "unreliable, measured on a busy machine" in result.summary() and "--measure_only true" in result.summary()
+    saved = json.loads((out / "results.json").read_text())
+    assert (saved["verdict"], saved["target_met"], saved["remeasure"]) == ("unreliable", False, PYTHON_REMEASURE)
+    assert saved["measurement"]["busy"] and saved["measurement"]["load"]["other_cores"] == pytest.approx(1.5)
+    assert saved["measurement"]["models"]["teacher"]["estimate"] == result.stages[0].latency_ms
+    final = saved["stages"][-1]
+    assert final["latency_ms"] == final["median_ms"] and final["spread"] == 0  # the fake clock does not jitter
+    md = (out / "results.md").read_text()
+    assert "## The machine was busy: this measurement is unreliable" in md
+    assert "other processes used 1.50 of the" in md and "measure_only=True" in md
+    assert "| unreliable |" in md and "yes |" not in md
+    assert "unreliable" in (out / result.final.stage / "README.md").read_text()
+
+    # On quiet cores, measure_only measures the same folder again: met, and nothing trained again.
+    busy_when(monkeypatch, final=False)
+    again = run_compress(tmp_path, dataclasses.replace(arguments(tmp_path, target_speedup=3.0), measure_only=True),
+                         out)
+    assert again.verdict == "met" and again.target_met and len(trainer_runs) == 1
+    saved = json.loads((out / "results.json").read_text())
+    assert (saved["verdict"], saved["target_met"], saved["remeasure"]) == ("met", True, None)
+    assert "The machine was busy" not in (out / "results.md").read_text()
+
+
+def test_a_size_target_keeps_its_verdict_on_a_busy_machine(tmp_path, monkeypatch):
+    busy_when(monkeypatch, final=True)
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.05), out)
+    assert result.verdict == "met" and result.target_met
+    assert "The verdict stands (a size does not depend on load)" in (out / "results.md").read_text()
+
+
+def folder_state(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")}
+
+
+def test_measure_only_refuses_a_folder_with_unfinished_stages_before_writing(tmp_path, monkeypatch, trainer_runs):
+    args = arguments(tmp_path, target_speedup=3.0)
+    measure_only = dataclasses.replace(args, measure_only=True)
+    empty = tmp_path / "empty"
+    with pytest.raises(ValueError, match="has no plan.json: run the same command without measure_only first"):
+        run_compress(tmp_path, measure_only, empty)
+    assert not empty.exists()
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt  # the run is killed while quantizing: student/ is complete, int8/ is not
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(distilkit.quantization, "quantize_int8", killed)
+        run_compress(tmp_path, args, out)
+    before, runs = folder_state(out), len(trainer_runs)
+    with pytest.raises(ValueError, match=r"has 1 of its 2 stages unfinished: int8/\. Run the same command without"):
+        run_compress(tmp_path, measure_only, out)
+    assert folder_state(out) == before and len(trainer_runs) == runs == 1
+    with pytest.raises(ValueError, match="plan.json in .* was made for another target"):
+        run_compress(tmp_path, dataclasses.replace(measure_only, target_speedup=2.5), out)
+    assert folder_state(out) == before
+
+
+def test_cli_says_how_to_measure_again_and_measure_only_does_it(tmp_path, monkeypatch, capsys, trainer_runs):
+    import shlex
+
+    busy_when(monkeypatch, final=True)
+    path = compress_recipe(tmp_path, target_speedup=2.0)
+    assert main(["compress", "--config", str(path)]) == 0
+    out = tmp_path / "run"
+    command = f"distilkit compress --config {out / 'distilkit_recipe.yaml'} --measure_only true"
+    assert f"    {command}" in (out / "results.md").read_text()
+    assert "target_speedup=2: unreliable" in capsys.readouterr().out
+    recipe = (out / "distilkit_recipe.yaml").read_text()
+    runs = len(trainer_runs)
+
+    busy_when(monkeypatch, final=False)
+    assert main(shlex.split(command)[1:]) == 0
+    assert "target_speedup=2: met" in capsys.readouterr().out and len(trainer_runs) == runs
+    assert json.loads((out / "results.json").read_text())["verdict"] == "met"
+    assert (out / "distilkit_recipe.yaml").read_text() == recipe  # still the recipe that made the run
