@@ -110,6 +110,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     if plan is None:
         plan = plan_compression(teacher, train_dataset, args, training_args, output_dir, machine=machine,
                        transfer_dataset=transfer_dataset, progress=progress)
+
     def outcome(names: list[str]):
         return write_outcome(plan, teacher, tokenizer, names, output_dir, training_args, eval_dataset=eval_dataset,
                              compute_metrics=compute_metrics, data_collator=data_collator, rounds=args.latency_rounds,
