@@ -325,8 +325,11 @@ class Timing:
     def reasons(self) -> list[str]:
         """Why the machine was too busy for this measurement to judge by (empty when it was quiet)."""
         reasons = []
-        if self.load.known and self.load.other_cores > self.bounds.max_other_cores:
-            reasons.append(f"{self.load.describe()} (bound {self.bounds.max_other_cores:g} core)")
+        load = self.load
+        if load.known and load.other_cores > self.bounds.max_other_cores:
+            reasons.append(f"other processes used {load.other_cores:.2f} of the {load.cpus} core"
+                           f"{'s' if load.cpus != 1 else ''} this process may run on, on average over "
+                           f"{load.window_s:.1f} s (bound {self.bounds.max_other_cores:g} core)")
         spread = self.latency[self.reference].spread
         if spread > self.bounds.max_reference_spread:
             reasons.append(f"{self.reference}: its rounds spread {spread:.0%} (p25..p75 over the median; bound "
@@ -344,8 +347,8 @@ class Timing:
     def describe(self) -> str:
         """One sentence on the machine during the measurement: the load, the reference's spread, the verdict."""
         spread = self.latency[self.reference].spread
-        text = f"{self.load.describe()}; {self.reference}: its rounds spread {spread:.1%}"
-        return text + ("; busy: " + "; ".join(self.reasons) if self.busy else "; quiet")
+        return (f"{self.load.describe()}; {self.reference}: its rounds spread {spread:.1%}; "
+                f"{'busy' if self.busy else 'quiet'}")
 
     def to_dict(self) -> dict:
         return {"estimator": f"{ESTIMATOR} (20th percentile) of {self.latency[self.reference].rounds} interleaved "

@@ -31,8 +31,7 @@ TRADEOFF_PNG = "tradeoff.png"
 # Trainer.evaluate's bookkeeping, not metrics of the model.
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
 # How results.md tells a Python caller to measure again (the command line passes its own command).
-PYTHON_REMEASURE = ("call compress(...) again with the same arguments and CompressArguments(..., measure_only=True): "
-                    "it makes and trains nothing")
+PYTHON_REMEASURE = "compress(...)  # the same arguments, with CompressArguments(..., measure_only=True)"
 
 
 @dataclasses.dataclass
