@@ -14,7 +14,9 @@ Phases (`--phase`), so that latency is measured on quiet cores and training can 
   plan     every target's plan: candidate twins timed into the latency cache (one grid serves all targets);
   train    one `compress` run per target and seed in --work-dir/<target>-seed<seed>/ (resumable: run it again);
   measure  the teacher and every finished run's final model timed in one interleaved run (batch 8, sequence 128,
-           2 threads, --rounds rounds); accuracy from each run's results.json; writes
+           2 threads, --rounds rounds, the 20th percentile of the rounds, with the load other processes put on the
+           cores and whether it was busy: distilkit.measure.interleaved_timing); accuracy from each run's
+           results.json; writes
            benchmarks/results/compress_sst2.{json,md,png}.
 
     python benchmarks/compress_benchmark.py --phase plan
@@ -242,7 +244,8 @@ def finished_runs(work: Path, targets: list[str]) -> list[dict]:
                                                  "speedup_in_run": s["speedup"],
                                                  "latency_ms_in_run": s["latency_ms"]} for s in data["stages"]},
                          "teacher_accuracy": data["stages"][0]["metrics"].get("accuracy"),
-                         "in_run": {"target_met": data["target_met"], "achieved": data["achieved"],
+                         "in_run": {"target_met": data["target_met"], "verdict": data.get("verdict"),
+                                    "achieved": data["achieved"],
                                     "summary": data["summary"]},
                          "training": json.loads(bench.read_text()) if bench.is_file() else None})
     return runs
@@ -263,20 +266,23 @@ def measure(bench: CompressBench, targets: list[str], rounds: int) -> dict:
     for run in runs:
         models[run_name(run["target"], run["seed"])] = from_pretrained(run_folder(run["final_folder"], bench.work))
     print(f"measuring {len(models)} models interleaved, {rounds} rounds", flush=True)
-    latency = measure.interleaved_latency_ms(models, MACHINE["batch_size"], MACHINE["seq_len"], MACHINE["threads"],
-                                             rounds=rounds)
-    teacher_ms = latency["teacher"]["median"]
+    timing = measure.interleaved_timing(models, MACHINE["batch_size"], MACHINE["seq_len"], MACHINE["threads"],
+                                        rounds=rounds, reference="teacher")
+    print(f"machine during the measurement: {timing.describe()}", flush=True)
+    teacher_ms = timing["teacher"].estimate
     teacher_mb = measure.folder_size_mb(bench.teacher_folder())
     for run in runs:
-        ms = latency[run_name(run["target"], run["seed"])]["median"]
+        ms = timing[run_name(run["target"], run["seed"])].estimate
         size_mb = measure.folder_size_mb(run_folder(run["final_folder"], bench.work))
         run.update(latency_ms=ms, speedup=teacher_ms / ms, size_mb=size_mb, smaller=teacher_mb / size_mb,
                    parameters=measure.count_parameters(models[run_name(run["target"], run["seed"])]))
         run.update(target_met=met(run["target"], ms, size_mb, teacher_ms, 0.0),
                    within_tolerance=met(run["target"], ms, size_mb, teacher_ms, GOAL_TARGET_TOLERANCE))
-    return {"experiment": "compress_sst2", "machine": measure.machine_info(), "latency": latency,
-            "latency_setup": {**MACHINE, "rounds": rounds, "what": "median ms of one forward pass on random tokens; "
-                              "all models timed in turn, round after round"},
+    return {"experiment": "compress_sst2", "machine": measure.machine_info(),
+            "latency": {name: stats.to_dict() for name, stats in timing.latency.items()},
+            "load": timing.to_dict()["load"], "busy": timing.busy, "busy_reasons": timing.reasons,
+            "latency_setup": {**MACHINE, "rounds": rounds, "what": "ms of one forward pass on random tokens, the 20th "
+                              "percentile of rounds in which every model runs once in turn"},
             "teacher": {"latency_ms": teacher_ms, "size_mb": teacher_mb,
                         "accuracy": runs[0]["teacher_accuracy"],
                         "folder": harness.portable_path(bench.teacher_folder(),
@@ -355,6 +361,8 @@ def markdown(results: dict) -> str:
         f"{m.get('torch')}, transformers {m.get('transformers')}. Latency: {results['latency_setup']['what']}, batch "
         f"{MACHINE['batch_size']}, sequence {MACHINE['seq_len']}, {MACHINE['threads']} threads, "
         f"{results['latency_setup']['rounds']} rounds, the teacher in the same run.",
+        *([f"**The machine was busy during the measurement** ({'; '.join(results['busy_reasons'])}): the speedups "
+           "are too high; measure again on quiet cores."] if results.get("busy") else []),
         f"Command: `{results['command']}`",
         "",
         f"Teacher: {t['accuracy'] * 100:.2f}% dev accuracy, {t['latency_ms']:.1f} ms, {t['size_mb']:.1f} MB.",

@@ -4,6 +4,7 @@ stage with the planned shape and resumes after a kill, and the CLI runs end to e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 import transformers as tf
 import yaml
 from helpers.cli_fixtures import tiny_recipe
+from helpers.fake_timing import REAL_INTERLEAVED_TIMING, timing_by
 from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
 
 import distilkit
@@ -40,18 +42,17 @@ def fake_ms(shape: ModelShape) -> float:
     return 1 + layers * (0.5 if shape.int8 else 1)
 
 
+def shape_ms(model) -> float:
+    return fake_ms(ModelShape.of(model))
+
+
 @pytest.fixture(autouse=True)
 def fake_latency(monkeypatch):
-    """Every latency measurement (candidate twins and the final comparison) reads the models' shapes instead of a
-    clock; returns the list of measuring calls."""
+    """Every latency measurement (candidate twins and the final comparison) runs on a fake clock (helpers.
+    fake_timing) where a model costs `fake_ms` of its shape, on a quiet machine; returns the list of measuring calls
+    (each a {name: model} dict)."""
     calls = []
-
-    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2, progress=False):
-        calls.append(sorted(models))
-        return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
-
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", interleaved)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, calls=calls))
     return calls
 
 
@@ -223,14 +224,11 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
 
 
 
-REAL_INTERLEAVED_LATENCY = distilkit.measure.interleaved_latency_ms  # before the autouse fixture replaces it
-
-
 @pytest.mark.parametrize("progress", [False, True])
 def test_progress_false_shows_no_bar_and_true_times_the_stages_with_one(tmp_path, monkeypatch, capsys, progress):
     """The long steps outside the Trainer (its bars follow disable_tqdm): the teacher-output cache pass (which
     follows disable_tqdm too) and the final latency measurement over the teacher and every stage."""
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", REAL_INTERLEAVED_LATENCY)  # tiny models: fast
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", REAL_INTERLEAVED_TIMING)  # tiny models: fast
     result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.03), tmp_path / "out", progress=progress,
                           training_args=training(tmp_path, teacher_cache_dir=str(tmp_path / "cache"),
                                                  disable_tqdm=not progress))
@@ -338,7 +336,7 @@ def test_resume_reuses_the_plan_and_is_refused_for_other_teacher_weights_data_or
 
 def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_path, fake_latency, monkeypatch):
     timed = {}
-    measuring = distilkit.measure.interleaved_latency_ms
+    measuring = distilkit.measure.interleaved_timing
 
     def recorded(models, *args, **kwargs):
         teacher = models.get("teacher")
@@ -348,7 +346,7 @@ def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_pat
                          attention=teacher.config._attn_implementation)
         return measuring(models, *args, **kwargs)
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", recorded)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", recorded)
     out = tmp_path / "out"
     result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out,
                           training_args=training(tmp_path, attention_weight=1.0, teacher_dtype="bfloat16"))
@@ -386,13 +384,10 @@ def test_an_already_compressed_teacher_is_refused(tmp_path, trainer_runs):
 def test_speedups_are_ratios_to_the_teacher_measured_in_the_same_group(tmp_path, monkeypatch):
     calls = []
 
-    def drifting(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
-        calls.append(sorted(models))
-        load = len(calls)  # the machine gets slower with every group
-        return {name: {"median": load * fake_ms(ModelShape.of(m)), "min": load * fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
+    def drifting(model) -> float:
+        return len(calls) * fake_ms(ModelShape.of(model))  # the machine gets slower with every group
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", drifting)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(drifting, calls=calls))
     plan = make_plan(tiny_config("bert", layers=4, num_labels=2), arguments(tmp_path, target_speedup=3.0), MACHINE,
                      False)
     assert len(calls) > 1
@@ -420,11 +415,10 @@ def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypat
     # The biggest candidate over budget, measured twice as fast as it is.
     lucky = max((c for c in honest.candidates[1:] if honest.cost(c) > budget), key=lambda c: c.parameters).shape
 
-    def noisy(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
-        return {name: {"median": fake_ms(ModelShape.of(m)) / (2 if ModelShape.of(m) == lucky else 1),
-                       "min": 0.0} for name, m in models.items()}
+    def noisy(model) -> float:
+        return fake_ms(ModelShape.of(model)) / (2 if ModelShape.of(model) == lucky else 1)
 
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", noisy)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(noisy))
     plan = plan_with("noisy.json")
     candidate = next(c for c in plan.candidates if c.shape == lucky)
     assert candidate.latency_ms <= budget < candidate.predicted_ms  # fast on the clock, slow in the model
@@ -480,3 +474,154 @@ def test_cli_machine_settings_given_as_flags_with_default_values_count(tmp_path)
     parsed = RecipeParser("compress", command.SECTIONS).parse(["--config", str(path), *flags])
     assert compress_machine_settings(parsed) == MachineSettings(batch_size=8, seq_len=128, threads=2)
     assert parsed.values["evaluation"] == {"latency_batch_size": 8, "latency_seq_len": 128, "latency_threads": 2}
+
+
+# ---- a busy machine: plans that hold, verdicts that say when they cannot be trusted, measure_only ----
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The pauses before a busy group of twins is timed again, recorded instead of slept."""
+    from distilkit.compress import measurements
+
+    paused = []
+    monkeypatch.setattr(measurements, "wait", paused.append)
+    return paused
+
+
+def busy_when(monkeypatch, final: bool, twins: bool = False, other_cores: float = 1.5):
+    """Time on the fake clock, with other processes holding `other_cores` cores during the final measurement (the
+    one with the teacher) when `final`, and while twins are timed when `twins`."""
+    quiet, busy = timing_by(shape_ms), timing_by(shape_ms, other_cores=other_cores)
+
+    def timing(models, *args, **kwargs):
+        loaded = final if "teacher" in models else twins
+        return (busy if loaded else quiet)(models, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
+
+
+def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypatch, waits):
+    """Load spikes in 6 of every 10 rounds, slowing a twin more the larger it is (1.3x to 1.8x): the plan, made on
+    the rounds' 20th percentile, is the quiet one, and says it was made on a busy machine; made on medians it would
+    have chosen a bigger shape than the target allows."""
+    from helpers.fake_timing import spiky
+
+    from distilkit.measure import LatencyStats
+
+    config = tiny_config("bert", layers=4, num_labels=2)
+    teacher_ms = fake_ms(ModelShape((4,) * 4, (64,) * 4))
+
+    def plan_in(folder: str) -> Plan:
+        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
+
+    quiet = plan_in("quiet")
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, load=spiky(large_ms=teacher_ms)))
+    loaded = plan_in("spikes")
+    assert loaded.chosen == quiet.chosen
+    assert quiet.busy is None and waits and quiet.busy != loaded.busy
+    assert loaded.busy.startswith(f"{len(loaded.candidates)} of {len(loaded.candidates)} twins were timed on a busy")
+    assert len(waits) == 2 * -(-len(loaded.candidates) // 4)  # two pauses per group of 4 twins (3 tries each)
+    assert json.loads(json.dumps(loaded.to_dict()))["busy"] == loaded.busy
+    assert Plan.from_dict(loaded.to_dict()).busy == loaded.busy and "Measured on a busy machine" in loaded.to_markdown()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LatencyStats, "estimate", property(lambda stats: stats.median))
+        on_medians = plan_in("medians")
+    assert on_medians.chosen != quiet.chosen
+
+
+def test_verdicts():
+    from distilkit.compress import Target
+
+    speedup, size = Target("target_speedup", 3.0), Target("target_size_mb", 5.0)
+    assert speedup.verdict(10.0, 40.0, busy=False) == "met" and speedup.verdict(20.0, 40.0, busy=False) == "missed"
+    assert speedup.verdict(10.0, 40.0, busy=True) == speedup.verdict(20.0, 40.0, busy=True) == "unreliable"
+    assert size.verdict(4.0, None, busy=True) == "met"  # a size does not depend on load
+
+
+def test_a_final_measurement_on_a_busy_machine_is_unreliable_never_met(tmp_path, monkeypatch, trainer_runs):
+    from distilkit.compress.results import PYTHON_REMEASURE
+
+    busy_when(monkeypatch, final=True)
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), out)
+    assert result.achieved >= 3.0  # the figures alone would say met
+    assert result.verdict == "unreliable" and result.target_met is False
+    assert "unreliable, measured on a busy machine" in result.summary() and "--measure_only true" in result.summary()
+    saved = json.loads((out / "results.json").read_text())
+    assert (saved["verdict"], saved["target_met"], saved["remeasure"]) == ("unreliable", False, PYTHON_REMEASURE)
+    assert saved["measurement"]["busy"] and saved["measurement"]["load"]["other_cores"] == pytest.approx(1.5)
+    assert saved["measurement"]["models"]["teacher"]["estimate"] == result.stages[0].latency_ms
+    final = saved["stages"][-1]
+    assert final["latency_ms"] == final["median_ms"] and final["spread"] == 0  # the fake clock does not jitter
+    md = (out / "results.md").read_text()
+    assert "## The machine was busy: this measurement is unreliable" in md
+    assert "other processes used 1.50 of the" in md and "measure_only=True" in md
+    assert "| unreliable |" in md and "yes |" not in md
+    assert "unreliable" in (out / result.final.stage / "README.md").read_text()
+
+    # On quiet cores, measure_only measures the same folder again: met, and nothing trained again.
+    busy_when(monkeypatch, final=False)
+    again = run_compress(tmp_path, dataclasses.replace(arguments(tmp_path, target_speedup=3.0), measure_only=True),
+                         out)
+    assert again.verdict == "met" and again.target_met and len(trainer_runs) == 1
+    saved = json.loads((out / "results.json").read_text())
+    assert (saved["verdict"], saved["target_met"], saved["remeasure"]) == ("met", True, None)
+    assert "The machine was busy" not in (out / "results.md").read_text()
+
+
+def test_a_size_target_keeps_its_verdict_on_a_busy_machine(tmp_path, monkeypatch):
+    busy_when(monkeypatch, final=True)
+    out = tmp_path / "out"
+    result = run_compress(tmp_path, arguments(tmp_path, target_size_mb=0.05), out)
+    assert result.verdict == "met" and result.target_met
+    assert "The verdict stands (a size does not depend on load)" in (out / "results.md").read_text()
+
+
+def folder_state(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")}
+
+
+def test_measure_only_refuses_a_folder_with_unfinished_stages_before_writing(tmp_path, monkeypatch, trainer_runs):
+    args = arguments(tmp_path, target_speedup=4.0)  # beyond float shapes of this grid: student/ then int8/
+    measure_only = dataclasses.replace(args, measure_only=True)
+    empty = tmp_path / "empty"
+    with pytest.raises(ValueError, match="has no plan.json: run the same command without measure_only first"):
+        run_compress(tmp_path, measure_only, empty)
+    assert not empty.exists()
+
+    def killed(*_, **__):
+        raise KeyboardInterrupt  # the run is killed while quantizing: student/ is complete, int8/ is not
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(distilkit.quantization, "quantize_int8", killed)
+        run_compress(tmp_path, args, out)
+    before, runs = folder_state(out), len(trainer_runs)
+    with pytest.raises(ValueError, match=r"has 1 of its 2 stages unfinished: int8/\. Run the same command without"):
+        run_compress(tmp_path, measure_only, out)
+    assert folder_state(out) == before and len(trainer_runs) == runs == 1
+    with pytest.raises(ValueError, match="plan.json in .* was made for another target"):
+        run_compress(tmp_path, dataclasses.replace(measure_only, target_speedup=2.5), out)
+    assert folder_state(out) == before
+
+
+def test_cli_says_how_to_measure_again_and_measure_only_does_it(tmp_path, monkeypatch, capsys, trainer_runs):
+    import shlex
+
+    busy_when(monkeypatch, final=True)
+    path = compress_recipe(tmp_path, target_speedup=2.0)
+    assert main(["compress", "--config", str(path)]) == 0
+    out = tmp_path / "run"
+    command = f"distilkit compress --config {out / 'distilkit_recipe.yaml'} --measure_only true"
+    assert f"    {command}" in (out / "results.md").read_text()
+    assert "target_speedup=2: unreliable" in capsys.readouterr().out
+    recipe = (out / "distilkit_recipe.yaml").read_text()
+    runs = len(trainer_runs)
+
+    busy_when(monkeypatch, final=False)
+    assert main(shlex.split(command)[1:]) == 0
+    assert "target_speedup=2: met" in capsys.readouterr().out and len(trainer_runs) == runs
+    assert json.loads((out / "results.json").read_text())["verdict"] == "met"
+    assert (out / "distilkit_recipe.yaml").read_text() == recipe  # still the recipe that made the run

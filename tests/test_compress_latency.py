@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
+from helpers.fake_timing import timing_by
 from helpers.tiny_models import tiny_config
 
 from distilkit import measure
@@ -41,15 +42,15 @@ def fake_latency(shape: ModelShape) -> float:
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Replaces the interleaved measurement by `fake_latency` of each twin's shape; records every call."""
+    """Times each twin as `fake_latency` of its shape on a fake clock (helpers.fake_timing); records every call."""
     calls = []
 
-    def fake(models, batch_size, seq_len, threads=2, rounds=10, warmup=2):
+    def fake(models, *args, **kwargs):
         calls.append([ModelShape.of(model) for model in models.values()])
-        return {name: {"median": fake_latency(ModelShape.of(model)), "min": 0.9 * fake_latency(ModelShape.of(model))}
-                for name, model in models.items()}
+        return timing(models, *args, **kwargs)
 
-    monkeypatch.setattr(measure, "interleaved_latency_ms", fake)
+    timing = timing_by(lambda model: fake_latency(ModelShape.of(model)))
+    monkeypatch.setattr(measure, "interleaved_timing", fake)
     return calls
 
 
@@ -139,7 +140,7 @@ def test_measurements_are_cached_and_not_measured_again(tmp_path, measured):
     assert again == first and measured == []
 
     stored = json.loads((tmp_path / "latency.json").read_text())
-    assert stored["format"] == 1 and len(stored["measurements"]) == len(shapes)
+    assert stored["format"] == 2 and len(stored["measurements"]) == len(shapes)
 
 
 def test_a_new_shape_alone_is_measured(tmp_path, measured):
@@ -197,6 +198,80 @@ def test_an_unreadable_cache_is_a_clear_error(tmp_path, content):
     path.write_text(content)
     with pytest.raises(ValueError, match=f"Latency cache {path}"):
         MeasurementCache(path).get("any")
+
+
+
+# ------------------------------------------------------------------------------------------ a busy machine
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The pauses before a busy group is measured again, recorded instead of slept."""
+    paused = []
+    monkeypatch.setattr(measurements, "wait", paused.append)
+    return paused
+
+
+def timing_with_load(monkeypatch, busy_calls: set[int]):
+    """Twins timed as `fake_latency` on a fake clock; the measurements numbered in `busy_calls` (from 0) see other
+    processes holding 1.5 cores. Returns the list of measuring calls."""
+    calls = []
+    quiet, busy = (timing_by(lambda model: fake_latency(ModelShape.of(model)), other_cores=cores) for cores in (0, 1.5))
+
+    def timing(models, *args, **kwargs):
+        calls.append(list(models))
+        return (busy if len(calls) - 1 in busy_calls else quiet)(models, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "interleaved_timing", timing)
+    return calls
+
+
+def test_a_busy_group_is_measured_again_after_a_pause(tmp_path, monkeypatch, waits):
+    calls = timing_with_load(monkeypatch, busy_calls={0})
+    shapes = [ModelShape((4,), (64,)), ModelShape((2,), (64,))]
+    measured = measure_shapes(config(), shapes, SETTINGS, MeasurementCache(tmp_path / "latency.json"), rounds=3,
+                              reference=shapes[0])
+    assert len(calls) == 2 and waits == [measurements.BUSY_WAIT_S]
+    assert all(m.busy is None for m in measured) and measurements.busy_note(measured) is None
+    assert [m.latency_ms for m in measured] == [fake_latency(s) for s in shapes]
+    assert measured[1].reference_ms == fake_latency(shapes[0]) and measured[1].spread == 0
+
+
+def test_a_group_that_stays_busy_is_kept_flagged_and_measured_again_next_time(tmp_path, monkeypatch, waits):
+    calls = timing_with_load(monkeypatch, busy_calls={0, 1, 2})
+    cache = MeasurementCache(tmp_path / "latency.json")
+    shapes = [ModelShape((4,), (64,)), ModelShape((2,), (64,))]
+    measured = measure_shapes(config(), shapes, SETTINGS, cache, rounds=3, busy_tries=3, busy_wait_s=2.0)
+    assert len(calls) == 3 and waits == [2.0, 2.0]
+    assert all("other processes used 1.50 of the" in m.busy for m in measured)
+    note = measurements.busy_note(measured)
+    assert note.startswith("2 of 2 twins were timed on a busy machine") and "Plan again on quiet cores" in note
+    stored = json.loads(cache.path.read_text())["measurements"]
+    assert all(entry["busy"] for entry in stored.values())  # kept, with the reason
+
+    again = measure_shapes(config(), shapes, SETTINGS, cache, rounds=3)  # the machine is quiet now
+    assert len(calls) == 4 and all(m.busy is None for m in again)
+    assert measure_shapes(config(), shapes, SETTINGS, cache, rounds=3) == again and len(calls) == 4
+
+
+def test_an_older_cache_of_medians_is_measured_again_and_rewritten(tmp_path, measured, caplog):
+    path = tmp_path / "latency.json"
+    shape = ModelShape((4,), (64,))
+    key = measurements.measurement_key(measurements.measurement_context(config(), SETTINGS), shape)
+    path.write_text(json.dumps({"format": 1, "measurements": {key: {"shape": shape.to_dict(), "median_ms": 99.0,
+                                                                     "min_ms": 98.0, "reference_ms": None}}}))
+    with caplog.at_level("WARNING", logger="distilkit.compress"):
+        (again,) = measure_shapes(config(), [shape], SETTINGS, MeasurementCache(path), rounds=1)
+    assert measured == [[shape]] and again.latency_ms == fake_latency(shape)
+    assert "older distilkit (format 1)" in caplog.text
+    stored = json.loads(path.read_text())
+    assert stored["format"] == 2 and stored["measurements"][key]["estimate_ms"] == fake_latency(shape)
+
+
+def test_a_measurement_made_by_hand_counts_its_median():
+    assert Measurement(ModelShape((4,), (64,)), 2.0, 1.5).latency_ms == 2.0
+    measured = Measurement(ModelShape((4,), (64,)), 2.0, 1.5, reference_ms=4.0, estimate_ms=1.7, spread=0.05)
+    assert measured.latency_ms == 1.7
+    assert Measurement.from_dict(json.loads(json.dumps(measured.to_dict()))) == measured
 
 
 # ------------------------------------------------------------------------------------------------ the model

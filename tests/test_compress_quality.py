@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.fake_timing import timing_by
 from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_model
 
 import distilkit
@@ -27,16 +28,12 @@ def fake_ms(shape: ModelShape) -> float:
 
 @pytest.fixture(autouse=True)
 def fake_latency(monkeypatch):
-    """Latency read from the shapes (no clock); the list of shapes each measuring call timed."""
-    timed = []
-
-    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2, progress=False):
-        timed.append([ModelShape.of(m) for m in models.values()])
-        return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
-
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", interleaved)
-    return timed
+    """Latency read from the shapes on a fake, quiet clock (helpers.fake_timing); the list of {name: model} dicts
+    each measuring call timed."""
+    calls = []
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing",
+                        timing_by(lambda m: fake_ms(ModelShape.of(m)), calls=calls))
+    return calls
 
 
 def teacher(layers: int = 3, seed: int = 0):

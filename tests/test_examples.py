@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.cli_fixtures import save_tiny_teacher, sentences, write_csv
+from helpers.fake_timing import timing_by
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import distilkit
@@ -115,11 +116,7 @@ def fake_ms(shape: ModelShape) -> float:
 @pytest.fixture
 def fake_latency(monkeypatch):
     """Latency from the models' shapes instead of a clock, so a speedup target is met or missed for certain."""
-    def interleaved(models, batch_size, seq_len, threads=2, rounds=10, warmup=2, progress=False):
-        return {name: {"median": fake_ms(ModelShape.of(m)), "min": fake_ms(ModelShape.of(m))}
-                for name, m in models.items()}
-
-    monkeypatch.setattr(distilkit.measure, "interleaved_latency_ms", interleaved)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(lambda m: fake_ms(ModelShape.of(m))))
 
 
 @pytest.mark.parametrize("target, value", [("--target_speedup", "3"), ("--target_size_mb", "0.05")])

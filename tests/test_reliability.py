@@ -81,6 +81,7 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume_from(tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "checkpoint-6" in resumed.stderr and "did not finish" in resumed.stderr
     full = run_child(tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-2000:]
     expected, got = final_state(tmp_path / "full"), final_state(tmp_path / "run")
     for key in expected:
         assert torch.allclose(expected[key], got[key], atol=1e-6), key

@@ -7,12 +7,18 @@ planned. It measures the result against the teacher and says whether the target 
 is an error naming the closest candidate, before any training.
 
 Latency targets are measured at the evaluation section's latency_batch_size, latency_seq_len and latency_threads,
-which must be given. Writes under output_dir: plan.json, plan.md, 01-layers/, 02-distilled/, 03-int8/ (each with
+which must be given. Writes under output_dir: plan.json, plan.md, student/, int8/ (each with
 a model card), results.md, results.json, tradeoff.png (with matplotlib). Run it again to resume after a kill.
+
+A latency or speedup measured while the machine was busy (other processes on its cores, or the teacher's timings
+spreading) gives the verdict "unreliable" rather than met or missed; results.md then gives the command that
+measures the finished run again on quiet cores without making anything: the run's saved recipe with
+--measure_only true.
 
 Examples:
     distilkit compress --config recipes/compress_sst2.yaml --target_speedup 8
     distilkit compress --config recipes/compress_sst2.yaml --target_size_mb 30 --output_dir runs/small
+    distilkit compress --config runs/sst2-8x/distilkit_recipe.yaml --measure_only true
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     result = compress(teacher, tokenizer, train, validation, CompressArguments(target_speedup=4),
                       DistillationConfig(output_dir="out", ...), "out",
                       machine=MachineSettings(batch_size=8, seq_len=128, threads=2))
-    result.target_met, result.summary()
+    result.verdict, result.summary()  # "met", "missed" or "unreliable" (measured on a busy machine)
 
 `plan_compression` runs every check and makes the plan without training (`compress` calls it); `make_plan` plans
 from a config alone. Modules: target (what is asked: `CompressArguments`, `Target`, `MachineSettings`), shape

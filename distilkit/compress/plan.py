@@ -39,7 +39,7 @@ from ..measure import count_parameters
 from ..student import every_kth_layer
 from .grid import PRECISIONS, candidate_shapes
 from .latency_model import LatencyModel
-from .measurements import Measurement, MeasurementCache, measure_shapes
+from .measurements import Measurement, MeasurementCache, busy_note, measure_shapes
 from .shape import ModelShape
 from .target import CompressArguments, MachineSettings, Target
 from .twin import header_bytes, random_twin, size_bytes
@@ -85,7 +85,8 @@ class Plan:
     type; `candidates`: every shape considered, the teacher's first; `chosen`: the key of the chosen one;
     `keep_layers`: the teacher's layers the student keeps; `chooser`: "quality" (by the quality score) or
     "parameters" (the most parameters, without a probe); `inputs`: what the stages are made from besides the plan
-    (teacher weights, data, training settings)."""
+    (teacher weights, data, training settings); `busy`: why the candidates' latencies were timed on a busy machine
+    (`measurements.busy_note`), None if quiet."""
 
     target: Target
     machine: MachineSettings | None
@@ -96,6 +97,7 @@ class Plan:
     keep_layers: tuple[int, ...] = ()
     chooser: str = "parameters"
     inputs: dict = field(default_factory=dict)
+    busy: str | None = None
 
     def __post_init__(self):
         if not self.keep_layers:  # evenly spaced (as `student_from_teacher` with a count)
@@ -142,7 +144,7 @@ class Plan:
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                 "chosen": self.chosen, "keep_layers": list(self.keep_layers), "chooser": self.chooser,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
-                "reason": self.reason, "fingerprint": self.fingerprint(), "inputs": self.inputs,
+                "reason": self.reason, "busy": self.busy, "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
@@ -153,7 +155,7 @@ class Plan:
         machine = None if data["machine"] is None else MachineSettings(**data["machine"])
         return cls(target, machine, data["teacher"], tuple(Candidate.from_dict(c) for c in data["candidates"]),
                    data["chosen"], data["reason"], tuple(data["keep_layers"]), data.get("chooser", "parameters"),
-                   data.get("inputs", {}))
+                   data.get("inputs", {}), data.get("busy"))
 
     def to_markdown(self) -> str:
         """plan.md: the target, the choice and its reason, and a table of the candidates that were measured or
@@ -163,10 +165,13 @@ class Plan:
         lines = [f"# Compression plan: {self.target}", "",
                  f"Chosen: **{self.chosen}**, keeping layers {', '.join(map(str, self.keep_layers))} of the teacher's "
                  f"{self.teacher['layers']}. {self.reason}", ""]
+        if self.busy:
+            lines += [f"**Measured on a busy machine:** {self.busy}", ""]
         if self.machine is not None:
             m = self.machine
-            lines += [f"Latency: ms of one forward pass of a random-weight twin, batch {m.batch_size} × {m.seq_len} "
-                      f"tokens, {m.threads} thread(s), relative to the teacher's twin measured in the same group; "
+            lines += [f"Latency: ms of one forward pass of a random-weight twin (20th percentile of interleaved "
+                      f"rounds), batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), relative to the "
+                      "teacher's twin measured in the same group; "
                       "predicted: the latency model fitted on the measured twins. Speedup and budget use the larger "
                       "of the two for a measured candidate, the prediction for the others.", ""]
         if any(c.score is not None for c in self.candidates):
@@ -264,7 +269,8 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     keep = probe.keep_layers(chosen.shape.num_layers) if probe is not None else ()
     return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(),
                 _reason(target, chosen, within, len(candidates), teacher_ms, budget, probe is not None),
-                tuple(keep), "quality" if probe is not None else "parameters")
+                tuple(keep), "quality" if probe is not None else "parameters",
+                busy=None if timing is None else busy_note(timing.measurements))
 
 
 def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[ModelShape]:
@@ -360,6 +366,7 @@ class _Timing:
         self.config, self.machine, self.args, self.progress = config, machine, args, progress
         self.cache = MeasurementCache(args.cache_path)
         self.teacher: ModelShape | None = None
+        self.measurements: list[Measurement] = []
 
     def screen(self, candidates: list[Candidate], target: Target) -> list[Candidate]:
         shapes = [c.shape for c in candidates]
@@ -380,8 +387,9 @@ class _Timing:
         return [replace(c, predicted_ms=_predict(model, c.shape)) for c in candidates]
 
     def _measure(self, shapes: Sequence[ModelShape]) -> list[float]:
-        """Latencies of the shapes' twins, a group at a time, each group with the teacher's twin: a latency is
-        its ratio to the teacher in its group times the teacher's first measurement."""
+        """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, a group at a time, each group
+        with the teacher's twin: a latency is its ratio to the teacher in its group times the teacher's first
+        measurement."""
         from tqdm.auto import tqdm
 
         groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
@@ -390,7 +398,8 @@ class _Timing:
                           disable=not self.progress):
             measured = measure_shapes(self.config, group, self.machine, self.cache, rounds=self.args.latency_rounds,
                                       twins_at_once=MEASURE_GROUP, reference=self.teacher)
-            ratios += [(m.median_ms / m.reference_ms, m.reference_ms) for m in measured]
+            ratios += [(m.latency_ms / m.reference_ms, m.reference_ms) for m in measured]
+            self.measurements += measured
         if not hasattr(self, "teacher_ms"):
             self.teacher_ms = ratios[0][1]
         return [ratio * self.teacher_ms for ratio, _ in ratios]

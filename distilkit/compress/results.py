@@ -1,10 +1,14 @@
-"""What a `compress` run reports: every stage measured against the teacher, whether the target was met, and the
+"""What a `compress` run reports: every stage measured against the teacher, the verdict on the target, and the
 files that say so (results.json, results.md, tradeoff.png, and a model card in every stage folder).
 
-Latency is measured in ONE interleaved run over the teacher and every stage (`measure.interleaved_latency_ms`), so
-the speedups compare models under the same machine load; sizes are the stage folders' weight files
-(`measure.folder_size_mb`; the teacher's, which may have no folder, is its exact weight size from the plan);
-metrics come from a Trainer's evaluation with the run's `compute_metrics`.
+Latency is measured in ONE interleaved run over the teacher and every stage (`measure.interleaved_timing`), so
+the speedups compare models under the same machine load; a latency is the 20th percentile of the rounds (what load
+cannot fake; the median and spread are reported beside it), and the run reads the load other processes put on the
+cores meanwhile. The verdict is "met", "missed" or, when the machine was busy (`measure.Timing.busy`), "unreliable":
+results.md then says why and gives the command that measures again (`--measure_only true`; `CompressArguments.
+measure_only`). Sizes are the stage folders' weight files (`measure.folder_size_mb`; the teacher's, which may have
+no folder, is its exact weight size from the plan); metrics come from a Trainer's evaluation with the run's
+`compute_metrics`.
 """
 
 from __future__ import annotations
@@ -19,77 +23,107 @@ from ..pipeline.report import StageResult, head_count
 from ..pipeline.stages import write_text
 from ..serialization.atomic import publishing_file
 from .plan import PLAN_MD, Plan, cell
+from .target import MET, MISSED, UNRELIABLE
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 TRADEOFF_PNG = "tradeoff.png"
 # Trainer.evaluate's bookkeeping, not metrics of the model.
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
+# How results.md tells a Python caller to measure again (the command line passes its own command).
+PYTHON_REMEASURE = "compress(...)  # the same arguments, with CompressArguments(..., measure_only=True)"
 
 
 @dataclasses.dataclass
 class StageOutcome(StageResult):
-    """One model of the run (the teacher, then each stage) as measured at the end, with its speedup over the
-    teacher in the same interleaved measurement."""
+    """One model of the run (the teacher, then each stage) as measured at the end: `latency_ms` is its estimate
+    (the 20th percentile of the interleaved rounds), `median_ms` and `spread` (p25..p75 over the median) beside it,
+    `speedup` the teacher's estimate over its own, in the same measurement."""
 
     speedup: float | None = None
+    median_ms: float | None = None
+    spread: float | None = None
 
 
 @dataclasses.dataclass
 class CompressResult:
-    """The plan, every model measured (teacher first, the final stage last) and whether the final one meets the
-    target (`achieved`: its speedup, latency or size, in the target's unit)."""
+    """The plan, every model measured (teacher first, the final stage last) and the `verdict` on the final one:
+    "met", "missed", or "unreliable" when a latency or speedup target was measured on a busy machine (`timing`:
+    the final measurement, with its load report; None without machine settings). `achieved`: the final model's
+    speedup, latency or size, in the target's unit. `remeasure`: how to measure again (for an unreliable verdict)."""
 
     plan: Plan
     stages: list[StageOutcome]
-    target_met: bool
+    verdict: str
     achieved: float
     plot: str | None  # tradeoff.png, or why it was not drawn
+    timing: measure.Timing | None = None
+    remeasure: str = PYTHON_REMEASURE
+
+    @property
+    def target_met(self) -> bool:
+        """True only for a target met on a quiet machine (verdict "met"); False when it was missed and when the
+        measurement is unreliable (busy machine), which proves neither."""
+        return self.verdict == MET
 
     @property
     def final(self) -> StageOutcome:
         return self.stages[-1]
 
+    @property
+    def rounds(self) -> int | None:
+        """The rounds of the final latency measurement (None without one)."""
+        return None if self.timing is None else self.timing[self.timing.reference].rounds
+
     def summary(self) -> str:
         target = self.plan.target
-        verdict = "met" if self.target_met else "NOT met"
-        return (f"{target}: {verdict}; {self.final.stage} measures {target.format(self.achieved)} "
+        verdict = {MET: "met", MISSED: "NOT met", UNRELIABLE: "unreliable, measured on a busy machine"}[self.verdict]
+        text = (f"{target}: {verdict}; {self.final.stage} measures {target.format(self.achieved)} "
                 f"(planned {self.plan.chosen}).")
+        if self.verdict == UNRELIABLE:
+            text += " Measure again on quiet cores with --measure_only true (results.md)."
+        return text
 
     def to_dict(self) -> dict:
-        return {"target": str(self.plan.target), "target_met": self.target_met, "achieved": self.achieved,
-                "summary": self.summary(), "plan": self.plan.chosen, "plot": self.plot,
+        return {"target": str(self.plan.target), "verdict": self.verdict, "target_met": self.target_met,
+                "achieved": self.achieved, "summary": self.summary(), "plan": self.plan.chosen,
+                "plan_busy": self.plan.busy, "plot": self.plot,
+                "measurement": None if self.timing is None else self.timing.to_dict(),
+                "remeasure": self.remeasure if self.verdict == UNRELIABLE else None,
                 "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
 def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
                   teacher_name: str | None = None, teacher_hub_id: str | None = None, transfer_examples: int = 0,
-                  progress: bool = True
+                  progress: bool = True, remeasure: str | None = None
                   ) -> CompressResult:
     """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
 
-    `progress`: a bar over the latency rounds (each evaluation shows the Trainer's, unless disable_tqdm)."""
+    `progress`: a bar over the latency rounds (each evaluation shows the Trainer's, unless disable_tqdm).
+    `remeasure`: the command that measures this run again, for results.md when the machine was busy (default: how
+    to do it from Python, `PYTHON_REMEASURE`)."""
     from .. import from_pretrained
 
     models = {"teacher": teacher, **{name: from_pretrained(output_dir / name) for name in stage_names}}
     machine = plan.machine
-    latency = {}
+    timing = None
     if machine is not None:
         # The teacher is timed with the attention implementation the stages were loaded with (the deployed one),
         # not the eager one attention distillation needs.
         trained_with = teacher.config._attn_implementation
         teacher.set_attn_implementation(models[stage_names[0]].config._attn_implementation)
         try:
-            latency = measure.interleaved_latency_ms(models, machine.batch_size, machine.seq_len, machine.threads,
-                                                     rounds=rounds, progress=progress)
+            timing = measure.interleaved_timing(models, machine.batch_size, machine.seq_len, machine.threads,
+                                                rounds=rounds, progress=progress, reference="teacher")
         finally:
             teacher.set_attn_implementation(trained_with)
-    teacher_ms = latency["teacher"]["median"] if latency else None
+    teacher_ms = timing["teacher"].estimate if timing else None
     stages = []
     for name, model in models.items():
         folder = None if name == "teacher" else output_dir / name
-        ms = latency[name]["median"] if latency else None
+        stats = timing[name] if timing else None
+        ms = stats.estimate if stats else None
         stages.append(StageOutcome(
             stage=name, source=(teacher_name or "teacher") if folder is None else str(folder),
             metrics=evaluate(model, training_args, output_dir, eval_dataset, compute_metrics, data_collator,
@@ -97,14 +131,16 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
             parameters=measure.count_parameters(model),
             size_mb=plan.teacher_candidate.size_mb if folder is None else measure.folder_size_mb(folder),
             latency_ms=ms, layers=model.config.num_hidden_layers, heads=head_count(model),
-            speedup=None if ms is None else teacher_ms / ms))
+            speedup=None if ms is None else teacher_ms / ms, median_ms=stats.median if stats else None,
+            spread=stats.spread if stats else None))
     final = stages[-1]
     cost = final.latency_ms if plan.target.is_latency else final.size_mb
     plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
-    result = CompressResult(plan, stages, plan.target.met(cost, teacher_ms), plan.target.achieved(cost, teacher_ms),
-                            plot)
+    verdict = plan.target.verdict(cost, teacher_ms, busy=timing is not None and timing.busy)
+    result = CompressResult(plan, stages, verdict, plan.target.achieved(cost, teacher_ms), plot, timing,
+                            remeasure or PYTHON_REMEASURE)
     write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
-                                                      "latency_setup": latency_setup(plan),
+                                                      "latency_setup": latency_setup(plan, rounds),
                                                       "stages": report.stages_json(stages, output_dir)},
                                                      indent=1) + "\n")
     write_text(output_dir / RESULTS_MD, results_markdown(result))
@@ -127,31 +163,59 @@ def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metri
             if key.startswith("eval_") and key.removeprefix("eval_") not in NOT_METRICS}
 
 
-def latency_setup(plan: Plan) -> str | None:
+def latency_setup(plan: Plan, rounds: int | None = None) -> str | None:
     if plan.machine is None:
         return None
     m = plan.machine
+    over = f"{rounds} interleaved rounds" if rounds else "the rounds of one interleaved run"
     return (measure.latency_setup(m.batch_size, m.seq_len, m.threads, measure.machine_info())
-            + ", median of one interleaved run over the teacher and every stage")
+            + f", 20th percentile of {over} over the teacher and every stage")
 
 
 def results_markdown(result: CompressResult) -> str:
-    """The table (stage, metrics, parameters, size, latency, speedup, target met?) and how it was measured."""
+    """The table (stage, metrics, parameters, size, latency with its median and spread, speedup, target met?), the
+    verdict's warning when the machine was busy, and how it was measured."""
     names = list(dict.fromkeys(name for s in result.stages for name in s.metrics))
-    header = ["Stage", *names, "Parameters", "Size (MB)", "Latency (ms)", "Speedup", "Target met"]
+    header = ["Stage", *names, "Parameters", "Size (MB)", "Latency (ms)", "Median (ms)", "Spread", "Speedup",
+              "Target met"]
     lines = [f"# {result.summary()}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    met = {MET: "yes", MISSED: "no", UNRELIABLE: "unreliable"}[result.verdict]
     for s in result.stages:
-        met = ("yes" if result.target_met else "no") if s is result.final else "–"
         lines.append("| " + " | ".join([
             s.stage, *(cell(s.metrics.get(n), ".4f") for n in names), f"{s.parameters / 1e6:.3f}M",
-            f"{s.size_mb:.3f}", cell(s.latency_ms, ".2f"), cell(s.speedup, ".2f", "x"), met]) + " |")
+            f"{s.size_mb:.3f}", cell(s.latency_ms, ".2f"), cell(s.median_ms, ".2f"),
+            cell(None if s.spread is None else 100 * s.spread, ".1f", "%"), cell(s.speedup, ".2f", "x"),
+            met if s is result.final else "–"]) + " |")
+    lines += busy_warning(result)
     notes = ["", f"Plan: {result.plan.chosen} ({PLAN_MD}). {result.plan.reason}"]
-    setup = latency_setup(result.plan)
+    if result.plan.busy:
+        notes.append(f"The plan's twins were timed on a busy machine: {result.plan.busy}")
+    setup = latency_setup(result.plan, result.rounds)
     if setup:
-        notes.append(f"Latency: {setup}.")
+        notes.append(f"Latency: {setup}; spread: p25..p75 over the median. Speedup: the teacher's latency over the "
+                     "stage's.")
+    if result.timing is not None:
+        notes.append(f"Machine during the measurement: {result.timing.describe()}.")
     notes.append("Size: weight files of each stage folder (the teacher: its exact weight size).")
     notes.append(f"Plot: {result.plot}")
     return "\n".join(lines + notes) + "\n"
+
+
+def busy_warning(result: CompressResult) -> list[str]:
+    """results.md's lines for a measurement made on a busy machine: what was seen, why the verdict is unreliable,
+    and the command that measures again. None for a quiet one."""
+    if result.timing is None or not result.timing.busy:
+        return []
+    lines = ["", "## The machine was busy: this measurement is unreliable", "",
+             f"While the teacher and the stages were timed: {'; '.join(result.timing.reasons)}."]
+    if result.verdict == UNRELIABLE:
+        lines.append("Load slows the large teacher more than the smaller stages, so a speedup measured under it "
+                     "comes out too high (and a latency too slow): this measurement can say neither met nor missed.")
+    else:
+        lines.append("The verdict stands (a size does not depend on load), but the latencies and speedups above are "
+                     "not to be trusted.")
+    return lines + ["", "Measure again on quiet cores (stop training and other heavy processes first); nothing is "
+                    "made or trained again:", "", f"    {result.remeasure}"]
 
 
 def candidate_positions(plan: Plan, teacher: StageOutcome) -> list[float]:
@@ -205,7 +269,7 @@ def write_cards(result: CompressResult, output_dir: Path, training_args, teacher
     from ..model_card import recipe_from_config
 
     plan = result.plan
-    setup = latency_setup(plan)
+    setup = latency_setup(plan, result.rounds)
     compression = {"target": str(plan.target) + (f" at {setup}" if setup else ""),
                    "plan": f"{plan.chosen}, teacher layers {', '.join(map(str, plan.keep_layers))}",
                    "measured": result.summary()}

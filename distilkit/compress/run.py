@@ -13,6 +13,9 @@ settings, teacher, data or chosen shape) is refused instead of mixing stages.
                          the teacher's whole shape
     int8/                int8 (`quantize_int8`), when the plan is int8
     results.*, tradeoff.png, README.md cards: `results.write_outcome`
+
+`CompressArguments.measure_only`: a rerun of a finished output_dir that makes nothing and only measures and writes
+the results again (`check_complete` first), e.g. on quiet cores after a verdict the busy machine made unreliable.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
     saved = read_plan(output_dir)
     if saved is not None and saved.inputs == inputs and saved_plan_matches(saved, teacher.config, args, machine):
         plan = saved
+    elif args.measure_only:
+        raise ValueError(no_plan_to_measure(output_dir, saved))
     else:
         from .quality import QualityProbe
 
@@ -64,6 +69,8 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
     check_schedule(plan, training_args, examples)
     check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
     Run(output_dir, plan.identity()).check(stage_names(plan, teacher))
+    if args.measure_only:
+        check_complete(Run(output_dir, plan.identity()), stage_names(plan, teacher))
     return plan
 
 
@@ -82,7 +89,8 @@ def distils(plan: Plan, teacher) -> bool:
 def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArguments,
              training_args: DistillationConfig, output_dir: str | Path, *, machine: MachineSettings | None = None,
              transfer_dataset=None, compute_metrics=None, data_collator=None, teacher_name: str | None = None,
-             teacher_hub_id: str | None = None, progress: bool = True, plan: Plan | None = None):
+             teacher_hub_id: str | None = None, progress: bool = True, plan: Plan | None = None,
+             remeasure: str | None = None):
     """Compress `teacher` (a sequence classifier) to `args`' target and return a `results.CompressResult`.
 
     `machine`: the batch size, sequence length and threads latency is measured at (needed for latency and speedup
@@ -93,7 +101,11 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     Every check (`plan_compression`) runs before anything is trained or written to output_dir; `plan`: what `plan_compression`
     returned for these same arguments, to run its checks apart (the CLI does), or None to run them here.
     `teacher_name` / `teacher_hub_id`: how the cards name the teacher and link it (default: from the teacher's
-    `name_or_path`; a local folder is named, not linked).
+    `name_or_path`; a local folder is named, not linked). `remeasure`: the command results.md gives to measure again
+    when the machine was busy (the command line passes its own; default: how to do it from Python).
+
+    `args.measure_only`: every stage must be complete already (else a ValueError naming the missing ones, before
+    anything is written); nothing is made or trained, only the results and cards are measured and written again.
     """
     from ..model_card import facts
     from .results import write_outcome
@@ -105,6 +117,19 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     if plan is None:
         plan = plan_compression(teacher, train_dataset, args, training_args, output_dir, machine=machine,
                                 transfer_dataset=transfer_dataset, data_collator=data_collator, progress=progress)
+
+    def outcome(names: list[str]):
+        return write_outcome(plan, teacher, tokenizer, names, output_dir, training_args, eval_dataset=eval_dataset,
+                             compute_metrics=compute_metrics, data_collator=data_collator, rounds=args.latency_rounds,
+                             teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
+                             transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
+                             progress=progress, remeasure=remeasure)
+
+    if args.measure_only:  # a finished run measured again: nothing is made, trained or planned
+        names = stage_names(plan, teacher)
+        check_complete(Run(output_dir, plan.identity()), names)
+        return outcome(names)
+
     # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
     teacher_parameter = next(teacher.parameters())
     teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
@@ -145,11 +170,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     stages = [makers[name] for name in names]
     run.execute(stages)
     teacher.to(device=teacher_device, dtype=teacher_dtype)
-    return write_outcome(plan, teacher, tokenizer, [stage.name for stage in stages], output_dir, training_args,
-                         eval_dataset=eval_dataset, compute_metrics=compute_metrics, data_collator=data_collator,
-                         rounds=args.latency_rounds, teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
-                         transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
-                         progress=progress)
+    return outcome([stage.name for stage in stages])
 
 
 def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:
@@ -275,6 +296,29 @@ def check_shape(model, plan: Plan, training_dir: Path) -> None:
             f"needs {list(want.heads)} and {list(want.ffn)}. The pruning "
             f"schedule did not finish: see the training log's pruning/* entries. A rerun would resume the same "
             f"checkpoints and end the same way: delete {training_dir}/ to distil again from the start.")
+
+
+def check_complete(run: Run, names: list[str]) -> None:
+    """measure_only: every stage of the plan must be complete (made by this run's identity); else a ValueError
+    naming the missing ones. Writes nothing."""
+    missing = [name for name in names if not run.complete(name)]
+    if missing:
+        raise ValueError(
+            f"measure_only measures a finished run again, but {run.output_dir} has {len(missing)} of its "
+            f"{len(names)} stages unfinished: {', '.join(f'{name}/' for name in missing)}. Run the same command "
+            "without measure_only first: it makes them (and resumes an interrupted distillation).")
+
+
+def no_plan_to_measure(output_dir: Path, saved: Plan | None) -> str:
+    """Why measure_only has nothing to measure: no plan.json in output_dir, or one made for another target,
+    machine settings, teacher or candidate grid."""
+    if saved is None:
+        return (f"measure_only measures a finished run again, but {output_dir} has no {PLAN_JSON}: run the same "
+                "command without measure_only first (or give the output_dir of the finished run).")
+    return (f"measure_only measures a finished run again, but the {PLAN_JSON} in {output_dir} was made for another "
+            f"target, machine settings, teacher or candidate grid (it planned {saved.target} at "
+            f"{None if saved.machine is None else saved.machine.to_dict()}); give the settings of the run that made "
+            "it.")
 
 
 def read_plan(output_dir: Path) -> Plan | None:

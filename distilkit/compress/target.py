@@ -43,6 +43,7 @@ class MachineSettings:
 
 
 TARGET_FIELDS = ("target_latency_ms", "target_speedup", "target_size_mb")
+MET, MISSED, UNRELIABLE = "met", "missed", "unreliable"  # the verdicts of a measured result (`Target.verdict`)
 MACHINE_FIELDS = ("latency_batch_size", "latency_seq_len", "latency_threads")
 
 
@@ -100,7 +101,15 @@ class CompressArguments:
                   "~/.cache/distilkit/latency.json."},
     )
     latency_rounds: int = field(
-        default=10, metadata={"help": "Interleaved rounds each candidate and the final model are measured over."}
+        default=10, metadata={"help": "Interleaved rounds each candidate and the final model are measured over "
+                              "(latencies are the 20th percentile of the rounds)."}
+    )
+    measure_only: bool = field(
+        default=False,
+        metadata={"help": "Measure a finished run in output_dir again, making and training nothing: every stage must "
+                  "be complete (run the same command without it first). Only results.md, results.json, "
+                  "tradeoff.png and the stages' model cards are written again. For a verdict that was unreliable "
+                  "because the machine was busy: rerun with --measure_only true on quiet cores."},
     )
     plan_score_rows: int = field(
         default=128,
@@ -187,3 +196,11 @@ class Target:
         if self.name == "target_speedup":
             return teacher_ms / cost >= self.value
         return cost <= self.value
+
+    def verdict(self, cost: float, teacher_ms: float | None, busy: bool) -> str:
+        """"met", "missed", or "unreliable": a latency or speedup measured while the machine was busy (`busy`:
+        `distilkit.measure.Timing.busy`) says neither, since load slows a large teacher more than a small
+        student and can make a target look met or missed. A size does not depend on load."""
+        if self.is_latency and busy:
+            return UNRELIABLE
+        return MET if self.met(cost, teacher_ms) else MISSED

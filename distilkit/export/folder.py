@@ -38,8 +38,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .extra import require_onnx
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +73,8 @@ class _Source:
         return str(self.folder) if self.folder is not None else type(self.model).__name__
 
 
-def to_onnx(model_or_folder, output_dir: str | os.PathLike, int8: bool = False, *, tokenizer=None,
-            opset: int = DEFAULT_OPSET) -> Path:
+def to_onnx(model_or_folder: str | os.PathLike | torch.nn.Module, output_dir: str | os.PathLike, int8: bool = False,
+            *, tokenizer: object | str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:
     """Export a distilkit model (plain, pruned, int8) to `output_dir/model.onnx` with its config and tokenizer.
 
     Args:

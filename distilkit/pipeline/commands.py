@@ -32,7 +32,7 @@ from .models import (
     load_tokenizer,
     teacher_tokenizer_if_different,
 )
-from .recipe import COMMAND_SECTIONS, Recipe, RecipeError, write_recipe
+from .recipe import COMMAND_SECTIONS, RECIPE_FILE, Recipe, RecipeError, write_recipe
 from .report import StageResult, add_latencies, card_recipe, compute_metrics_function, finish, measure, print_table
 from .report import write_results as write_results_files
 from .stages import Run, Stage
@@ -459,11 +459,20 @@ def compress(recipe: Recipe):
                               training.output_dir, machine=machine, transfer_dataset=data.transfer,
                               compute_metrics=metrics, data_collator=data.collator,
                               teacher_name=teacher_name(m.teacher), teacher_hub_id=teacher_hub_id(m.teacher, teacher),
-                              progress=progress, plan=plan)
-    write_recipe(recipe, training.output_dir)
+                              progress=progress, plan=plan, remeasure=remeasure_command(training.output_dir))
+    if not recipe.compress.measure_only:  # the saved recipe stays the one that made the run
+        write_recipe(recipe, training.output_dir)
     print("\n" + (Path(training.output_dir) / "results.md").read_text(encoding="utf-8"), flush=True)
     print(result.summary())
     return result
+
+
+def remeasure_command(output_dir: str | Path) -> str:
+    """The command that measures a finished compress run again: the recipe it saved in output_dir (the run's
+    own settings, command-line overrides included) with --measure_only true."""
+    import shlex
+
+    return f"distilkit compress --config {shlex.quote(str(Path(output_dir) / RECIPE_FILE))} --measure_only true"
 
 
 def compress_machine_settings(recipe: Recipe):

@@ -601,7 +601,10 @@ def _to_plain(value):
     return str(getattr(value, "value", value))
 
 
-def write_recipe(recipe: Recipe, folder: str | os.PathLike, name: str = "distilkit_recipe.yaml") -> Path:
+RECIPE_FILE = "distilkit_recipe.yaml"  # the recipe a run saves beside its outputs
+
+
+def write_recipe(recipe: Recipe, folder: str | os.PathLike, name: str = RECIPE_FILE) -> Path:
     """Save the recipe as it was asked for beside the outputs, so a run can be repeated with --config."""
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
