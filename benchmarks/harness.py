@@ -714,17 +714,11 @@ def ort_int8_graph(source: str | os.PathLike, target: str | os.PathLike) -> Path
 
 def ort_session(path: str | os.PathLike, threads: int, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session on `threads` intra-op threads, one inter-op thread, sequential execution (as
-    PyTorch runs a forward); ONNX Runtime's profiler on when `profile_prefix` is given."""
-    import onnxruntime as ort
+    PyTorch runs a forward), as distilkit runs exports (`distilkit.export.session.ort_session`); ONNX Runtime's
+    profiler on when `profile_prefix` is given."""
+    from distilkit.export.session import ort_session as distilkit_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return distilkit_session(path, threads, profile_prefix)
 
 
 def ort_runner(session, inputs: dict):

@@ -57,16 +57,22 @@ def machine_fingerprint() -> dict:
     return fingerprint
 
 
-def software_versions() -> dict:
+def software_versions(engine: str = "torch") -> dict:
     """torch (kernels, threading), transformers (the modelling code), distilkit (twins, int8 layers) and the int8
-    kernel selected for the CPU (`quantization.kernels.select_kernel`; DISTILKIT_INT8_KERNEL can change it)."""
+    kernel selected for the CPU (`quantization.kernels.select_kernel`; DISTILKIT_INT8_KERNEL can change it); with
+    engine "onnxruntime" (`distilkit.engines`) also the versions of onnx (the export) and onnxruntime."""
+    from importlib.metadata import version
+
     import transformers
 
     from . import __version__
     from .quantization.kernels import select_kernel
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "distilkit": __version__,
-            "int8_kernel": select_kernel("cpu").name}
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "distilkit": __version__,
+                "int8_kernel": select_kernel("cpu").name}
+    if engine != "torch":
+        versions.update(engine=engine, onnx=version("onnx"), onnxruntime=version("onnxruntime"))
+    return versions
 
 
 def latency_setup(batch_size: int, seq_len: int, threads: int, machine: dict) -> str:

@@ -16,7 +16,7 @@ PUBLIC = {
                           "prune_ffn", "prune_ffn_to_fraction", "prune_heads", "prune_heads_to_fraction",
                           "removed_heads"],
     "distilkit.quantization": ["Int8Embedding", "Int8Linear", "quantize_int8", "select_kernel", "select_modules"],
-    "distilkit.export": ["MissingExtraError", "to_onnx"],
+    "distilkit.export": ["MissingExtraError", "OnnxRuntimeModel", "to_onnx"],
     "distilkit.serialization": ["compression_record", "from_pretrained", "load_config", "save_pretrained"],
     "distilkit.model_card": ["CARD_FILE", "CardFacts", "ModelRow", "TrainingRun", "card_template_path", "hub_id",
                              "measure_model", "recipe_from_config", "render_card", "render_model_card", "save_card",

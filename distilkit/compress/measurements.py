@@ -1,7 +1,7 @@
 """Latency measurements of candidate shapes on random-weight twins, and their cache.
 
   * `measure_shapes`: the latency of each shape's twin (`twin.random_twin`, with the attention implementation a
-    deployed model gets by default), measured interleaved (`distilkit.measure.interleaved_timing`), each group
+    deployed model gets by default), in the settings' engine (`distilkit.engines`), measured interleaved (`distilkit.measure.interleaved_timing`), each group
     with a reference twin (the teacher's) when asked, measured again after a pause while the machine is busy, and
     cached; `busy_note` says whether any of them was still taken on a busy machine (for the plan);
   * `MeasurementCache`: a json file of measurements, keyed by everything a latency depends on (the machine and
@@ -23,6 +23,7 @@ from transformers import PretrainedConfig
 
 from .. import measure
 from ..architectures import get_architecture
+from ..engines import on_engine
 from ..pruning.structural import head_group_size
 from ..serialization.atomic import publishing_file
 from .shape import ModelShape
@@ -94,7 +95,7 @@ def cost_config(config: PretrainedConfig) -> dict:
 
 def measurement_context(config: PretrainedConfig, settings: MachineSettings) -> dict:
     """Everything a latency depends on besides the shape; part of every cache key."""
-    return {"machine": measure.machine_fingerprint(), "software": measure.software_versions(),
+    return {"machine": measure.machine_fingerprint(), "software": measure.software_versions(settings.engine),
             "model": {**cost_config(config), "attn_implementation": twin_attention(config)},
             "settings": settings.to_dict()}
 
@@ -189,8 +190,9 @@ def measure_shapes(config: PretrainedConfig, shapes: Sequence[ModelShape], setti
         twins = {shape_of[key].key(): random_twin(config, shape_of[key]) for key in group}
         if reference is not None and reference.key() not in twins:
             twins[reference.key()] = random_twin(config, reference)
-        timing = timed_until_quiet(twins, settings, rounds, None if reference is None else reference.key(),
-                                   busy_tries, busy_wait_s)
+        with on_engine(twins, settings.engine, settings.threads) as running:  # ONNX Runtime: exported first
+            timing = timed_until_quiet(running, settings, rounds, None if reference is None else reference.key(),
+                                       busy_tries, busy_wait_s)
         del twins  # free this group's weights before the next group is built
         busy = "; ".join(timing.reasons) or None
         reference_ms = None if reference is None else timing[reference.key()].estimate

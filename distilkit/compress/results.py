@@ -17,7 +17,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 from .. import measure
+from ..engines import ONNXRUNTIME, on_engine
+from ..export.folder import ONNX_FILE
 from ..pipeline import report
 from ..pipeline.report import StageResult, head_count
 from ..pipeline.stages import write_text
@@ -59,6 +63,7 @@ class CompressResult:
     plot: str | None  # tradeoff.png, or why it was not drawn
     timing: measure.Timing | None = None
     remeasure: str = PYTHON_REMEASURE
+    onnx: dict | None = None  # engine onnxruntime: the final stage's export (folder, size, metrics in ONNX Runtime)
 
     @property
     def target_met(self) -> bool:
@@ -89,16 +94,20 @@ class CompressResult:
                 "achieved": self.achieved, "summary": self.summary(), "plan": self.plan.chosen,
                 "plan_busy": self.plan.busy, "plot": self.plot,
                 "measurement": None if self.timing is None else self.timing.to_dict(),
-                "remeasure": self.remeasure if self.verdict == UNRELIABLE else None,
+                "remeasure": self.remeasure if self.verdict == UNRELIABLE else None, "onnx": self.onnx,
                 "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
 def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
                   teacher_name: str | None = None, teacher_hub_id: str | None = None, transfer_examples: int = 0,
-                  progress: bool = True, remeasure: str | None = None
+                  progress: bool = True, remeasure: str | None = None, onnx_folder: Path | None = None
                   ) -> CompressResult:
     """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
+
+    Latencies are measured in the plan's engine (`MachineSettings.engine`, `distilkit.engines.on_engine`): with
+    "onnxruntime" every model is exported to ONNX and run by ONNX Runtime, the last stage as its export in
+    `onnx_folder` (the deployed file), whose metrics are also measured in ONNX Runtime (`CompressResult.onnx`).
 
     `progress`: a bar over the latency rounds (each evaluation shows the Trainer's, unless disable_tqdm).
     `remeasure`: the command that measures this run again, for results.md when the machine was busy (default: how
@@ -113,9 +122,12 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
         # not the eager one attention distillation needs.
         trained_with = teacher.config._attn_implementation
         teacher.set_attn_implementation(models[stage_names[0]].config._attn_implementation)
+        exported = {stage_names[-1]: onnx_folder} if onnx_folder is not None else None
         try:
-            timing = measure.interleaved_timing(models, machine.batch_size, machine.seq_len, machine.threads,
-                                                rounds=rounds, progress=progress, reference="teacher")
+            with on_engine(models, machine.engine, machine.threads, exported) as running:
+                timing = measure.interleaved_timing(running, machine.batch_size, machine.seq_len,
+                                                    machine.threads, rounds=rounds, progress=progress,
+                                                    reference="teacher")
         finally:
             teacher.set_attn_implementation(trained_with)
     teacher_ms = timing["teacher"].estimate if timing else None
@@ -137,8 +149,14 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     cost = final.latency_ms if plan.target.is_latency else final.size_mb
     plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
     verdict = plan.target.verdict(cost, teacher_ms, busy=timing is not None and timing.busy)
+    onnx = None
+    if onnx_folder is not None:
+        onnx = {"folder": onnx_folder.name, "size_mb": (onnx_folder / ONNX_FILE).stat().st_size / 1e6,
+                "metrics": evaluate_in_onnxruntime(onnx_folder, eval_dataset, compute_metrics, data_collator,
+                                                   tokenizer, training_args.per_device_eval_batch_size,
+                                                   machine.threads if machine else 2)}
     result = CompressResult(plan, stages, verdict, plan.target.achieved(cost, teacher_ms), plot, timing,
-                            remeasure or PYTHON_REMEASURE)
+                            remeasure or PYTHON_REMEASURE, onnx)
     write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
                                                       "latency_setup": latency_setup(plan, rounds),
                                                       "stages": report.stages_json(stages, output_dir)},
@@ -163,13 +181,50 @@ def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metri
             if key.startswith("eval_") and key.removeprefix("eval_") not in NOT_METRICS}
 
 
+def evaluate_in_onnxruntime(folder: Path, eval_dataset, compute_metrics, data_collator, tokenizer,
+                            batch_size: int, threads: int) -> dict[str, float]:
+    """`compute_metrics` of the export in `folder` run by ONNX Runtime on `eval_dataset` ({} without either):
+    the columns the graph does not take are dropped (as Trainer drops the model's unused ones), the rest batched
+    by `data_collator` (Trainer's default without one)."""
+    if eval_dataset is None or compute_metrics is None:
+        return {}
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding, EvalPrediction, default_data_collator
+
+    from ..export import OnnxRuntimeModel
+
+    model = OnnxRuntimeModel(folder, threads)
+    keep = {*model.input_names, "label", "labels"}
+    if hasattr(eval_dataset, "remove_columns"):
+        eval_dataset = eval_dataset.remove_columns([c for c in eval_dataset.column_names if c not in keep])
+    collator = data_collator or (DataCollatorWithPadding(tokenizer) if tokenizer is not None
+                                 else default_data_collator)
+    logits, labels = [], []
+    for batch in DataLoader(eval_dataset, batch_size=batch_size, collate_fn=collator):
+        labels.append(batch.pop("labels"))
+        logits.append(model(**batch).logits)
+    scores = compute_metrics(EvalPrediction(predictions=torch.cat(logits).numpy(),
+                                            label_ids=torch.cat(labels).numpy()))
+    return {name: float(value) for name, value in scores.items()}
+
+
 def latency_setup(plan: Plan, rounds: int | None = None) -> str | None:
     if plan.machine is None:
         return None
     m = plan.machine
     over = f"{rounds} interleaved rounds" if rounds else "the rounds of one interleaved run"
     return (measure.latency_setup(m.batch_size, m.seq_len, m.threads, measure.machine_info())
-            + f", 20th percentile of {over} over the teacher and every stage")
+            + f", 20th percentile of {over} over the teacher and every stage" + engine_note(m.engine))
+
+
+def engine_note(engine: str) -> str:
+    """How a latency was run: nothing for PyTorch; for ONNX Runtime, its version and that the models were exported."""
+    if engine == ONNXRUNTIME:
+        from importlib.metadata import version
+
+        return (f", each model exported to ONNX (distilkit.export.to_onnx) and run by ONNX Runtime "
+                f"{version('onnxruntime')}")
+    return ""
 
 
 def results_markdown(result: CompressResult) -> str:
@@ -197,6 +252,12 @@ def results_markdown(result: CompressResult) -> str:
     if result.timing is not None:
         notes.append(f"Machine during the measurement: {result.timing.describe()}.")
     notes.append("Size: weight files of each stage folder (the teacher: its exact weight size).")
+    if result.onnx is not None:
+        o = result.onnx
+        scores = ", ".join(f"{name} {value:.4f}" for name, value in o["metrics"].items()) or "no metrics"
+        notes.append(f"Deployed: {o['folder']}/ ({ONNX_FILE}, {o['size_mb']:.3f} MB), the {result.final.stage} "
+                     f"stage exported to ONNX; its latency above is this file's in ONNX Runtime; its metrics in "
+                     f"ONNX Runtime: {scores}.")
     notes.append(f"Plot: {result.plot}")
     return "\n".join(lines + notes) + "\n"
 

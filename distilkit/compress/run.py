@@ -12,6 +12,8 @@ settings, teacher, data or chosen shape) is refused instead of mixing stages.
                          planned totals (checkpoints and logs in student-training/); skipped when the plan keeps
                          the teacher's whole shape
     int8/                int8 (`quantize_int8`), when the plan is int8
+    onnx/                with engine "onnxruntime" (`MachineSettings.engine`): the last stage exported to ONNX
+                         (`distilkit.export.to_onnx`), what the final latency is measured on
     results.*, tradeoff.png, README.md cards: `results.write_outcome`
 
 `CompressArguments.measure_only`: a rerun of a finished output_dir that makes nothing and only measures and writes
@@ -34,7 +36,7 @@ from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan, saved_plan_matches
 from .shape import ModelShape
 from .target import CompressArguments, MachineSettings
 
-STUDENT, INT8 = "student", "int8"
+STUDENT, INT8, ONNX = "student", "int8", "onnx"
 
 
 def plan_compression(teacher, train_dataset, args: CompressArguments, training_args: DistillationConfig,
@@ -76,8 +78,15 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
 
 def stage_names(plan: Plan, teacher) -> list[str]:
     """The plan's stages: student/ unless the plan keeps the teacher's whole shape (int8 alone needs no
-    distillation), int8/ when it is int8."""
-    return [STUDENT] * distils(plan, teacher) + [INT8] * plan.shape.int8
+    distillation), int8/ when it is int8, onnx/ when the model is deployed on ONNX Runtime."""
+    models = [STUDENT] * distils(plan, teacher) + [INT8] * plan.shape.int8
+    return models + [ONNX] * deploys_onnx(plan)
+
+
+def deploys_onnx(plan: Plan) -> bool:
+    from ..engines import ONNXRUNTIME
+
+    return plan.machine is not None and plan.machine.engine == ONNXRUNTIME
 
 
 def distils(plan: Plan, teacher) -> bool:
@@ -119,7 +128,9 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
                                 transfer_dataset=transfer_dataset, data_collator=data_collator, progress=progress)
 
     def outcome(names: list[str]):
-        return write_outcome(plan, teacher, tokenizer, names, output_dir, training_args, eval_dataset=eval_dataset,
+        onnx = output_dir / ONNX if ONNX in names else None
+        return write_outcome(plan, teacher, tokenizer, [n for n in names if n != ONNX], output_dir, training_args,
+                             onnx_folder=onnx, eval_dataset=eval_dataset,
                              compute_metrics=compute_metrics, data_collator=data_collator, rounds=args.latency_rounds,
                              teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
                              transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
@@ -164,9 +175,16 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         source = from_pretrained(run.folder(STUDENT)) if STUDENT in names else copy.deepcopy(teacher)
         save_pretrained(quantize_int8(source, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
 
+    def onnx(folder: Path) -> None:
+        from ..export import to_onnx
+
+        models = [name for name in names if name != ONNX]
+        to_onnx(run.folder(models[-1]), folder)
+
     names = stage_names(plan, teacher)
     makers = {STUDENT: Stage(STUDENT, student, "distilling with gradual pruning"),
-              INT8: Stage(INT8, int8, "quantizing to int8")}
+              INT8: Stage(INT8, int8, "quantizing to int8"),
+              ONNX: Stage(ONNX, onnx, "exporting to ONNX Runtime")}
     stages = [makers[name] for name in names]
     run.execute(stages)
     teacher.to(device=teacher_device, dtype=teacher_dtype)

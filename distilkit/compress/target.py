@@ -19,17 +19,22 @@ from transformers import PretrainedConfig
 
 @dataclass(frozen=True)
 class MachineSettings:
-    """How the model will run: `batch_size` sequences of `seq_len` tokens, on `threads` CPU threads."""
+    """How the model will run: `batch_size` sequences of `seq_len` tokens, on `threads` CPU threads, in `engine`
+    ("torch", or "onnxruntime": exported to ONNX and run by ONNX Runtime; `distilkit.engines`)."""
 
     batch_size: int
     seq_len: int
     threads: int
+    engine: str = "torch"
 
     def __post_init__(self):
         for name in ("batch_size", "seq_len", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MachineSettings.{name} must be a positive integer; got {value!r}.")
+        from ..engines import check_engine
+
+        check_engine(self.engine)
 
     def check_fits(self, config: PretrainedConfig) -> None:
         """Raise ValueError if sequences of `seq_len` tokens are longer than the model's position embeddings."""
@@ -39,7 +44,7 @@ class MachineSettings:
                              f"max_position_embeddings ({limit}); choose a shorter sequence length.")
 
     def to_dict(self) -> dict:
-        return {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads}
+        return {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads, "engine": self.engine}
 
 
 TARGET_FIELDS = ("target_latency_ms", "target_speedup", "target_size_mb")

@@ -179,11 +179,9 @@ def check_graph(path: Path, model: nn.Module, signature: GraphSignature, seed: i
 
     Raises if ONNX Runtime cannot load or run the file, or returns outputs of other shapes or non-finite values.
     """
-    import onnxruntime
+    from .session import ort_session
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # a small batch: threads would only wait on each other on a busy machine
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads=1)  # a small batch: threads would only wait on each other when busy
     with export_mode(model):
         inputs = dummy_inputs(model, signature.inputs, CHECK_SHAPE, seed)
         expected = forward_outputs(model, inputs)

@@ -490,7 +490,7 @@ def compress_machine_settings(recipe: Recipe):
                               "--latency_threads 2).")
     elif not e.latency:
         return None
-    return MachineSettings(e.latency_batch_size, e.latency_seq_len, e.latency_threads)
+    return MachineSettings(e.latency_batch_size, e.latency_seq_len, e.latency_threads, e.engine)
 
 
 def _check_compress_models(recipe: Recipe) -> None:

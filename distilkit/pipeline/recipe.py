@@ -342,6 +342,12 @@ class EvalArguments:
     latency_batch_size: int = field(default=8, metadata={"help": "Batch size of the latency measurement."})
     latency_seq_len: int = field(default=128, metadata={"help": "Sequence length of the latency measurement."})
     latency_threads: int = field(default=2, metadata={"help": "CPU threads of the latency measurement."})
+    engine: str = field(
+        default="torch",
+        metadata={"help": "The inference engine latency is measured in, the one you deploy on: torch, or "
+                  "onnxruntime (each model exported to ONNX and run by ONNX Runtime; needs distilkit[onnx]). "
+                  "compress plans for it and exports its result to onnx/."},
+    )
 
     def __post_init__(self):
         for name in ("metrics", "eval_models"):
@@ -350,6 +356,9 @@ class EvalArguments:
         for name in ("latency_batch_size", "latency_seq_len", "latency_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        from ..engines import check_engine
+
+        check_engine(self.engine)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..engines import on_engine
 from ..measure import count_parameters, folder_size_mb, interleaved_latency_ms, latency_setup, machine_info
 from ..model_card import ModelRow, recipe_from_config, teacher_hub_id, teacher_name, write_model_card
 from .recipe import EvalArguments, Recipe, write_recipe
@@ -129,13 +130,15 @@ def latency_seq_len(models, eval_args: EvalArguments) -> int:
 
 def add_latencies(results: list[StageResult], models: list, eval_args: EvalArguments, progress: bool = False
                   ) -> None:
-    """Each result's CPU latency: the median over rounds in which every model runs once, in turn
+    """Each result's CPU latency in the evaluation section's engine (`distilkit.engines.on_engine`: with
+    onnxruntime, each model exported to ONNX first): the median over rounds in which every model runs once, in turn
     (`distilkit.measure.interleaved_latency_ms`), so a change of load on the machine affects them alike."""
     if not eval_args.latency or not results:
         return
-    timed = interleaved_latency_ms({str(i): model for i, model in enumerate(models)}, eval_args.latency_batch_size,
-                                   latency_seq_len(models, eval_args), threads=eval_args.latency_threads,
-                                   rounds=LATENCY_ROUNDS, progress=progress)
+    with on_engine({str(i): model for i, model in enumerate(models)}, eval_args.engine,
+                   eval_args.latency_threads) as running:
+        timed = interleaved_latency_ms(running, eval_args.latency_batch_size, latency_seq_len(models, eval_args),
+                                       threads=eval_args.latency_threads, rounds=LATENCY_ROUNDS, progress=progress)
     for i, result in enumerate(results):
         result.latency_ms = timed[str(i)]["median"]
 
@@ -152,7 +155,9 @@ def head_count(model) -> int | None:
 
 def describe_latency(eval_args: EvalArguments, machine: dict) -> str:
     """How latency was measured (`distilkit.measure.latency_setup`) with the evaluation section's settings."""
-    return latency_setup(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads, machine)
+    engine = "" if eval_args.engine == "torch" else f", in {eval_args.engine} (each model exported to ONNX)"
+    return latency_setup(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads,
+                         machine) + engine
 
 
 def markdown_table(results: list[StageResult]) -> str:
