@@ -448,7 +448,7 @@ def test_an_unfinished_pruning_names_the_training_folder_to_delete(tmp_path):
                      False)
     unpruned = tiny_model("seq", "bert", layers=1, num_labels=3)
     with pytest.raises(RuntimeError, match=r"delete .*student-training/ to distil again"):
-        check_shape(unpruned, plan, tmp_path / "out" / "student-training")
+        check_shape(unpruned, plan.shape, tmp_path / "out" / "student-training")
 
 
 def test_cli_later_errors_are_not_recipe_errors(tmp_path, monkeypatch):

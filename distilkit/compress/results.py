@@ -64,6 +64,8 @@ class CompressResult:
     timing: measure.Timing | None = None
     remeasure: str = PYTHON_REMEASURE
     onnx: dict | None = None  # engine onnxruntime: the final stage's export (folder, size, metrics in ONNX Runtime)
+    refine_rounds: list = dataclasses.field(default_factory=list)  # the closed loop's `refine.RefineRound`s
+    refine_note: str | None = None  # why the closed loop stopped before the target was met
 
     @property
     def target_met(self) -> bool:
@@ -95,14 +97,15 @@ class CompressResult:
                 "plan_busy": self.plan.busy, "plot": self.plot,
                 "measurement": None if self.timing is None else self.timing.to_dict(),
                 "remeasure": self.remeasure if self.verdict == UNRELIABLE else None, "onnx": self.onnx,
+                "refine_rounds": [r.to_dict() for r in self.refine_rounds], "refine_note": self.refine_note,
                 "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
 def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output_dir: Path, training_args, *,
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
                   teacher_name: str | None = None, teacher_hub_id: str | None = None, transfer_examples: int = 0,
-                  progress: bool = True, remeasure: str | None = None, onnx_folder: Path | None = None
-                  ) -> CompressResult:
+                  progress: bool = True, remeasure: str | None = None, onnx_folder: Path | None = None,
+                  refine_rounds: list | None = None) -> CompressResult:
     """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
 
     Latencies are measured in the plan's engine (`MachineSettings.engine`, `distilkit.engines.on_engine`): with
@@ -156,14 +159,20 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
                                                    tokenizer, training_args.per_device_eval_batch_size,
                                                    machine.threads if machine else 2)}
     result = CompressResult(plan, stages, verdict, plan.target.achieved(cost, teacher_ms), plot, timing,
-                            remeasure or PYTHON_REMEASURE, onnx)
+                            remeasure or PYTHON_REMEASURE, onnx, list(refine_rounds or []))
+    write_files(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
+    return result
+
+
+def write_files(result: CompressResult, output_dir: Path, training_args, teacher_name: str | None = None,
+                teacher_hub_id: str | None = None, transfer_examples: int = 0) -> None:
+    """results.json, results.md and every stage's model card, from `result` (nothing is measured)."""
     write_text(output_dir / RESULTS_JSON, json.dumps({**result.to_dict(), "machine": measure.machine_info(),
-                                                      "latency_setup": latency_setup(plan, rounds),
-                                                      "stages": report.stages_json(stages, output_dir)},
+                                                      "latency_setup": latency_setup(result.plan, result.rounds),
+                                                      "stages": report.stages_json(result.stages, output_dir)},
                                                      indent=1) + "\n")
     write_text(output_dir / RESULTS_MD, results_markdown(result))
     write_cards(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
-    return result
 
 
 def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metrics, data_collator,
@@ -241,7 +250,7 @@ def results_markdown(result: CompressResult) -> str:
             f"{s.size_mb:.3f}", cell(s.latency_ms, ".2f"), cell(s.median_ms, ".2f"),
             cell(None if s.spread is None else 100 * s.spread, ".1f", "%"), cell(s.speedup, ".2f", "x"),
             met if s is result.final else "–"]) + " |")
-    lines += busy_warning(result)
+    lines += busy_warning(result) + refine_lines(result)
     notes = ["", f"Plan: {result.plan.chosen} ({PLAN_MD}). {result.plan.reason}"]
     if result.plan.busy:
         notes.append(f"The plan's twins were timed on a busy machine: {result.plan.busy}")
@@ -260,6 +269,20 @@ def results_markdown(result: CompressResult) -> str:
                      f"ONNX Runtime: {scores}.")
     notes.append(f"Plot: {result.plot}")
     return "\n".join(lines + notes) + "\n"
+
+
+def refine_lines(result: CompressResult) -> list[str]:
+    """results.md's account of the closed loop: each round (what the result it started from measured, the shape
+    it pruned to, what that shape was expected at), and why the loop stopped if the target was still missed."""
+    if not result.refine_rounds and not result.refine_note:
+        return []
+    count = len(result.refine_rounds)
+    lines = ["", f"## Closed loop: {count} round{'s' * (count != 1)}", ""]
+    lines += [f"- {r.describe(result.plan)}, {r.steps} recovery step{'s' * (r.steps != 1)} of distillation: "
+              + ", ".join(f"{name}/" for name in r.stages()) for r in result.refine_rounds]
+    if result.refine_note:
+        lines.append(f"- stopped: {result.refine_note}.")
+    return lines
 
 
 def busy_warning(result: CompressResult) -> list[str]:

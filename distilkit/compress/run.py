@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import DistillationConfig
@@ -33,8 +34,9 @@ from ..pipeline.identity import training_settings
 from ..pipeline.stages import Run, Stage, write_text
 from ..serialization.format import compression_record
 from .plan import PLAN_JSON, PLAN_MD, Plan, make_plan, saved_plan_matches
+from .refine import RefineRound, next_shape, read_rounds, write_rounds
 from .shape import ModelShape
-from .target import CompressArguments, MachineSettings
+from .target import MISSED, CompressArguments, MachineSettings
 
 STUDENT, INT8, ONNX = "student", "int8", "onnx"
 
@@ -70,17 +72,24 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
     examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
     check_schedule(plan, training_args, examples)
     check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
-    Run(output_dir, plan.identity()).check(stage_names(plan, teacher))
+    rounds = read_rounds(output_dir, plan)
+    steps = refine_steps(args, training_args, examples)
+    if rounds and rounds[0].steps != steps:
+        raise ValueError(f"{output_dir / 'refine.json'} records closed-loop rounds distilled for {rounds[0].steps} "
+                         f"steps, and this run's refine_steps is {steps}: use the same refine_steps, or delete "
+                         "refine.json and the refine*/ folders to refine again.")
+    Run(output_dir, plan.identity()).check(stage_names(plan, teacher, rounds))
     if args.measure_only:
-        check_complete(Run(output_dir, plan.identity()), stage_names(plan, teacher))
+        check_complete(Run(output_dir, plan.identity()), stage_names(plan, teacher, rounds))
     return plan
 
 
-def stage_names(plan: Plan, teacher) -> list[str]:
+def stage_names(plan: Plan, teacher, rounds: Sequence[RefineRound] = ()) -> list[str]:
     """The plan's stages: student/ unless the plan keeps the teacher's whole shape (int8 alone needs no
-    distillation), int8/ when it is int8, onnx/ when the model is deployed on ONNX Runtime."""
+    distillation), int8/ when it is int8, the closed loop's `rounds` (refine<k>/, refine<k>-int8/), and onnx/ (the
+    last of them exported) when the model is deployed on ONNX Runtime."""
     models = [STUDENT] * distils(plan, teacher) + [INT8] * plan.shape.int8
-    return models + [ONNX] * deploys_onnx(plan)
+    return models + [name for r in rounds for name in r.stages()] + [ONNX] * deploys_onnx(plan)
 
 
 def deploys_onnx(plan: Plan) -> bool:
@@ -117,7 +126,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     anything is written); nothing is made or trained, only the results and cards are measured and written again.
     """
     from ..model_card import facts
-    from .results import write_outcome
+    from .results import write_files, write_outcome
 
     teacher_hub_id = teacher_hub_id or facts.teacher_hub_id(None, teacher)
     teacher_name = teacher_name or facts.teacher_name(None, teacher)
@@ -127,19 +136,21 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         plan = plan_compression(teacher, train_dataset, args, training_args, output_dir, machine=machine,
                                 transfer_dataset=transfer_dataset, data_collator=data_collator, progress=progress)
 
-    def outcome(names: list[str]):
+    transfer_examples = 0 if transfer_dataset is None else len(transfer_dataset)
+
+    def outcome(names: list[str], rounds: list[RefineRound]):
         onnx = output_dir / ONNX if ONNX in names else None
         return write_outcome(plan, teacher, tokenizer, [n for n in names if n != ONNX], output_dir, training_args,
-                             onnx_folder=onnx, eval_dataset=eval_dataset,
+                             onnx_folder=onnx, refine_rounds=rounds, eval_dataset=eval_dataset,
                              compute_metrics=compute_metrics, data_collator=data_collator, rounds=args.latency_rounds,
                              teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
-                             transfer_examples=0 if transfer_dataset is None else len(transfer_dataset),
-                             progress=progress, remeasure=remeasure)
+                             transfer_examples=transfer_examples, progress=progress, remeasure=remeasure)
 
+    rounds = read_rounds(output_dir, plan)
     if args.measure_only:  # a finished run measured again: nothing is made, trained or planned
-        names = stage_names(plan, teacher)
+        names = stage_names(plan, teacher, rounds)
         check_complete(Run(output_dir, plan.identity()), names)
-        return outcome(names)
+        return outcome(names, rounds)
 
     # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
     teacher_parameter = next(teacher.parameters())
@@ -149,46 +160,108 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
     write_text(output_dir / PLAN_MD, plan.to_markdown())
     run = Run(output_dir, plan.identity())
+    examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
+
+    def distil(model, name: str, arguments: DistillationConfig, callback):
+        from ..trainer import DistillationTrainer
+
+        trainer = DistillationTrainer(model=model, args=arguments, teacher_model=teacher, train_dataset=train_dataset,
+                                      eval_dataset=eval_dataset, data_collator=data_collator,
+                                      processing_class=tokenizer, compute_metrics=compute_metrics,
+                                      transfer_dataset=transfer_dataset)
+        if callback is not None:
+            trainer.add_callback(callback)
+        trainer.train(resume_from_checkpoint=run.last_checkpoint(name))
+        return trainer
 
     def student(folder: Path) -> None:
         from .. import student_from_teacher
-        from ..trainer import DistillationTrainer
 
         training_dir = run.training_dir(STUDENT)
-        args = stage_arguments(plan, training_args, training_dir)
-        trainer = DistillationTrainer(model=student_from_teacher(teacher, plan.keep_layers), args=args,
-                                      teacher_model=teacher, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                                      data_collator=data_collator, processing_class=tokenizer,
-                                      compute_metrics=compute_metrics, transfer_dataset=transfer_dataset)
-        callback = shape_pruning(plan, args)
-        if callback is not None:
-            trainer.add_callback(callback)
-        trainer.train(resume_from_checkpoint=run.last_checkpoint(STUDENT))
-        check_shape(trainer.model, plan, training_dir)
+        arguments = stage_arguments(plan, training_args, training_dir)
+        trainer = distil(student_from_teacher(teacher, plan.keep_layers), STUDENT, arguments,
+                         shape_pruning(plan, arguments))
+        check_shape(trainer.model, plan.shape, training_dir)
         trainer.save_state()
         trainer.save_model(str(folder))
 
-    def int8(folder: Path) -> None:
-        from .. import from_pretrained, save_pretrained
-        from ..quantization import quantize_int8
+    def quantized(source: str):
+        def make(folder: Path) -> None:
+            from .. import from_pretrained, save_pretrained
+            from ..quantization import quantize_int8
 
-        source = from_pretrained(run.folder(STUDENT)) if STUDENT in names else copy.deepcopy(teacher)
-        save_pretrained(quantize_int8(source, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
+            model = from_pretrained(run.folder(source)) if source else copy.deepcopy(teacher)
+            save_pretrained(quantize_int8(model, quantize_embeddings=plan.shape.int8_embeddings), folder, tokenizer)
+        return make
+
+    def refined(r: RefineRound, source: str | None):
+        def make(folder: Path) -> None:
+            from .. import from_pretrained, student_from_teacher
+
+            training_dir = run.training_dir(r.float_stage)
+            arguments = dataclasses.replace(training_args, output_dir=str(training_dir),
+                                            max_steps=r.steps)
+            model = from_pretrained(run.folder(source)) if source else student_from_teacher(teacher, plan.keep_layers)
+            trainer = distil(model, r.float_stage, arguments, round_pruning(r.shape, arguments))
+            check_shape(trainer.model, r.shape, training_dir)
+            trainer.save_state()
+            trainer.save_model(str(folder))
+        return make
 
     def onnx(folder: Path) -> None:
         from ..export import to_onnx
 
-        models = [name for name in names if name != ONNX]
-        to_onnx(run.folder(models[-1]), folder)
+        to_onnx(run.folder([name for name in names if name != ONNX][-1]), folder)
 
-    names = stage_names(plan, teacher)
-    makers = {STUDENT: Stage(STUDENT, student, "distilling with gradual pruning"),
-              INT8: Stage(INT8, int8, "quantizing to int8"),
-              ONNX: Stage(ONNX, onnx, "exporting to ONNX Runtime")}
-    stages = [makers[name] for name in names]
-    run.execute(stages)
-    teacher.to(device=teacher_device, dtype=teacher_dtype)
-    return outcome([stage.name for stage in stages])
+    def makers() -> list[Stage]:
+        float_source = STUDENT if STUDENT in names else None
+        made = {STUDENT: Stage(STUDENT, student, "distilling with gradual pruning"),
+                INT8: Stage(INT8, quantized(float_source), "quantizing to int8"),
+                ONNX: Stage(ONNX, onnx, "exporting to ONNX Runtime")}
+        for r in rounds:
+            made[r.float_stage] = Stage(r.float_stage, refined(r, float_source),
+                                        f"closed loop {r.describe(plan)}: pruning and distilling again")
+            made[f"{r.float_stage}-int8"] = Stage(f"{r.float_stage}-int8", quantized(r.float_stage),
+                                                  "quantizing to int8")
+            float_source = r.float_stage
+        return [made[name] for name in names]
+
+    while True:
+        names = stage_names(plan, teacher, rounds)
+        run.execute(makers())
+        teacher.to(device=teacher_device, dtype=teacher_dtype)
+        result = outcome(names, rounds)
+        if result.verdict != MISSED or not plan.target.is_latency or len(rounds) >= args.max_refine_rounds:
+            return result
+        current = rounds[-1].shape if rounds else plan.shape
+        teacher_ms, missed_ms = result.stages[0].latency_ms, result.final.latency_ms
+        step = next_shape(plan, current, missed_ms, teacher_ms)
+        if step is None:
+            result.refine_note = (f"no smaller shape of {current.num_layers} layers in this precision is expected "
+                                  "to fit the budget; plan again with more candidates or a looser target")
+            write_files(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
+            return result
+        rounds = [*rounds, RefineRound(len(rounds) + 1, step[0], missed_ms, teacher_ms, step[1],
+                                       refine_steps(args, training_args, examples))]
+        write_rounds(output_dir, plan, rounds)
+
+
+def refine_steps(args: CompressArguments, training_args: DistillationConfig, examples: int) -> int:
+    """The distillation steps of a refine round: `args.refine_steps`, or a fifth of the distillation's."""
+    if args.refine_steps is not None:
+        return args.refine_steps
+    return max(1, round(training_steps(training_args, examples) / 5))
+
+
+def round_pruning(shape: ModelShape, training_args: DistillationConfig):
+    """A refine round's pruning: at its first step, to `shape`'s heads and FFN neurons per layer, scored as the
+    distillation's pruning is."""
+    from ..pruning import PruningCallback
+
+    scoring = training_args.scoring(while_training=True)
+    scoring.pop("min_heads_per_layer", None)
+    return PruningCallback(target_fraction=0.0, prune_every_steps=1, num_prunes=1, seed=training_args.seed,
+                           head_counts=list(shape.heads), ffn_counts=list(shape.ffn), **scoring)
 
 
 def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:
@@ -303,10 +376,10 @@ def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, t
                        model_input_columns(student, args))
 
 
-def check_shape(model, plan: Plan, training_dir: Path) -> None:
-    """After distilling: exactly the plan's heads and FFN neurons in each of its layers (the shape whose twin was
-    measured)."""
-    got, want = ModelShape.of(model), plan.shape
+def check_shape(model, want: ModelShape, training_dir: Path) -> None:
+    """After distilling: exactly the planned heads and FFN neurons in each layer (the shape whose twin was
+    measured, or a refine round's)."""
+    got = ModelShape.of(model)
     found, needed = (got.heads, got.ffn), (want.heads, want.ffn)
     if found != needed:
         raise RuntimeError(

@@ -116,6 +116,17 @@ class CompressArguments:
                   "tradeoff.png and the stages' model cards are written again. For a verdict that was unreliable "
                   "because the machine was busy: rerun with --measure_only true on quiet cores."},
     )
+    max_refine_rounds: int = field(
+        default=2,
+        metadata={"help": "Closed loop: when the made model misses a latency target on a quiet measurement, prune it "
+                  "further (FFN neurons first), recover with a short distillation and measure again, up to this many "
+                  "rounds (0: never)."},
+    )
+    refine_steps: int | None = field(
+        default=None,
+        metadata={"help": "Distillation steps of each refine round (default: a fifth of the distillation's steps, "
+                  "at least 1)."},
+    )
     plan_score_rows: int = field(
         default=128,
         metadata={"help": "Held-out training rows the quality score compares the teacher and each candidate on "
@@ -145,6 +156,13 @@ class CompressArguments:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        rounds = self.max_refine_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise ValueError(f"max_refine_rounds must be 0 (no closed loop) or a positive integer; got {rounds!r}.")
+        steps = self.refine_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"refine_steps must be a positive integer (or unset: a fifth of the distillation's "
+                             f"steps); got {steps!r}.")
 
     @property
     def target(self) -> Target:
