@@ -443,7 +443,7 @@ def stage_folder(stage: dict) -> str | None:
 
 def run_relative(results: dict, run: Path) -> dict:
     """A run's results.json (as `distilkit compress` wrote it, with this machine's absolute stage folders) with
-    each stage folder relative to the run folder ("03-int8"), for a copy kept in the repository."""
+    each stage folder relative to the run folder ("int8"), for a copy kept in the repository."""
     stages = []
     for stage in results.get("stages", []):
         key = "source" if "source" in stage else "folder"

@@ -40,10 +40,16 @@ Load: the 1-minute load average is recorded before the run and before and after 
 many CPUs other processes kept busy during each configuration (harness.OthersCpu: /proc/stat minus this process).
 The load average counts this benchmark's own threads (2 threads on 2 cores are a load of 2), so the report flags a
 busy run from the load average before the run started and from the other processes' CPU use during it: above 0.5 x
-the machine's cores, it says the figures are not evidence. Under load PyTorch's OpenMP threads, which spin-wait by
-default, slow down far more than ONNX Runtime's (a tiny model at 2 threads ran 100x slower on a busy 2-core machine);
-OMP_WAIT_POLICY and ONNX Runtime's spinning are left at their defaults (what users run), and OMP_WAIT_POLICY is
-recorded.
+the machine's cores, it says the figures are not evidence.
+
+Spin-waiting: engines run in turn, so threads that spin-wait after a forward pass (PyTorch's OpenMP threads and
+ONNX Runtime's intra-op pool do by default) take the cores from the engine that runs next. A first full run (no
+settling) saw 2-thread rounds spread up to 2x (p25-p75 of torch fp32 at bert-base/b8/t2: 1071-2144 ms), and an int8
+MiniLM-L6 export ran 55 ms beside a spinning session and 31 ms beside a sleeping one. Turning spinning off
+everywhere (OMP_WAIT_POLICY=PASSIVE, sessions without spinning) removes that but times PyTorch's many small
+parallel regions with a thread wake-up each, which users do not run. So each engine keeps its defaults (what users
+run) and, within a round, runs --settle untimed calls (default 1) right before its timed one: the previous engine's
+threads have wound down by then, and each engine is timed as it runs alone on the cores. OMP_WAIT_POLICY is recorded.
 
 Results: benchmarks/results/cpu_engines.{json,md} (--out), with the machine (CPU model, VNNI/AMX flags, versions)
 and the exact command. --quick runs tiny models (hidden 32, 2 layers, sequence 16) for smoke tests.
@@ -302,7 +308,7 @@ def measure(name: str, kind: str, runners: dict, batch: int, threads: int, seq: 
     outputs = {engine: run().float() for engine, run in runners.items()}
     config["max_abs_logit_diff"] = {engine: float((outputs[engine] - outputs[other]).abs().max())
                                     for engine, other in logits_vs.items() if engine in outputs and other in outputs}
-    times = harness.interleaved_times(runners, args.rounds, args.warmup)
+    times = harness.interleaved_times(runners, args.rounds, args.warmup, settle=args.settle)
     config["seconds"] = round(time.perf_counter() - start, 1)
     config["others_cpus"] = others.cpus()
     config["load_average"]["after"] = harness.load_average()
@@ -350,7 +356,8 @@ def markdown(results: dict) -> str:
              f"{m['transformers']}, distilkit {m['distilkit']} (git {m['git']}); OMP_WAIT_POLICY "
              f"{m['omp_wait_policy'] or 'unset'}.",
              f"Timing: {results['settings']['rounds']} rounds after {results['settings']['warmup']} warm-up rounds; "
-             "each round runs every engine once, in a new seeded random order. Ratios are ratios of medians; per-round "
+             f"each round runs every engine once ({results['settings'].get('settle', 0)} untimed call(s) right before "
+             "each timed one), in a new seeded random order. Ratios are ratios of medians; per-round "
              "p25-p75 is the spread of the ratio within each round.",
              f"Load: 1-minute load average {load['load_average_start']} before the run, at most "
              f"{load['max_load_average']} around the configurations (this benchmark's own threads included); other "
@@ -396,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None,
                    help=f"Timed rounds per configuration (default {DEFAULT_ROUNDS}; {QUICK_ROUNDS} with --quick).")
     p.add_argument("--warmup", type=int, default=2, help="Untimed rounds first (default %(default)s).")
+    p.add_argument("--settle", type=int, default=1,
+                   help="Untimed calls of an engine right before each timed one, so that the previous engine's "
+                        "spin-waiting threads have wound down (default %(default)s; see the module docstring).")
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="Configurations to run, names or shell patterns ('bert-base/b8/t2', 'minilm-l6/*', "
                         "'models/*'); default: all.")
@@ -415,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a = build_parser().parse_args(argv)
     a.rounds = a.rounds if a.rounds is not None else (QUICK_ROUNDS if a.quick else DEFAULT_ROUNDS)
-    if a.rounds < 1 or a.warmup < 0:
-        raise SystemExit(f"--rounds must be >= 1 and --warmup >= 0 (got {a.rounds}, {a.warmup}).")
+    if a.rounds < 1 or a.warmup < 0 or a.settle < 0:
+        raise SystemExit(f"--rounds must be >= 1, --warmup and --settle >= 0 (got {a.rounds}, {a.warmup}, "
+                         f"{a.settle}).")
     if a.teacher and not a.models:
         raise SystemExit("--teacher is the reference of --models: pass the model folders too.")
     for folder in [*a.models, *([a.teacher] if a.teacher else [])]:
@@ -437,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes, seq = (QUICK_SIZES, QUICK_SEQ) if a.quick else (SIZES, SEQ)
     selected = select_configs(all_configs(sizes, bool(a.models)), a.configs)
     results = {"command": a.command,
-               "settings": {"rounds": a.rounds, "warmup": a.warmup, "seq": seq, "quick": a.quick,
+               "settings": {"rounds": a.rounds, "warmup": a.warmup, "settle": a.settle, "seq": seq, "quick": a.quick,
                             "minilm_weights": a.minilm_weights, "configs": selected},
                "machine": harness.engines_machine_info(), "load_average_start": harness.load_average(),
                "sizes": {}, "models": {}, "configs": []}

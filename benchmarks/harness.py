@@ -712,13 +712,13 @@ def ort_int8_graph(source: str | os.PathLike, target: str | os.PathLike) -> Path
     return Path(target)
 
 
-def ort_session(path: str | os.PathLike, threads: int, profile_prefix: str | None = None):
+def ort_session(path: str | os.PathLike, threads: int, profile_prefix: str | None = None, spinning: bool = True):
     """An ONNX Runtime CPU session on `threads` intra-op threads, one inter-op thread, sequential execution (as
-    PyTorch runs a forward), as distilkit runs exports (`distilkit.export.session.ort_session`); ONNX Runtime's
-    profiler on when `profile_prefix` is given."""
+    PyTorch runs a forward; `distilkit.export.session.ort_session`), spin-waiting as ONNX Runtime does by default
+    unless `spinning=False`; ONNX Runtime's profiler on when `profile_prefix` is given."""
     from distilkit.export.session import ort_session as distilkit_session
 
-    return distilkit_session(path, threads, profile_prefix)
+    return distilkit_session(path, threads, profile_prefix, spinning=spinning)
 
 
 def ort_runner(session, inputs: dict):
@@ -735,12 +735,15 @@ def ort_runner(session, inputs: dict):
     return lambda: torch.from_numpy(session.run([output], feeds)[0])
 
 
-def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0,
+                      settle: int = 0) -> dict[str, dict[str, list[float]]]:
     """Every call of every runner ({name: call}) over `rounds` rounds, after `warmup` untimed rounds, as
     {name: {"wall_ms": [...], "cpu_ms": [...]}}: wall-clock milliseconds, and the process's CPU milliseconds (all
     threads, spin-waiting included; a second view that a busy machine inflates less). Each round runs every runner
     once, in a new order drawn with `seed`, so a change in the machine's load reaches every runner alike and no
-    runner always follows the same neighbour (whose threads may still be winding down)."""
+    runner always follows the same neighbour. `settle`: untimed calls of a runner just before its timed one, so
+    that the previous runner's threads, which may still spin-wait after its call (PyTorch's OpenMP threads and ONNX
+    Runtime's pools do by default), have wound down and each runner is timed as it runs alone, at its defaults."""
     import random
 
     names = list(runners)
@@ -751,6 +754,8 @@ def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0
     times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
     for _ in range(rounds):
         for name in order.sample(names, len(names)):
+            for _ in range(settle):
+                runners[name]()
             start, cpu_start = time.perf_counter(), time.process_time()
             runners[name]()
             times[name]["wall_ms"].append((time.perf_counter() - start) * 1000)

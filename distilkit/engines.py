@@ -41,8 +41,9 @@ def on_engine(models: Mapping[str, torch.nn.Module], engine: str, threads: int,
     """{name: model} running in `engine` on `threads` CPU threads, for the `with` block.
 
     "torch": the models themselves. "onnxruntime": each model exported to ONNX in a temporary folder (removed at
-    the end; `to_onnx` checks the graph's outputs against the model's) and loaded in an ONNX Runtime session; a
-    name in `exported` uses that folder (an export already written, e.g. the deployed one) instead."""
+    the end; `to_onnx` checks the graph's outputs against the model's) and loaded in an ONNX Runtime session whose
+    threads do not spin-wait between runs (`distilkit.export.session.ort_session`); a name in `exported` uses that
+    folder (an export already written, e.g. the deployed one) instead."""
     check_engine(engine)
     if engine == TORCH:
         yield dict(models)
@@ -57,7 +58,8 @@ def on_engine(models: Mapping[str, torch.nn.Module], engine: str, threads: int,
         running = {}
         for number, (name, model) in enumerate(models.items()):
             folder = exported.get(name) or to_onnx(model, Path(scratch) / str(number))
-            running[name] = OnnxRuntimeModel(folder, threads)
+            # Without spin-waiting: models run in turn, and a spinning pool would take the cores from the next.
+            running[name] = OnnxRuntimeModel(folder, threads, spinning=False)
         try:
             yield running
         finally:

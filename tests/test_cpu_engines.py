@@ -54,6 +54,22 @@ def test_interleaved_rounds_run_every_engine_once_per_round_in_varying_orders():
     assert {name: len(t["wall_ms"]) for name, t in result.items()} == dict.fromkeys("abcd", 6)
 
 
+def test_settling_runs_each_engine_untimed_right_before_its_timed_call(monkeypatch):
+    clock, calls = [0.0], []
+
+    def runner(name, ms):
+        def call():
+            calls.append(name)
+            clock[0] += ms / 1000
+        return call
+
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: clock[0])
+    result = harness.interleaved_times({"a": runner("a", 5), "b": runner("b", 7)}, rounds=3, warmup=0, settle=2)
+    turns = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(turns) == 6 and all(len(set(turn)) == 1 for turn in turns)  # 2 untimed, then the timed call
+    assert result["a"]["wall_ms"] == pytest.approx([5.0] * 3) and result["b"]["wall_ms"] == pytest.approx([7.0] * 3)
+
+
 def test_ratios_to_torch_fp32_and_to_ort_int8():
     engines = ce.summarize({n: {"wall_ms": ms, "cpu_ms": ms} for n, ms in BERT_B8.items()}, ce.BASELINE,
                            dict.fromkeys(ce.ENGINES, ce.REFERENCE))

@@ -113,7 +113,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     `machine`: the batch size, sequence length and threads latency is measured at (needed for latency and speedup
     targets; with a size target it only adds latency to the results). `training_args` drive the distillation
-    (its output_dir is replaced by output_dir/02-distilled-training; pruning fractions come from the plan). The
+    (its output_dir is replaced by output_dir/student-training; pruning fractions come from the plan). The
     datasets are tokenised (`train_dataset` labelled, `transfer_dataset` not); `compute_metrics` as for a Trainer.
 
     Every check (`plan_compression`) runs before anything is trained or written to output_dir; `plan`: what `plan_compression`
