@@ -24,6 +24,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def trainer_runs(monkeypatch) -> list[str]:
+    """The output_dir of every `DistillationTrainer.train` call made during the test, in order."""
+    from distilkit.trainer import DistillationTrainer
+
+    runs = []
+    original = DistillationTrainer.train
+
+    def counted(self, *args, **kwargs):
+        runs.append(self.args.output_dir)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "train", counted)
+    return runs
+
+
 def pytest_collection_modifyitems(config, items):
     """A test on the real data (`realdata`) is a slow test too: `pytest -m "not slow"` is the two-minute run."""
     for item in items:

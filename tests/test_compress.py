@@ -56,19 +56,6 @@ def fake_latency(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def trainer_runs(monkeypatch):
-    runs = []
-    original = DistillationTrainer.train
-
-    def counted(self, *args, **kwargs):
-        runs.append(self.args.output_dir)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillationTrainer, "train", counted)
-    return runs
-
-
 def arguments(tmp_path, **target) -> CompressArguments:
     return CompressArguments(**target, **GRID, latency_cache=str(tmp_path / "latency.json"))
 

@@ -15,7 +15,6 @@ import distilkit.measure
 from distilkit import DistillationConfig
 from distilkit.compress import CompressArguments, MachineSettings, ModelShape, compress, make_plan
 from distilkit.compress.refine import next_shape, planned_ms
-from distilkit.trainer import DistillationTrainer
 
 MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
 GRID = {"candidate_layer_fractions": [1.0, 0.5], "candidate_head_fractions": [1.0, 0.5],
@@ -44,19 +43,6 @@ def made_models_run_slower(monkeypatch):
 
 
 TEACHER = [None]
-
-
-@pytest.fixture
-def trainer_runs(monkeypatch):
-    runs = []
-    original = DistillationTrainer.train
-
-    def counted(self, *args, **kwargs):
-        runs.append(self.args.output_dir)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillationTrainer, "train", counted)
-    return runs
 
 
 def run(tmp_path, out, **changes):
