@@ -4,6 +4,7 @@ writes, the spread, and the rule that no script imports another."""
 import ast
 import json
 import re
+from pathlib import Path
 
 import pytest
 from helpers.benchmarks import BENCHMARKS, import_benchmark
@@ -44,6 +45,9 @@ def test_portable_paths_are_relative_to_the_run_folders_the_repository_or_home(t
     assert harness.portable_path(harness.ROOT / "benchmarks" / "results") == "benchmarks/results"
     assert harness.portable_path(harness.ROOT.parent / "shared" / "data" / "sst2") == "../shared/data/sst2"
     assert harness.portable_path("benchmarks/results/x.json") == "benchmarks/results/x.json"  # relative: as given
+    # A repository whose parent folder does not hold the test's tmp_path (a clone under /tmp would: its parent, the
+    # repository's neighbourhood, would then claim the home folder below).
+    monkeypatch.setattr(harness, "ROOT", Path("/nowhere-known-parent/repo"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert harness.portable_path(tmp_path / "home" / ".cache" / "distilkit") == "~/.cache/distilkit"
     assert harness.portable_path("/nowhere-known/run-1") == "<outside>/run-1"
