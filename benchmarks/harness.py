@@ -764,9 +764,11 @@ def interleaved_times(runners: dict, rounds: int, warmup: int = 2, seed: int = 0
 
 
 def latency_stats(times: list[float]) -> dict:
-    """Median, min and the spread (25th and 75th percentiles, inclusive method) of one runner's round times (ms),
-    and how many rounds there were."""
+    """Median, min and the spread (25th and 75th percentiles, linear interpolation) of one runner's round times
+    (ms), and how many rounds there were: distilkit's `measure.LatencyStats`, the figures results files keep."""
+    from distilkit.measure import LatencyStats
+
     if not times:
         raise ValueError("No times: run at least one round.")
-    p25, _, p75 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
-    return {"median": statistics.median(times), "min": min(times), "p25": p25, "p75": p75, "rounds": len(times)}
+    stats = LatencyStats.of(times)
+    return {"median": stats.median, "min": stats.min, "p25": stats.p25, "p75": stats.p75, "rounds": stats.rounds}

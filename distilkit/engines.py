@@ -35,6 +35,16 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+def describe(engine: str) -> str:
+    """How latencies were run, for a report's latency line: nothing for PyTorch; for ONNX Runtime, that each model
+    was exported, and the ONNX Runtime version."""
+    if engine == TORCH:
+        return ""
+    from importlib.metadata import version
+
+    return f", in {engine} (each model exported to ONNX), run by ONNX Runtime {version('onnxruntime')}"
+
+
 @contextmanager
 def on_engine(models: Mapping[str, torch.nn.Module], engine: str, threads: int,
               exported: Mapping[str, str | Path] | None = None) -> Iterator[dict[str, torch.nn.Module]]:

@@ -85,10 +85,8 @@ def next_shape(plan: Plan, current: ModelShape, missed_ms: float, teacher_ms: fl
     same = [c for c in plan.candidates
             if (c.shape.num_layers, c.shape.int8, c.shape.int8_embeddings)
             == (current.num_layers, current.int8, current.int8_embeddings) and planned_ms(c) is not None]
+    # `current` is the plan's shape or an earlier round's, both chosen among these candidates
     reference = next((c for c in same if (c.shape.heads, c.shape.ffn) == (current.heads, current.ffn)), None)
-    if reference is None:  # a shape the plan never considered: scale by the closest larger one
-        larger = [c for c in same if _within(current, c.shape)]
-        reference = min(larger, key=lambda c: planned_ms(c), default=None)
     if reference is None:
         return None
     scale = missed_ms / planned_ms(reference)

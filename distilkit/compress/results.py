@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from .. import measure
-from ..engines import ONNXRUNTIME, on_engine
+from .. import engines
+from ..engines import on_engine
 from ..export.folder import ONNX_FILE
 from ..pipeline import report
 from ..pipeline.report import StageResult, head_count
@@ -223,17 +224,7 @@ def latency_setup(plan: Plan, rounds: int | None = None) -> str | None:
     m = plan.machine
     over = f"{rounds} interleaved rounds" if rounds else "the rounds of one interleaved run"
     return (measure.latency_setup(m.batch_size, m.seq_len, m.threads, measure.machine_info())
-            + f", 20th percentile of {over} over the teacher and every stage" + engine_note(m.engine))
-
-
-def engine_note(engine: str) -> str:
-    """How a latency was run: nothing for PyTorch; for ONNX Runtime, its version and that the models were exported."""
-    if engine == ONNXRUNTIME:
-        from importlib.metadata import version
-
-        return (f", each model exported to ONNX (distilkit.export.to_onnx) and run by ONNX Runtime "
-                f"{version('onnxruntime')}")
-    return ""
+            + f", 20th percentile of {over} over the teacher and every stage" + engines.describe(m.engine))
 
 
 def results_markdown(result: CompressResult) -> str:

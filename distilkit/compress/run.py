@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import DistillationConfig
+from ..engines import ONNXRUNTIME
 from ..pipeline.identity import training_settings
 from ..pipeline.stages import Run, Stage, write_text
 from ..serialization.format import compression_record
@@ -93,8 +94,6 @@ def stage_names(plan: Plan, teacher, rounds: Sequence[RefineRound] = ()) -> list
 
 
 def deploys_onnx(plan: Plan) -> bool:
-    from ..engines import ONNXRUNTIME
-
     return plan.machine is not None and plan.machine.engine == ONNXRUNTIME
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..engines import on_engine
+from ..engines import describe, on_engine
 from ..measure import count_parameters, folder_size_mb, interleaved_latency_ms, latency_setup, machine_info
 from ..model_card import ModelRow, recipe_from_config, teacher_hub_id, teacher_name, write_model_card
 from .recipe import EvalArguments, Recipe, write_recipe
@@ -155,9 +155,8 @@ def head_count(model) -> int | None:
 
 def describe_latency(eval_args: EvalArguments, machine: dict) -> str:
     """How latency was measured (`distilkit.measure.latency_setup`) with the evaluation section's settings."""
-    engine = "" if eval_args.engine == "torch" else f", in {eval_args.engine} (each model exported to ONNX)"
     return latency_setup(eval_args.latency_batch_size, eval_args.latency_seq_len, eval_args.latency_threads,
-                         machine) + engine
+                         machine) + describe(eval_args.engine)
 
 
 def markdown_table(results: list[StageResult]) -> str:
