@@ -14,7 +14,7 @@ from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_mo
 import distilkit.measure
 from distilkit import DistillationConfig
 from distilkit.compress import CompressArguments, MachineSettings, ModelShape, compress, make_plan
-from distilkit.compress.refine import next_shape, planned_ms
+from distilkit.compress.refine import next_shape
 
 MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
 GRID = {"candidate_layer_fractions": [1.0, 0.5], "candidate_head_fractions": [1.0, 0.5],
@@ -64,7 +64,7 @@ def test_next_shape_prunes_ffn_first_then_heads_and_gives_up_when_nothing_fits()
     config = tiny_config("bert", layers=2, num_labels=3)
     plan = make_plan(config, CompressArguments(target_speedup=2.0, **GRID), MACHINE, progress=False)
     teacher_ms, current = fake_ms(ModelShape((4, 4), (64, 64))), plan.shape
-    planned = planned_ms(plan.chosen_candidate)
+    planned = plan.cost(plan.chosen_candidate)
     shape, expected = next_shape(plan, current, planned * SLOWER, teacher_ms)
     assert shape.heads == current.heads and sum(shape.ffn) < sum(current.ffn)  # FFN first
     assert (shape.num_layers, shape.int8) == (current.num_layers, current.int8)

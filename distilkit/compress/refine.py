@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..pipeline.stages import write_text
-from .plan import Candidate, Plan
+from .plan import Plan
 from .shape import ModelShape
 
 REFINE_JSON = "refine.json"
@@ -72,33 +72,28 @@ def _counts(values) -> str:
     return str(values[0]) if len(set(values)) == 1 else "/".join(map(str, values))
 
 
-def planned_ms(candidate: Candidate) -> float | None:
-    """A candidate's latency in the plan: its twin's measurement, or the latency model's prediction."""
-    return candidate.latency_ms if candidate.latency_ms is not None else candidate.predicted_ms
-
-
 def next_shape(plan: Plan, current: ModelShape, missed_ms: float, teacher_ms: float
                ) -> tuple[ModelShape, float] | None:
     """The shape the next round prunes `current` to, and its expected latency (ms); None when no smaller shape of
-    the same depth and precision is expected to fit the budget. Expected latencies are the plan's, scaled by
-    `missed_ms` over `current`'s planned latency (the plan's candidates for `current`'s depth and precision)."""
+    the same depth and precision is expected to fit the budget. Expected latencies are what the plan budgeted for
+    each candidate (`Plan.cost`), scaled by `missed_ms` over what it budgeted for `current`."""
     same = [c for c in plan.candidates
             if (c.shape.num_layers, c.shape.int8, c.shape.int8_embeddings)
-            == (current.num_layers, current.int8, current.int8_embeddings) and planned_ms(c) is not None]
+            == (current.num_layers, current.int8, current.int8_embeddings) and plan.cost(c) is not None]
     # `current` is the plan's shape or an earlier round's, both chosen among these candidates
     reference = next((c for c in same if (c.shape.heads, c.shape.ffn) == (current.heads, current.ffn)), None)
     if reference is None:
         return None
-    scale = missed_ms / planned_ms(reference)
+    scale = missed_ms / plan.cost(reference)
     budget = plan.target.budget(teacher_ms)
     smaller = [c for c in same if _within(c.shape, current) and (c.shape.heads, c.shape.ffn)
                != (current.heads, current.ffn)]
     ffn_only = [c for c in smaller if c.shape.heads == current.heads]
     for pool in (ffn_only, smaller):
-        fits = [c for c in pool if planned_ms(c) * scale <= budget]
+        fits = [c for c in pool if plan.cost(c) * scale <= budget]
         if fits:
             best = max(fits, key=lambda c: (c.parameters, sum(c.shape.heads)))
-            return best.shape, planned_ms(best) * scale
+            return best.shape, plan.cost(best) * scale
     return None
 
 

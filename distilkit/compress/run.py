@@ -70,7 +70,7 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
                                    seed=training_args.seed, progress=progress)
         plan = dataclasses.replace(make_plan(teacher.config, args, machine, progress=progress, probe=probe),
                                    inputs=inputs)
-    examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
+    examples = distilled_examples(train_dataset, transfer_dataset)
     check_schedule(plan, training_args, examples)
     check_distillation(teacher, plan, training_args, train_dataset, transfer_dataset)
     rounds = read_rounds(output_dir, plan)
@@ -159,7 +159,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
     write_text(output_dir / PLAN_MD, plan.to_markdown())
     run = Run(output_dir, plan.identity())
-    examples = len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
+    examples = distilled_examples(train_dataset, transfer_dataset)
 
     def distil(model, name: str, arguments: DistillationConfig, callback):
         from ..trainer import DistillationTrainer
@@ -310,6 +310,11 @@ def check_training_args(training_args: DistillationConfig) -> None:
         raise ValueError(f"compress sets {' and '.join(given)} from its plan (the heads and FFN neurons of each "
                          "layer); leave them unset in the training arguments (the target decides how much is "
                          "pruned).")
+
+
+def distilled_examples(train_dataset, transfer_dataset) -> int:
+    """The rows a distillation epoch goes through: the labelled ones and the transfer ones."""
+    return len(train_dataset) + (len(transfer_dataset) if transfer_dataset is not None else 0)
 
 
 def training_steps(training_args: DistillationConfig, examples: int) -> int:
