@@ -16,7 +16,8 @@ from the teacher's, forward only:
 Precision is not part of the score: a shape scores the same in float and in int8 (int8 predictions agree with
 float on 99%+ of real rows; benchmarks/results/quantization.md). The same pruning (`QualityProbe.prune_to`) gives
 the student its layers and, per layer, which heads and neurons the gradual pruning keeps when the plan is made.
-How well the score predicts the final distilled accuracy is measured in benchmarks/results/compress_sst2.md.
+How well the score predicts the final distilled accuracy is measured in benchmarks/results/quality_score.md
+(`benchmarks/quality_score.py`: Spearman's rank correlation over distilled shapes on SST-2).
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         training_dir = run.training_dir(STUDENT)
         arguments = stage_arguments(plan, training_args, training_dir)
         trainer = distil(student_from_teacher(teacher, plan.keep_layers), STUDENT, arguments,
-                         shape_pruning(plan, arguments))
+                         shape_pruning(plan.shape, plan.teacher, arguments))
         check_shape(trainer.model, plan.shape, training_dir)
         trainer.save_state()
         trainer.save_model(str(folder))
@@ -268,15 +268,15 @@ def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir:
     return dataclasses.replace(training_args, output_dir=str(training_dir))
 
 
-def shape_pruning(plan: Plan, training_args: DistillationConfig):
-    """The callback that prunes the layer-selected student, while it is distilled, to exactly the plan's heads and
+def shape_pruning(shape: ModelShape, teacher: dict, training_args: DistillationConfig):
+    """The callback that prunes the layer-selected student, while it is distilled, to exactly `shape`'s heads and
     FFN neurons per layer (`PruningCallback` with per-layer counts), on the training arguments' schedule and
-    scoring; None when the plan keeps every head and neuron of the kept layers."""
+    scoring; None when the shape keeps every head and neuron of the kept layers. `teacher`: the teacher's heads
+    and FFN width per layer (`plan.teacher_summary`)."""
     from ..pruning import PruningCallback
 
-    teacher = plan.teacher
-    heads = None if all(h == teacher["heads"] for h in plan.shape.heads) else list(plan.shape.heads)
-    ffn = None if all(f == teacher["ffn"] for f in plan.shape.ffn) else list(plan.shape.ffn)
+    heads = None if all(h == teacher["heads"] for h in shape.heads) else list(shape.heads)
+    ffn = None if all(f == teacher["ffn"] for f in shape.ffn) else list(shape.ffn)
     if heads is None and ffn is None:
         return None
     scoring = training_args.scoring(while_training=True)
@@ -337,7 +337,7 @@ def check_teacher(teacher) -> None:
 def check_schedule(plan: Plan, training_args: DistillationConfig, examples: int) -> None:
     """The pruning schedule (prune_every_steps, prune_num_prunes) must end within the distillation's steps, or the
     model would not reach the planned shape."""
-    callback = shape_pruning(plan, training_args)
+    callback = shape_pruning(plan.shape, plan.teacher, training_args)
     if callback is None:
         return
     steps = training_steps(training_args, examples)
