@@ -164,20 +164,6 @@ def test_onednn_kernel_sends_small_inputs_to_fbgemm():
     torch.testing.assert_close(small, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
 
 
-@pytest.mark.skipif("onednn" not in FAST_CPU_KERNELS or not kernels._onednn_qlinear_available(),
-                    reason="no oneDNN qlinear_pointwise in this PyTorch build")
-def test_onednn_kernel_runs_large_inputs_on_weights_packed_once_for_qlinear():
-    torch.manual_seed(0)
-    module = Int8Linear.from_linear(nn.Linear(64, 48), kernel="onednn")
-    x = torch.randn(2, kernels.ONEDNN_MIN_ROWS, 64) * 2 - 1
-    with torch.no_grad():
-        out = module(x)
-        state = module._cache[1]
-        assert state._static is not None and state._large is None  # qlinear_pointwise, not linear_dynamic
-        ref = with_kernel(module, "reference")(x)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4 * ref.abs().max().item())
-
-
 @pytest.mark.skipif(not FAST_CPU_KERNELS, reason="no fast int8 kernel in this PyTorch build")
 @pytest.mark.parametrize("kernel", FAST_CPU_KERNELS)
 @pytest.mark.parametrize("family,task", [("bert", "seq"), ("llama", "causal")])

@@ -263,13 +263,11 @@ def _dynamic_linear(x: torch.Tensor, state: _DynamicLinearState) -> torch.Tensor
 # AMX CPU): oneDNN 1.5-2x slower at 1-4 rows, 1.5-2.5x faster from 64 rows on.
 ONEDNN_MIN_ROWS = 32
 
-# From ONEDNN_MIN_ROWS rows on, the oneDNN kernel quantizes the input itself and calls oneDNN's int8 linear on uint8
-# input (`torch.ops.onednn.qlinear_pointwise`, the op torch.compile's x86 int8 path uses) with weights packed once:
-# the same scheme and activation parameters as linear_dynamic, and a whole int8 bert-base (batch 8 x 128, AMX CPU,
-# 2 threads, interleaved rounds) ran 7-16% faster by median than with linear_dynamic for the products without an
-# activation (benchmarks/results/cpu_engines.md). With an activation, it applies GELU to the float output in the
-# same pass, and the separate GELU pass over the 1024 x 3072 output of bert-base's FFN is gone. _ONEDNN_POST_OPS maps
-# ACTIVATIONS names to its post-op name and algorithm; linear_dynamic stays the fallback where the op is missing.
+# With an activation to apply, the oneDNN kernel quantizes the input itself and calls oneDNN's int8 linear on uint8
+# input (`torch.ops.onednn.qlinear_pointwise`, the op torch.compile's x86 int8 path uses), which applies GELU to the
+# float output in the same pass: measured on bert-base's FFN input projection (M=1024, K=768, N=3072, AMX CPU, busy
+# machine), quantize + fused product took about as long as linear_dynamic alone, and the separate GELU pass over the
+# 1024 x 3072 output is gone. _ONEDNN_POST_OPS maps ACTIVATIONS names to its post-op name and algorithm.
 _ONEDNN_POST_OPS = {"gelu": ("gelu", "none")}
 
 
@@ -325,33 +323,24 @@ class _OnednnState:
         return self._static
 
 
-def _onednn_qlinear(x: torch.Tensor, state: _OnednnState, post_op: str = "none", algorithm: str = "") -> torch.Tensor:
-    """oneDNN's int8 linear on uint8 input (`torch.ops.onednn.qlinear_pointwise`), the input quantized here under
-    the scheme, with an optional post-op applied to the float output in the same pass."""
-    x2d = x.reshape(-1, x.shape[-1]).float().contiguous()
-    levels, scale, zero_point = quantize_to_uint8(x2d, state.reduce_range)
-    packed, weight_scale, weight_zero_points, bias = state.static()
-    out = torch.ops.onednn.qlinear_pointwise(
-        levels, scale, zero_point, packed, weight_scale, weight_zero_points, bias,
-        1.0, 0, torch.float32, post_op, [], algorithm,
-    )  # fmt: skip
-    return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
-
-
 def _onednn_linear(x: torch.Tensor, state: _OnednnState) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
-    if rows < ONEDNN_MIN_ROWS:
-        return _dynamic_linear(x, state.small())
-    if _onednn_qlinear_available():
-        return _onednn_qlinear(x, state)
-    return _dynamic_linear(x, state.large())
+    return _dynamic_linear(x, state.large() if rows >= ONEDNN_MIN_ROWS else state.small())
 
 
 def _onednn_linear_activation(x: torch.Tensor, state: _OnednnState, activation: str) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
     if rows < ONEDNN_MIN_ROWS or activation not in _ONEDNN_POST_OPS or not _onednn_qlinear_available():
         return ACTIVATIONS[activation](_onednn_linear(x, state))
-    return _onednn_qlinear(x, state, *_ONEDNN_POST_OPS[activation])
+    x2d = x.reshape(rows, x.shape[-1]).float().contiguous()
+    levels, scale, zero_point = quantize_to_uint8(x2d, state.reduce_range)
+    packed, weight_scale, weight_zero_points, bias = state.static()
+    post_op, algorithm = _ONEDNN_POST_OPS[activation]
+    out = torch.ops.onednn.qlinear_pointwise(
+        levels, scale, zero_point, packed, weight_scale, weight_zero_points, bias,
+        1.0, 0, torch.float32, post_op, [], algorithm,
+    )  # fmt: skip
+    return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
 
 
 # CUDA: torch._int_mm (int8 x int8 -> int32, cuBLASLt). UNVERIFIED ON A GPU: the maths is tested on CPU with an
