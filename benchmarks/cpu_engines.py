@@ -12,6 +12,12 @@ exported to ONNX Runtime, in the same run or alone:
 
     python benchmarks/cpu_engines.py --configs 'models/*' --teacher TEACHER_FOLDER --models RUN_FOLDER [RUN_FOLDER ...]
 
+Some engines alone (--engines), e.g. distilkit's int8 export against ONNX Runtime's own quantization without the
+PyTorch engines' threads between them (written beside, not over, the full run's results):
+
+    python benchmarks/cpu_engines.py --configs 'minilm-l6/b1/*' --engines 'ort int8' 'ort distilkit int8' \
+        --rounds 40 --out benchmarks/results/cpu_engines_export_pair.json
+
 Configurations, named "<size>/b<batch>/t<threads>" (--configs takes names or shell patterns such as 'bert-base/*'):
   sizes     bert-base (hidden 768, 12 layers, 12 heads, FFN 3072) and minilm-l6 (hidden 384, 6 layers, 12 heads,
             FFN 1536), random weights (--minilm-weights: the real all-MiniLM-L6-v2), vocabulary 30522, 2 labels;
@@ -409,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="Configurations to run, names or shell patterns ('bert-base/b8/t2', 'minilm-l6/*', "
                         "'models/*'); default: all.")
+    p.add_argument("--engines", nargs="+", default=None, metavar="NAME",
+                   help="Time only these engines of the grid (e.g. 'ort int8' 'ort distilkit int8': two engines alone, "
+                        "without the others' threads between them); default: all.")
     p.add_argument("--quick", action="store_true", help="Tiny models and sequence 16: a smoke test, not a figure.")
     p.add_argument("--minilm-weights", action="store_true",
                    help="minilm-l6 with the real all-MiniLM-L6-v2 weights (distilkit[minilm]) instead of random ones.")
@@ -430,6 +439,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          f"{a.settle}).")
     if a.teacher and not a.models:
         raise SystemExit("--teacher is the reference of --models: pass the model folders too.")
+    unknown = [name for name in a.engines or [] if name not in ENGINES]
+    if unknown:
+        raise SystemExit(f"--engines {unknown}: no such engine; there are {', '.join(repr(n) for n in ENGINES)}.")
     for folder in [*a.models, *([a.teacher] if a.teacher else [])]:
         if not (folder / "config.json").is_file():
             raise SystemExit(f"{folder} is not a model folder (no config.json).")
@@ -449,7 +461,8 @@ def main(argv: list[str] | None = None) -> dict:
     selected = select_configs(all_configs(sizes, bool(a.models)), a.configs)
     results = {"command": a.command,
                "settings": {"rounds": a.rounds, "warmup": a.warmup, "settle": a.settle, "seq": seq, "quick": a.quick,
-                            "minilm_weights": a.minilm_weights, "configs": selected},
+                            "minilm_weights": a.minilm_weights, "configs": selected,
+                            "engines": a.engines or list(ENGINES)},
                "machine": harness.engines_machine_info(), "load_average_start": harness.load_average(),
                "sizes": {}, "models": {}, "configs": []}
     work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="cpu_engines-"))
@@ -460,8 +473,10 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             print(f"building {size} engines", flush=True)
             built, results["sizes"][size] = build_size(size, shape, work / size, a.minilm_weights)
+            vocab = built[BASELINE].config.vocab_size
+            built = {name: engine for name, engine in built.items() if name in (a.engines or ENGINES)}
             run_engines(results, built, wanted, seq, a, "engines", BASELINE, dict.fromkeys(ENGINES, REFERENCE),
-                        dict.fromkeys(ENGINES, BASELINE), vocab=built[BASELINE].config.vocab_size)
+                        dict.fromkeys(ENGINES, BASELINE), vocab=vocab)
             del built
             gc.collect()
         if models_config_name() in selected:

@@ -162,6 +162,26 @@ def test_the_command_is_recorded_as_a_shell_would_rerun_it():
     assert args.rounds == ce.QUICK_ROUNDS
 
 
+def test_an_unknown_engine_is_refused_naming_the_engines():
+    with pytest.raises(SystemExit, match="--engines \\['ort int9'\\]: no such engine; there are 'torch fp32'"):
+        ce.parse_args(["--engines", "ort int9", "ort int8"])
+
+
+@pytest.mark.slow
+def test_two_engines_alone(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "pair.json"
+    ce.main(["--quick", "--configs", "tiny/b1/t1", "--engines", "ort int8", "ort distilkit int8", "--rounds", "2",
+             "--warmup", "0", "--out", str(out)])
+    results = json.loads(out.read_text())
+    (config,) = results["configs"]
+    assert list(config["engines"]) == ["ort int8", "ort distilkit int8"]
+    assert config["engines"]["ort distilkit int8"]["x_reference"]["median_ratio"] > 0
+    export_goal = [g for g in results["goals"] if g["check"].startswith("distilkit int8 export")]
+    assert export_goal[0]["config"] == "tiny/b1/t1" and export_goal[0]["met"] is not None
+    assert all(g["met"] is None for g in results["goals"] if g["config"] == "bert-base/b8/t2")
+
+
 @pytest.mark.slow
 def test_a_quick_run_times_every_engine_and_the_model_folders(tmp_path):
     pytest.importorskip("onnxruntime")
