@@ -3,7 +3,8 @@
   * `measure_shapes`: the latency of each shape's twin (`twin.random_twin`, with the attention implementation a
     deployed model gets by default), in the settings' engine (`distilkit.engines`), measured interleaved
     (`distilkit.measure.interleaved_timing`), each group with a reference twin (the teacher's) when asked, measured
-    again after a pause while the machine is busy, and cached; `busy_note` says whether any of them was still taken on a busy machine (for the plan);
+    again after a pause while the machine is busy, and cached; `busy_note` says whether any of them was still taken
+    on a busy machine (for the plan);
   * `MeasurementCache`: a json file of measurements, keyed by everything a latency depends on (the machine and
     its software, `distilkit.measure.machine_fingerprint`; the model config; the settings), so that a measurement
     from another machine, another torch/transformers, another config or other settings is never reused.

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from .. import measure
-from .. import engines
-from ..engines import on_engine
+from ..engines import describe, on_engine
 from ..export.folder import ONNX_FILE
 from ..pipeline import report
 from ..pipeline.report import StageResult, head_count
@@ -224,7 +223,7 @@ def latency_setup(plan: Plan, rounds: int | None = None) -> str | None:
     m = plan.machine
     over = f"{rounds} interleaved rounds" if rounds else "the rounds of one interleaved run"
     return (measure.latency_setup(m.batch_size, m.seq_len, m.threads, measure.machine_info())
-            + f", 20th percentile of {over} over the teacher and every stage" + engines.describe(m.engine))
+            + f", 20th percentile of {over} over the teacher and every stage" + describe(m.engine))
 
 
 def results_markdown(result: CompressResult) -> str:
