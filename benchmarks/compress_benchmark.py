@@ -204,7 +204,7 @@ class CompressBench:
         start = time.perf_counter()
         result = compress(self.teacher(), self.tokenizer(), labelled, dev,
                           self.compress_arguments(target), self.training_arguments(seed, out), out,
-                          machine=self.machine(), transfer_dataset=transfer, compute_metrics=accuracy_metric,
+                          machine=self.machine(), transfer_dataset=transfer, compute_metrics=harness.accuracy_metric,
                           data_collator=self.collator(), teacher_name="MPNet-base (SST-2, 4,000 rows)")
         seconds = time.perf_counter() - start
         record = {"seconds": round(seconds, 1), "threads": torch.get_num_threads(),
@@ -212,13 +212,6 @@ class CompressBench:
         harness.write_results(out, {"bench_run.json": json.dumps(record, indent=1) + "\n"})
         print(result.summary(), flush=True)
         return record
-
-
-def accuracy_metric(prediction) -> dict:
-    import numpy as np
-
-    logits, labels = prediction
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
 # ---------------------------------------------------------------------------------------------- measure

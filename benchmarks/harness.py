@@ -319,6 +319,14 @@ def accuracy(predictions, labels) -> float:
     return round(sum(int(p == y) for p, y in zip(predictions, labels, strict=True)) / len(labels), 4)
 
 
+def accuracy_metric(prediction) -> dict:
+    """A Trainer's `compute_metrics`: the accuracy of the logits' arg-max ((logits, labels) in, unrounded)."""
+    import numpy as np
+
+    logits, labels = prediction
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
 def accuracy_and_f1(predictions, labels) -> dict:
     """Accuracy and binary F1 (of label 1) of predicted labels, with distilkit's shipped metrics."""
     from distilkit.metrics import load_metric

@@ -87,30 +87,16 @@ def parse_shape(text: str, teacher_config):
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation (ties get their mean rank); None for fewer than 3 points or a constant input."""
+    """Spearman's rank correlation (ties get their mean rank; distilkit's shipped `spearmanr` metric); None for
+    fewer than 3 points or a constant input."""
+    from distilkit.metrics import load_metric
+
     if len(x) != len(y):
         raise ValueError(f"spearman needs pairs; got {len(x)} and {len(y)} values.")
     if len(x) < 3:
         return None
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return cov / var if var > 0 else None
-
-
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
+    rho = load_metric("spearmanr").compute(predictions=x, references=y)["spearmanr"]
+    return None if math.isnan(rho) else rho
 
 
 class Bench:
@@ -123,24 +109,26 @@ class Bench:
         self.tokenizer = AutoTokenizer.from_pretrained(args.teacher)
         self.collator = DataCollatorWithPadding(self.tokenizer)
         self.labelled, self.transfer, self.dev, self.data_facts = self._data()
+        self._probes: dict[int, object] = {}  # seed -> QualityProbe: one per seed, as one compress run builds one
+
+    def probe(self, seed: int):
+        """The quality probe a compress run with this seed builds (on the labelled rows), built once per seed."""
+        from distilkit.compress.quality import QualityProbe
+
+        if seed not in self._probes:
+            self._probes[seed] = QualityProbe.build(self.teacher, self.labelled, self.collator, seed=seed)
+        return self._probes[seed]
 
     def _data(self):
-        from distilkit.data import prepare_classification, read_table, tokenize_texts
+        """(labelled, transfer, dev, facts): train.tsv cut as `harness.sst2_split` cuts it (no selection slice),
+        tokenised for the teacher."""
+        from distilkit.data import prepare_classification, tokenize_texts
 
         a = self.args
-        data_dir = Path(a.data_dir or harness.default_data_dir() or "")
-        if not (data_dir / "sst2" / "train.tsv").is_file():
-            raise SystemExit(f"no sst2/train.tsv under {data_dir}; pass --data-dir.")
-        train = read_table(data_dir / "sst2" / "train.tsv").shuffle(seed=a.split_seed)
-        if a.labelled_rows + a.transfer_rows > len(train):
-            raise SystemExit(f"{a.labelled_rows} + {a.transfer_rows} rows exceed train.tsv ({len(train)}).")
-        dev = read_table(data_dir / "sst2" / "dev.tsv")
-        if a.dev_rows:
-            dev = dev.select(range(min(a.dev_rows, len(dev))))
-        labelled = train.select(range(a.labelled_rows))
-        transfer = train.select(range(a.labelled_rows, a.labelled_rows + a.transfer_rows)).remove_columns("label")
-        facts = {"source": harness.portable_path(data_dir / "sst2"), "labelled_rows": len(labelled),
-                 "transfer_rows": len(transfer), "dev_rows": len(dev), "split_seed": a.split_seed}
+        (labelled, _, transfer, dev), facts = harness.sst2_split(
+            a.data_dir or harness.default_data_dir() or "", a.labelled_rows, 0, a.transfer_rows, a.split_seed,
+            a.dev_rows)
+        facts["split_seed"] = a.split_seed
         labelled, dev = (prepare_classification(raw, self.tokenizer, "sentence", "label", max_length=a.max_length,
                                                 num_labels=2) for raw in (labelled, dev))
         transfer = tokenize_texts(transfer, self.tokenizer, "sentence", max_length=a.max_length)
@@ -163,7 +151,6 @@ class Bench:
         from distilkit import DistillationTrainer, student_from_teacher
         from distilkit.compress import ModelShape
         from distilkit.compress.plan import teacher_summary
-        from distilkit.compress.quality import QualityProbe
         from distilkit.compress.run import shape_pruning
 
         folder = self.work / f"{name}-seed{seed}"
@@ -171,8 +158,8 @@ class Bench:
         if done.is_file():
             return json.loads(done.read_text())
         arguments = self.training_arguments(seed, folder / "training")
-        start = time.perf_counter()
-        probe = QualityProbe.build(self.teacher, self.labelled, self.collator, seed=seed)
+        start = time.perf_counter()  # score_seconds: the score, and the seed's probe when this run builds it
+        probe = self.probe(seed)
         keep = probe.keep_layers(shape.num_layers)
         score = probe.score(shape)
         score_seconds = time.perf_counter() - start
@@ -180,7 +167,7 @@ class Bench:
         trainer = DistillationTrainer(model=student, args=arguments, teacher_model=self.teacher,
                                       train_dataset=self.labelled, eval_dataset=self.dev,
                                       transfer_dataset=self.transfer, data_collator=self.collator,
-                                      processing_class=self.tokenizer, compute_metrics=accuracy_metric)
+                                      processing_class=self.tokenizer, compute_metrics=harness.accuracy_metric)
         callback = shape_pruning(shape, teacher_summary(self.teacher.config), arguments)
         if callback is not None:
             trainer.add_callback(callback)
@@ -202,13 +189,6 @@ class Bench:
 
     def teacher_accuracy(self) -> float:
         return harness.evaluate(self.teacher, self.dev, self.collator)["accuracy"]
-
-
-def accuracy_metric(prediction) -> dict:
-    import numpy as np
-
-    logits, labels = prediction
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
 def summarize(runs: list[dict], shapes: list[str]) -> dict:
@@ -288,7 +268,8 @@ def main(argv=None) -> None:
     results = {
         "teacher": {"name": args.teacher_name, "folder": harness.portable_path(args.teacher),
                     "layers": bench.teacher.config.num_hidden_layers, "dev_accuracy": bench.teacher_accuracy()},
-        "data": bench.data_facts, "settings": {k: v for k, v in vars(args).items() if k not in ("work_dir", "results_dir")},
+        "data": bench.data_facts,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("work_dir", "results_dir")},
         "steps": runs[0]["steps"], "runs": runs, "summary": summarize(runs, list(shapes)),
         "total_train_minutes": sum(r["train_seconds"] for r in runs) / 60,
         "command": harness.portable_command("quality_score.py", sys.argv[1:] if argv is None else argv),
