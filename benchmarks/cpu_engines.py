@@ -39,8 +39,9 @@ distilkit int8: the ratio of its speed-up to ORT int8's). The largest logit diff
 every engine computes the same model.
 
 Goals (GOALS), as rows with met / not met: (1) on bert-base/b8/t2, distilkit int8 in PyTorch at >= 3.5x torch fp32
-and at >= 0.9x ORT int8's speed-up; (2) in every configuration, distilkit's int8 exported to ONNX Runtime at least
-as fast as ONNX Runtime's own quantize_dynamic of the same float model.
+and at >= 0.9x ORT int8's speed-up (quantize_int8's defaults; "distilkit int8 fp32-attn" shows what the bfloat16
+attention products add); (2) in every configuration, distilkit's int8 exported to ONNX Runtime at least as fast as
+ONNX Runtime's own quantize_dynamic of the same float model.
 
 Load: the 1-minute load average is recorded before the run and before and after each configuration, and so is how
 many CPUs other processes kept busy during each configuration (harness.OthersCpu: /proc/stat minus this process).
@@ -93,7 +94,9 @@ DEFAULT_ROUNDS, QUICK_ROUNDS = 20, 3
 
 ENGINES = {
     "torch fp32": "PyTorch, the float model",
-    "distilkit int8": "PyTorch, distilkit.quantization.quantize_int8 (the CPU's default int8 kernel)",
+    "distilkit int8": "PyTorch, distilkit.quantization.quantize_int8 (defaults: the CPU's int8 kernel, attention "
+                      "products in bfloat16 on CPUs with AMX-BF16)",
+    "distilkit int8 fp32-attn": "PyTorch, quantize_int8(attention='float32'): the attention products in float32",
     "torch.ao int8": "PyTorch, torch.ao.quantization.quantize_dynamic (fbgemm, every nn.Linear)",
     "ort fp32": "ONNX Runtime, the float model exported by distilkit.export.to_onnx",
     "ort fp32 optimized": "ONNX Runtime, that graph after onnxruntime.transformers.optimizer.optimize_model (bert)",
@@ -241,6 +244,7 @@ def build_size(size: str, shape: dict, folder: Path, minilm_weights: bool) -> tu
 
     step("torch fp32", lambda: fp32)
     step("distilkit int8", lambda: quantize_int8(copy.deepcopy(fp32)))
+    step("distilkit int8 fp32-attn", lambda: quantize_int8(copy.deepcopy(fp32), attention="float32"))
     step("torch.ao int8", lambda: harness.torch_ao_int8(fp32))
     step("ort fp32", lambda: harness.onnx_graph(fp32, folder / "fp32"))
     optimized = folder / "fp32-optimized.onnx"

@@ -42,7 +42,8 @@ def test_a_run_without_models_writes_its_results_with_the_machine_and_a_portable
     assert results["command"] == ("python benchmarks/bench_quantization.py --models "
                                   "--output benchmarks/results/quantization")
     assert results["machine"]["cpu_model"] == "test cpu" and "int8_kernel" not in results["machine"]
-    assert set(results["int8"]) == {"torch_default_threads", "int8_kernel", "activation_reduce_range"}
+    assert set(results["int8"]) == {"torch_default_threads", "int8_kernel", "activation_reduce_range",
+                                  "attention_auto"}
     assert set(results["load_average"]) == {"start", "end"}
     assert results["accuracy"] == [] and results["summary"] == {"goals": []}
 
@@ -61,3 +62,25 @@ def test_the_report_reads_the_int8_facts_where_either_version_recorded_them():
         assert table["int8+emb"]["b8_t2 ms (x faster)"] == "60.0 (1.67x)"
         goals = {row["check"]: row["met"] for row in table_with(md, "met")}
         assert goals["minilm-l6 int8+emb b8_t2 speed-up"] == "NO"
+
+
+def test_accuracy_rows_cover_every_variant_including_onnx_runtime_and_bfloat16_attention(tmp_path, monkeypatch):
+    from helpers.cli_fixtures import NEGATIVE, POSITIVE, save_tiny_teacher
+
+    texts = [f"the film was {word}" for word in POSITIVE + NEGATIVE]
+    labels = [1] * len(POSITIVE) + [0] * len(NEGATIVE)
+    monkeypatch.setattr(bq, "read_task", lambda task: (texts, labels))
+    rows = bq.bench_accuracy(f"sst2={save_tiny_teacher(tmp_path / 'teacher')}", threads=1)
+    by_variant = {row["variant"]: row for row in rows}
+    expected = list(bq.VARIANTS)
+    try:
+        import onnxruntime  # noqa: F401
+
+        expected += list(bq.ORT_VARIANTS)
+    except ImportError:
+        pass
+    assert list(by_variant) == expected
+    assert by_variant["fp32"]["agreement_with_fp32"] == 1.0
+    for row in rows:
+        assert row["examples"] == len(texts) and 0 <= row["accuracy"] <= 1 and row["disk_bytes"] > 0
+        assert row["agreement_with_fp32"] >= 0.8  # the same model in every variant (a tiny random one: near ties)

@@ -6,8 +6,8 @@
 
 `quantize_int8` is distilkit's own dynamic int8 (not `torch.ao.quantization.quantize_dynamic`): plain int8 and
 scale buffers that save to safetensors, kernels chosen per CPU (`select_kernel`). Modules: kernels (the scheme
-and the kernels that run it), layer (`Int8Linear`, `Int8Embedding`, run-time groups), model (rewriting a model,
-restoring a saved one).
+and the kernels that run it), layer (`Int8Linear`, `Int8Embedding`, run-time groups), attention (what the
+attention products run in: bfloat16 where the CPU is fast at it), model (rewriting a model, restoring a saved one).
 """
 
 from typing import TYPE_CHECKING
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .attention import set_attention
     from .kernels import select_kernel
     from .layer import Int8Embedding, Int8Linear
     from .model import quantize_int8, select_modules
@@ -25,7 +26,8 @@ _EXPORTS = {
     "Int8Linear": "layer",
     "quantize_int8": "model",
     "select_modules": "model",
+    "set_attention": "attention",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["Int8Embedding", "Int8Linear", "quantize_int8", "select_kernel", "select_modules"]
+__all__ = ["Int8Embedding", "Int8Linear", "quantize_int8", "select_kernel", "select_modules", "set_attention"]

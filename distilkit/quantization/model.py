@@ -18,6 +18,7 @@ from torch import nn
 
 from ..architectures import ArchitectureSpec, get_architecture, get_layers
 from ..serialization.format import compression_record, set_compression_record
+from .attention import check_attention, set_attention, takes_bf16_attention
 from .kernels import AUTO, KERNELS
 from .layer import FusedActivation, Int8Embedding, Int8Linear, SharedInputGroup, activation_name
 
@@ -279,6 +280,7 @@ def quantize_int8(
     *,
     modules: Pattern | Iterable[Pattern] | None = None,
     kernel: str = AUTO,
+    attention: str = "auto",
 ) -> nn.Module:
     """Replace the model's nn.Linear layers by `Int8Linear` (in place) and return the model.
 
@@ -299,6 +301,10 @@ def quantize_int8(
             `skip` still applies.
         kernel: "auto" (the fastest for the device, see `distilkit.quantization.select_kernel`), or a kernel
             name such as "reference". Not saved: a loaded model picks its own.
+        attention: what the attention products (query x key, probabilities x value) run in: "auto" (bfloat16 on
+            CPUs with AMX-BF16 where the model's attention can take it, float32 elsewhere), "float32" or
+            "bfloat16". What it comes to is kept with the model, so a saved model reloads exactly;
+            `distilkit.quantization.set_attention` changes it. See `distilkit.quantization.attention`.
 
     Raises:
         ValueError: the model is already quantized, a pattern names no module or only modules of unsupported
@@ -312,15 +318,16 @@ def quantize_int8(
         )
     if kernel != AUTO and kernel not in KERNELS:
         raise ValueError(f"Unknown int8 kernel {kernel!r}; choose one of {sorted(KERNELS)} or 'auto'.")
+    check_attention(model, attention)  # before the model changes
     linear, embedding = select_modules(model, skip, quantize_embeddings, modules)
     replace_modules(model, linear, lambda old: Int8Linear.from_linear(old, kernel=kernel))
     replace_modules(model, embedding, Int8Embedding.from_embedding)
     group_shared_inputs(model)
     fuse_activations(model)
+    attention = set_attention(model, attention)
     if getattr(model, "config", None) is not None:
-        set_compression_record(
-            model, RECORD_KEY, {"format": RECORD_FORMAT, "linear": linear, "embedding": embedding, "scheme": SCHEME}
-        )
+        set_compression_record(model, RECORD_KEY, {"format": RECORD_FORMAT, "linear": linear, "embedding": embedding,
+                                                   "scheme": SCHEME, "attention": attention})
     logger.info("Quantized %d Linear and %d Embedding modules to int8.", len(linear), len(embedding))
     return model
 
@@ -362,4 +369,11 @@ def restore_quantization(model: nn.Module, record: dict) -> nn.Module:
     replace_modules(model, record.get("embedding", []), Int8Embedding.like)
     group_shared_inputs(model)
     fuse_activations(model)
+    attention = record.get("attention", "float32")  # folders saved before the choice existed ran float32
+    if attention == "bfloat16" and not takes_bf16_attention(model):
+        logger.warning("This int8 model was saved with bfloat16 attention products, which its attention "
+                       "implementation (%r) cannot run; they run in float32.",
+                       getattr(model.config, "_attn_implementation", None))
+        attention = "float32"
+    set_attention(model, attention)
     return model

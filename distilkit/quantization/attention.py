@@ -1,0 +1,113 @@
+"""What an int8 model's attention products (query x key, probabilities x value) run in: `quantize_int8(model,
+attention=...)`.
+
+`quantize_int8` makes the Linear layers int8. What is left of a Transformer layer's cost is mostly the two attention
+products, which ONNX Runtime's dynamic int8 quantizes too (to 8 bits, per tensor). On CPUs with AMX (Intel Sapphire
+Rapids and later), PyTorch's CPU flash attention runs about twice as fast in bfloat16 as in float32 at bert-base's
+shapes (batch 8 x 128), so distilkit runs them in bfloat16 there: query, key and value are rounded to bfloat16 (8
+significant bits), the kernel accumulates and normalises in float32, and the output comes back as float32.
+
+Choices: "auto" (the default: bfloat16 where the CPU has AMX-BF16 and the model can take it, float32 elsewhere),
+"float32", "bfloat16". Measured (benchmarks/results/int8_attention_accuracy.md): a fine-tuned MiniLM-L6 in int8
+agreed with its float predictions on 98.74% of SST-2 dev with bfloat16 attention and on 99.08% with float32
+(accuracy 84.75% and 84.63%, float 84.40%); on MRPC test, 98.20% and 98.43% (74.43%, 74.90%; float 74.72%).
+ONNX Runtime's int8 of the same models agreed on 95.18% and 95.83%.
+
+What "auto" comes to is decided when the model is quantized and kept in the quantization record (`"attention"`), so
+a saved model reloads computing exactly what it computed; `set_attention(model, "auto")` decides again on another
+machine. A folder saved before the choice existed runs float32, as it did. Only model families whose attention goes through transformers' attention interface with the "sdpa"
+implementation take bfloat16 (BERT, RoBERTa, DistilBERT, Llama-style; not MPNet, whose attention is its own);
+`quantize_int8` refuses an explicit "bfloat16" for the others. transformers builds the padding mask by the attention
+implementation's name, so the name distilkit registers gets sdpa's mask builder too. Exporting to ONNX traces the
+float attention (`distilkit.export`), and inputs that are not float32 on a CPU pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BF16_SDPA = "distilkit_bf16_sdpa"  # the name registered in transformers' attention interface
+AUTO = "auto"
+ATTENTION_DTYPES = ("float32", "bfloat16")
+ATTENTION_CHOICES = (AUTO, *ATTENTION_DTYPES)
+
+
+def _sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward
+
+
+def bf16_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, **kwargs):
+    """transformers' sdpa attention with query, key and value in bfloat16 (float32 CPU inputs only), the output
+    back in float32."""
+    if query.dtype != torch.float32 or query.device.type != "cpu":
+        return _sdpa()(module, query, key, value, attention_mask, **kwargs)
+    if attention_mask is not None and attention_mask.dtype.is_floating_point:
+        attention_mask = attention_mask.to(torch.bfloat16)
+    bf16 = torch.bfloat16
+    output, weights = _sdpa()(module, query.to(bf16), key.to(bf16), value.to(bf16), attention_mask, **kwargs)
+    return output.float(), weights
+
+
+def _register() -> None:
+    """Register the attention function under BF16_SDPA, and sdpa's mask builder under the same name: transformers
+    builds the padding (and causal) mask by the attention implementation's name, and builds none for a name it does
+    not know, so without it padded batches would attend to their padding."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(BF16_SDPA, bf16_sdpa_attention)
+    AttentionMaskInterface.register(BF16_SDPA, sdpa_mask)
+
+
+def check_attention(model: nn.Module, attention: str) -> None:
+    """ValueError, naming what would be right, for an `attention` that is not one of ATTENTION_DTYPES or that
+    `model`'s attention cannot take."""
+    if attention not in ATTENTION_CHOICES:
+        raise ValueError(f"attention={attention!r}: choose one of {list(ATTENTION_CHOICES)}.")
+    if attention == "bfloat16" and not takes_bf16_attention(model):
+        config = getattr(model, "config", None)
+        raise ValueError(
+            f"attention='bfloat16' needs a transformers model whose attention runs through its attention interface "
+            f"with the 'sdpa' implementation; {type(model).__name__} (model_type "
+            f"{getattr(config, 'model_type', None)!r}, attention {getattr(config, '_attn_implementation', None)!r}) "
+            "does not. Use attention='float32'."
+        )
+
+
+def takes_bf16_attention(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return bool(getattr(model, "_supports_attention_backend", False)) and \
+        getattr(config, "_attn_implementation", None) in ("sdpa", BF16_SDPA)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX bfloat16 tiles, unless oneDNN is told to stay below them (where bfloat16 attention was measured faster)."""
+    from .kernels import _cpu_flags, _onednn_max_isa
+
+    max_isa = _onednn_max_isa()
+    return "amx_bf16" in _cpu_flags() and (max_isa in {"", "ALL", "DEFAULT"} or "AMX" in max_isa)
+
+
+def resolve_attention(model: nn.Module, attention: str) -> str:
+    """The dtype `attention` means for `model` on this machine: "auto" becomes "bfloat16" where the CPU has AMX-BF16
+    and the model takes it, "float32" elsewhere; the others stay as they are."""
+    if attention != AUTO:
+        return attention
+    return "bfloat16" if cpu_has_fast_bf16() and takes_bf16_attention(model) else "float32"
+
+
+def set_attention(model: nn.Module, attention: str) -> str:
+    """Run `model`'s attention products in `attention` (one of ATTENTION_CHOICES; `check_attention` first) and
+    return the dtype they now run in."""
+    check_attention(model, attention)
+    attention = resolve_attention(model, attention)
+    if attention == "bfloat16":
+        _register()
+        model.set_attn_implementation(BF16_SDPA)
+    elif getattr(getattr(model, "config", None), "_attn_implementation", None) == BF16_SDPA:
+        model.set_attn_implementation("sdpa")
+    return attention
