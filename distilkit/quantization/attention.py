@@ -4,22 +4,26 @@ attention=...)`.
 `quantize_int8` makes the Linear layers int8. What is left of a Transformer layer's cost is mostly the two attention
 products, which ONNX Runtime's dynamic int8 quantizes too (to 8 bits, per tensor). On CPUs with AMX (Intel Sapphire
 Rapids and later), PyTorch's CPU flash attention runs about twice as fast in bfloat16 as in float32 at bert-base's
-shapes (batch 8 x 128), so distilkit runs them in bfloat16 there: query, key and value are rounded to bfloat16 (8
+shapes (batch 8 x 128), so distilkit can run them in bfloat16: query, key and value are rounded to bfloat16 (8
 significant bits), the kernel accumulates and normalises in float32, and the output comes back as float32.
 
-Choices: "auto" (the default: bfloat16 where the CPU has AMX-BF16 and the model can take it, float32 elsewhere),
-"float32", "bfloat16". Measured (benchmarks/results/int8_attention_accuracy.md): a fine-tuned MiniLM-L6 in int8
-agreed with its float predictions on 98.74% of SST-2 dev with bfloat16 attention and on 99.08% with float32
-(accuracy 84.75% and 84.63%, float 84.40%); on MRPC test, 98.20% and 98.43% (74.43%, 74.90%; float 74.72%).
-ONNX Runtime's int8 of the same models agreed on 95.18% and 95.83%.
+Choices: "auto" (the default: bfloat16 where the CPU has AMX-BF16, the model can take it and its attention heads
+hold at least MIN_AUTO_HEAD_DIM values, as bert-base's do; float32 elsewhere, e.g. for MiniLM-L6's heads of 32,
+where bfloat16 was not faster), "float32", "bfloat16".
+
+Measured (benchmarks/results/int8_attention_accuracy.md): a fine-tuned MiniLM-L6 in int8 agreed with its float
+predictions on 98.74% of SST-2 dev with bfloat16 attention and on 99.08% with float32 (accuracy 84.75% and 84.63%,
+float 84.40%); on MRPC test, 98.20% and 98.43% (74.43%, 74.90%; float 74.72%). ONNX Runtime's int8 of the same
+models agreed on 95.18% and 95.83%.
 
 What "auto" comes to is decided when the model is quantized and kept in the quantization record (`"attention"`), so
 a saved model reloads computing exactly what it computed; `set_attention(model, "auto")` decides again on another
-machine. A folder saved before the choice existed runs float32, as it did. Only model families whose attention goes through transformers' attention interface with the "sdpa"
-implementation take bfloat16 (BERT, RoBERTa, DistilBERT, Llama-style; not MPNet, whose attention is its own);
-`quantize_int8` refuses an explicit "bfloat16" for the others. transformers builds the padding mask by the attention
-implementation's name, so the name distilkit registers gets sdpa's mask builder too. Exporting to ONNX traces the
-float attention (`distilkit.export`), and inputs that are not float32 on a CPU pass through unchanged.
+machine. A folder saved before the choice existed runs float32, as it did. Only model families whose attention goes
+through transformers' attention interface with the "sdpa" implementation take bfloat16 (BERT, RoBERTa, DistilBERT,
+Llama-style; not MPNet, whose attention is its own); `quantize_int8` refuses an explicit "bfloat16" for the others.
+transformers builds the padding mask by the attention implementation's name, so the name distilkit registers gets
+sdpa's mask builder too. Exporting to ONNX traces the float attention (`distilkit.export`), and inputs that are not
+float32 on a CPU pass through unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ BF16_SDPA = "distilkit_bf16_sdpa"  # the name registered in transformers' attent
 AUTO = "auto"
 ATTENTION_DTYPES = ("float32", "bfloat16")
 ATTENTION_CHOICES = (AUTO, *ATTENTION_DTYPES)
+# "auto" takes bfloat16 for heads of at least this size. Measured (benchmarks/results/cpu_engines_attention_ab.md,
+# 30 interleaved rounds): bert-base (heads of 64) ran 2-8% faster with bfloat16 attention at batch 1 and 8, 1 and 2
+# threads; MiniLM-L6 (heads of 32) from 6% slower to 2% faster, the conversions to and from bfloat16 costing about
+# what the smaller products save.
+MIN_AUTO_HEAD_DIM = 64
 
 
 def _sdpa():
@@ -92,12 +101,23 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in _cpu_flags() and (max_isa in {"", "ALL", "DEFAULT"} or "AMX" in max_isa)
 
 
+def head_dim(model: nn.Module) -> int | None:
+    """The model's attention head size, from its config (None where the config does not say)."""
+    config = getattr(model, "config", None)
+    size = getattr(config, "head_dim", None)
+    if size:
+        return int(size)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    return hidden // heads if hidden and heads else None
+
+
 def resolve_attention(model: nn.Module, attention: str) -> str:
-    """The dtype `attention` means for `model` on this machine: "auto" becomes "bfloat16" where the CPU has AMX-BF16
-    and the model takes it, "float32" elsewhere; the others stay as they are."""
+    """The dtype `attention` means for `model` on this machine: "auto" becomes "bfloat16" where the CPU has AMX-BF16,
+    the model takes it and its heads hold at least MIN_AUTO_HEAD_DIM values, "float32" elsewhere; the others stay."""
     if attention != AUTO:
         return attention
-    return "bfloat16" if cpu_has_fast_bf16() and takes_bf16_attention(model) else "float32"
+    fast = cpu_has_fast_bf16() and takes_bf16_attention(model) and (head_dim(model) or 0) >= MIN_AUTO_HEAD_DIM
+    return "bfloat16" if fast else "float32"
 
 
 def set_attention(model: nn.Module, attention: str) -> str:
