@@ -40,6 +40,10 @@ def test_the_products_run_on_bfloat16_inputs_and_return_float32():
     assert (out - exact).abs().max() > 0  # it did run in bfloat16
     assert torch.isfinite(out).all()
 
+    mask[0, 0, 2] = torch.finfo(torch.float32).min  # a query that may attend to nothing: finite, as in float32
+    out, _ = bf16_sdpa_attention(module, q, k, v, mask, scaling=8 ** -0.5, dropout=0.0)
+    assert torch.isfinite(out).all()
+
 
 @pytest.mark.parametrize(
     "family,task", [("bert", "seq"), ("roberta", "seq"), ("distilbert", "seq"), ("llama", "causal")]
