@@ -73,7 +73,8 @@ def test_auto_takes_bfloat16_only_where_the_cpu_and_the_model_can(monkeypatch, f
     narrow = tiny_model("seq", "bert", attn="sdpa", hidden=64, heads=2).eval()
     assert quantize_int8(narrow).config._attn_implementation == "sdpa"
     assert quantize_int8(tiny_model("seq", "bert", attn="eager", **wide).eval()).config._attn_implementation == "eager"
-    assert quantize_int8(tiny_model("seq", "mpnet", hidden=64, heads=1).eval()) is not None
+    mpnet = quantize_int8(tiny_model("seq", "mpnet", hidden=64, heads=1).eval())
+    assert mpnet.config.distilkit["quantization"]["attention"] == "float32"
 
 
 def test_the_choice_is_kept_with_the_model_so_a_saved_model_reloads_exactly(tmp_path, monkeypatch, caplog):
@@ -153,3 +154,24 @@ def test_padding_is_masked_with_bfloat16_attention(family, task, side):
         alone = model(input_ids=ids[1:, tokens], attention_mask=mask[1:, tokens],
                       output_hidden_states=True).hidden_states[-1][0]
     assert float((padded - alone).norm() / alone.norm()) <= 0.15
+
+
+def test_what_is_recorded_is_what_runs_when_transformers_declines_the_switch(monkeypatch):
+    model = tiny_model("seq", "bert", attn="sdpa", hidden=64, heads=1).eval()
+    monkeypatch.setattr(type(model), "set_attn_implementation", lambda self, name: None)  # declines, as it may
+    int8 = quantize_int8(model, attention="bfloat16")
+    assert int8.config._attn_implementation == "sdpa"
+    assert int8.config.distilkit["quantization"]["attention"] == "float32"
+
+
+def test_compress_keys_its_latency_cache_on_the_int8_attention_products(monkeypatch):
+    from distilkit.compress import MachineSettings, measurements
+    from distilkit.quantization.attention import float_attention
+
+    config = tiny_model("seq", "bert", attn="sdpa", hidden=64, heads=1).config
+    keys = {}
+    for fast in (True, False):
+        monkeypatch.setattr(attention_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        keys[fast] = measurements.measurement_context(config, MachineSettings(2, 8, 1))["model"]["int8_attention"]
+    assert keys == {True: "bfloat16", False: "float32"}
+    assert float_attention(BF16_SDPA) == "sdpa" and float_attention("eager") == "eager"

@@ -25,6 +25,7 @@ from ..export.folder import ONNX_FILE
 from ..pipeline import report
 from ..pipeline.report import StageResult, head_count
 from ..pipeline.stages import write_text
+from ..quantization.attention import float_attention
 from ..serialization.atomic import publishing_file
 from .plan import PLAN_MD, Plan, cell
 from .target import MET, MISSED, UNRELIABLE
@@ -122,9 +123,10 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     timing = None
     if machine is not None:
         # The teacher is timed with the attention implementation the stages were loaded with (the deployed one),
-        # not the eager one attention distillation needs.
+        # not the eager one attention distillation needs; in float32, as a float model runs it (an int8 stage may
+        # run its attention products in bfloat16).
         trained_with = teacher.config._attn_implementation
-        teacher.set_attn_implementation(models[stage_names[0]].config._attn_implementation)
+        teacher.set_attn_implementation(float_attention(models[stage_names[0]].config._attn_implementation))
         exported = {stage_names[-1]: onnx_folder} if onnx_folder is not None else None
         try:
             with on_engine(models, machine.engine, machine.threads, exported) as running:

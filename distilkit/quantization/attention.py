@@ -28,8 +28,12 @@ float32 on a CPU pass through unchanged.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 BF16_SDPA = "distilkit_bf16_sdpa"  # the name registered in transformers' attention interface
 AUTO = "auto"
@@ -120,14 +124,25 @@ def resolve_attention(model: nn.Module, attention: str) -> str:
     return "bfloat16" if fast else "float32"
 
 
+def float_attention(implementation: str | None) -> str | None:
+    """The float32 attention implementation behind `implementation` ("sdpa" for distilkit's bfloat16 one): what a
+    float model compared with an int8 one runs."""
+    return "sdpa" if implementation == BF16_SDPA else implementation
+
+
 def set_attention(model: nn.Module, attention: str) -> str:
     """Run `model`'s attention products in `attention` (one of ATTENTION_CHOICES; `check_attention` first) and
-    return the dtype they now run in."""
+    return the dtype they now run in: "float32" where transformers declined the switch (it only warns, e.g. for a
+    model class whose source it cannot read), so that what is recorded is what runs."""
     check_attention(model, attention)
     attention = resolve_attention(model, attention)
     if attention == "bfloat16":
         _register()
         model.set_attn_implementation(BF16_SDPA)
+        if model.config._attn_implementation != BF16_SDPA:
+            logger.warning("transformers kept %s's attention implementation %r: its attention products run in "
+                           "float32.", type(model).__name__, model.config._attn_implementation)
+            return "float32"
     elif getattr(getattr(model, "config", None), "_attn_implementation", None) == BF16_SDPA:
         model.set_attn_implementation("sdpa")
     return attention
