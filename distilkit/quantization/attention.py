@@ -99,10 +99,9 @@ def takes_bf16_attention(model: nn.Module) -> bool:
 
 def cpu_has_fast_bf16() -> bool:
     """AMX bfloat16 tiles, unless oneDNN is told to stay below them (where bfloat16 attention was measured faster)."""
-    from .kernels import _cpu_flags, _onednn_max_isa
+    from .kernels import _cpu_has_amx
 
-    max_isa = _onednn_max_isa()
-    return "amx_bf16" in _cpu_flags() and (max_isa in {"", "ALL", "DEFAULT"} or "AMX" in max_isa)
+    return _cpu_has_amx("bf16")
 
 
 def head_dim(model: nn.Module) -> int | None:

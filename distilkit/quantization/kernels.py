@@ -84,10 +84,15 @@ def _onednn_max_isa() -> str:
     return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
 
 
-def _cpu_has_amx_int8() -> bool:
-    """AMX int8 tiles (Intel Sapphire Rapids and later), unless oneDNN is told to stay below them."""
+def _cpu_has_amx(kind: str) -> bool:
+    """AMX tiles of `kind` ("int8", "bf16"; Intel Sapphire Rapids and later), unless oneDNN is told to stay below
+    them."""
     max_isa = _onednn_max_isa()
-    return "amx_int8" in _cpu_flags() and (max_isa in {"", "ALL", "DEFAULT"} or "AMX" in max_isa)
+    return f"amx_{kind}" in _cpu_flags() and (max_isa in {"", "ALL", "DEFAULT"} or "AMX" in max_isa)
+
+
+def _cpu_has_amx_int8() -> bool:
+    return _cpu_has_amx("int8")
 
 
 def activation_reduce_range(device: torch.device | str = "cpu") -> bool:
