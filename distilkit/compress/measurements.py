@@ -29,7 +29,7 @@ from ..pruning.structural import head_group_size
 from ..serialization.atomic import publishing_file
 from .shape import ModelShape
 from .target import MachineSettings
-from .twin import random_twin, twin_attention, twin_int8_attention
+from .twin import random_twin, twin_attention
 
 logger = logging.getLogger("distilkit.compress")
 
@@ -97,8 +97,7 @@ def cost_config(config: PretrainedConfig) -> dict:
 def measurement_context(config: PretrainedConfig, settings: MachineSettings) -> dict:
     """Everything a latency depends on besides the shape; part of every cache key."""
     return {"machine": measure.machine_fingerprint(), "software": measure.software_versions(settings.engine),
-            "model": {**cost_config(config), "attn_implementation": twin_attention(config),
-                      "int8_attention": twin_int8_attention(config)},
+            "model": {**cost_config(config), **twin_attention(config)},
             "settings": settings.to_dict()}
 
 

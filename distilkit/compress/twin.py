@@ -64,23 +64,15 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
     return model.eval()
 
 
-def twin_attention(config: PretrainedConfig) -> str:
-    """The attention implementation `random_twin` gives `config`'s twins (built on the meta device: nothing is
-    allocated); part of the latency cache key."""
-    return _meta_twin(config).config._attn_implementation
-
-
-def twin_int8_attention(config: PretrainedConfig) -> str:
-    """What the int8 twins' attention products run in on this machine (`quantize_int8`'s "auto", see
-    `distilkit.quantization.attention`); part of the latency cache key."""
+def twin_attention(config: PretrainedConfig) -> dict[str, str]:
+    """What `config`'s twins run their attention with, for the latency cache key: the attention implementation
+    `random_twin` gives them, and what the int8 twins' attention products run in on this machine (`quantize_int8`'s
+    "auto", see `distilkit.quantization.attention`). One twin on the meta device: nothing is allocated."""
     from ..quantization.attention import AUTO, resolve_attention
 
-    return resolve_attention(_meta_twin(config), AUTO)
-
-
-def _meta_twin(config: PretrainedConfig) -> torch.nn.Module:
     shape = ModelShape((int(getattr(config, get_architecture(config).heads_attr)),), (1,))
-    return random_twin(config, shape, device="meta")
+    twin = random_twin(config, shape, device="meta")
+    return {"attn_implementation": twin.config._attn_implementation, "int8_attention": resolve_attention(twin, AUTO)}
 
 
 def size_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
