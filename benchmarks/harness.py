@@ -346,6 +346,21 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (ties get their mean rank; distilkit's shipped `spearmanr` metric); None for
+    fewer than 3 points or a constant input."""
+    import math
+
+    from distilkit.metrics import load_metric
+
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs pairs; got {len(x)} and {len(y)} values.")
+    if len(x) < 3:
+        return None
+    rho = load_metric("spearmanr").compute(predictions=x, references=y)["spearmanr"]
+    return None if math.isnan(rho) else rho
+
+
 def spread_points(*stds: float | None) -> float | None:
     """The larger of the sample stds of the rows compared, in points (x100); None when no row has one."""
     return max((100 * s for s in stds if s is not None), default=None)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 import time
@@ -84,19 +83,6 @@ def parse_shape(text: str, teacher_config):
         raise SystemExit(f"shape {text!r} has {layers} layers; the teacher has {teacher_config.num_hidden_layers}.")
     shape.check_fits(teacher_config)
     return shape
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation (ties get their mean rank; distilkit's shipped `spearmanr` metric); None for
-    fewer than 3 points or a constant input."""
-    from distilkit.metrics import load_metric
-
-    if len(x) != len(y):
-        raise ValueError(f"spearman needs pairs; got {len(x)} and {len(y)} values.")
-    if len(x) < 3:
-        return None
-    rho = load_metric("spearmanr").compute(predictions=x, references=y)["spearmanr"]
-    return None if math.isnan(rho) else rho
 
 
 class Bench:
@@ -207,12 +193,12 @@ def summarize(runs: list[dict], shapes: list[str]) -> dict:
     per_seed = {}
     for seed in sorted({r["seed"] for r in runs}):
         mine = [r for r in runs if r["seed"] == seed]
-        per_seed[str(seed)] = spearman([-r["score"] for r in mine], [r["accuracy"] for r in mine])
+        per_seed[str(seed)] = harness.spearman([-r["score"] for r in mine], [r["accuracy"] for r in mine])
     spreads = [r["accuracy_std"] for r in rows if r["accuracy_std"] is not None]
     return {"rows": rows,
-            "rank_correlation_score_accuracy": spearman([-r["score_mean"] for r in rows], accuracy),
+            "rank_correlation_score_accuracy": harness.spearman([-r["score_mean"] for r in rows], accuracy),
             "rank_correlation_score_accuracy_per_seed": per_seed,
-            "rank_correlation_parameters_accuracy": spearman([float(r["parameters"]) for r in rows], accuracy),
+            "rank_correlation_parameters_accuracy": harness.spearman([float(r["parameters"]) for r in rows], accuracy),
             "shapes": len(rows), "accuracy_range_points": (100 * (max(accuracy) - min(accuracy)) if rows else None),
             "median_seed_spread_points": 100 * statistics.median(spreads) if spreads else None}
 

@@ -228,3 +228,39 @@ def test_a_teacher_in_training_mode_is_scored_without_dropout():
     probe = probe_of(model)
     assert model.training  # left as it came
     assert probe.score(ModelShape((4, 4), (64, 64))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_planning_another_target_for_the_same_teacher_and_data_ranks_the_layers_once(tmp_path, monkeypatch):
+    from distilkit.compress import plan_compression
+    from distilkit.compress import quality
+
+    built = []
+    real_build = quality.QualityProbe.build.__func__
+
+    def counting_build(cls, *args, **kwargs):
+        built.append(args[0])
+        return real_build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(quality.QualityProbe, "build", classmethod(counting_build))
+    model, data = teacher(layers=3), tiny_dataset("seq", 16)
+    training = DistillationConfig(output_dir=str(tmp_path / "unused"), max_steps=2, per_device_train_batch_size=4,
+                                  prune_every_steps=1, report_to="none", use_cpu=True, save_strategy="no")
+
+    def plan(target, dataset=data, collator=pad_collator, seed=0):
+        args = CompressArguments(target_speedup=target, candidate_layer_fractions=[1.0, 2 / 3, 1 / 3],
+                                 candidate_head_fractions=[1.0, 0.5], candidate_ffn_fractions=[1.0, 0.5],
+                                 candidate_int8=False, latency_cache=str(tmp_path / "latency.json"), plan_score_rows=8)
+        training.seed = seed
+        return plan_compression(model, dataset, args, training, tmp_path / f"out{target}", machine=MACHINE,
+                                data_collator=collator, progress=False)
+
+    first, second = plan(1.5), plan(2.5)
+    assert len(built) == 1 and first.keep_layers != () and second.chooser == "quality"
+    plan(2.5, seed=1)  # another seed draws other rows: built again
+    assert len(built) == 2
+    with torch.no_grad():  # other weights: built again, even for the same object
+        model.classifier.bias.add_(1.0)
+    plan(2.5, seed=1)
+    assert len(built) == 3
+    plan(2.5, dataset=tiny_dataset("seq", 16, seed=5), seed=1)  # other data
+    assert len(built) == 4
