@@ -43,6 +43,8 @@ ENGINES = {
     "distilkit int8": "distilkit.quantization.quantize_int8, as it runs by default",
     "distilkit int8:fbgemm:separate": "distilkit int8 as it ran before oneDNN and fused q/k/v",
     "distilkit int8:fp32-attn": "distilkit int8 with its attention products in float32, as before bfloat16 attention",
+    "distilkit int8:fp32-qkv": "distilkit int8 with bfloat16 attention products whose q/k/v product writes float32, "
+                               "converted to bfloat16 after it (as before the product wrote bfloat16)",
     "torch.ao int8": "torch.ao.quantization.quantize_dynamic (fbgemm)",
     "ort fp32": "ONNX Runtime, the float model exported by distilkit.export.to_onnx",
     "ort int8": "ONNX Runtime after onnxruntime.quantization.quantize_dynamic (QInt8 weights)",
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines: " + "; ".join(
         f"'{name}': {what}" for name, what in ENGINES.items()) + ". 'distilkit int8:<kernel>' forces an int8 kernel "
         "(onednn, fbgemm, reference); ':separate' runs q/k/v as three products; ':fp32-attn' keeps the attention "
-        "products in float32")
+        "products in float32; ':fp32-qkv' has the q/k/v product write float32")
     parser.add_argument("--threads", type=int, default=THREADS, help="intra-op threads (torch and ORT)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_engines.json")
     args = parser.parse_args()
@@ -124,12 +126,16 @@ def main() -> None:
             start = time.perf_counter()
             if name == "torch fp32":
                 runners[name] = harness.torch_runner(fp32, inputs)
-            elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate][:fp32-attn]"
+            elif name.startswith("distilkit int8"):  # "distilkit int8[:<kernel>][:separate][:fp32-attn][:fp32-qkv]"
                 _, *options = name.split(":")
-                kernel = next((o for o in options if o not in ("separate", "fp32-attn")), "auto")
+                kernel = next((o for o in options if o not in ("separate", "fp32-attn", "fp32-qkv")), "auto")
                 attention = "float32" if "fp32-attn" in options else "auto"
                 int8 = quantize_int8(copy.deepcopy(fp32), kernel=kernel, attention=attention)
                 group_shared_inputs(int8, enabled="separate" not in options)
+                if "fp32-qkv" in options:
+                    for module in int8.modules():
+                        if getattr(module, "_shared_input_group", None) is not None:
+                            module._shared_input_group.write_as(None)
                 runners[name] = harness.torch_runner(int8, inputs)
             elif name == "torch.ao int8":
                 runners[name] = harness.torch_runner(harness.torch_ao_int8(fp32), inputs)

@@ -50,6 +50,10 @@ class ArchitectureSpec:
     # Path (relative to one layer) of the activation module applied to the output of the single `ffn_in` Linear;
     # None for gated FFNs, whose activation applies to one of two products.
     ffn_activation: str | None = None
+    # The query, key and value projections' outputs reach the attention function only reshaped (no rotary
+    # embedding or norm in between), so an int8 model with bfloat16 attention products can have them written in
+    # bfloat16 by the int8 product itself (`distilkit.quantization.attention`).
+    plain_qkv: bool = False
 
     @property
     def attention(self) -> str:
@@ -73,6 +77,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             head_count_attrs=("num_attention_heads",),
             head_width_attrs=("all_head_size",),
             ffn_activation="intermediate.intermediate_act_fn",
+            plain_qkv=True,
         ),
         ArchitectureSpec(
             family="distilbert",
@@ -88,6 +93,7 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             heads_attr="n_heads",
             head_count_attrs=("n_heads",),
             ffn_activation="ffn.activation",
+            plain_qkv=True,
         ),
         ArchitectureSpec(
             family="mpnet",

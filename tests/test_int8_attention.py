@@ -175,3 +175,59 @@ def test_compress_keys_its_latency_cache_on_the_int8_attention_products(monkeypa
         keys[fast] = measurements.measurement_context(config, MachineSettings(2, 8, 1))["model"]["int8_attention"]
     assert keys == {True: "bfloat16", False: "float32"}
     assert float_attention(BF16_SDPA) == "sdpa" and float_attention("eager") == "eager"
+
+
+def qkv_dtypes(model, feeds) -> set:
+    """The dtypes the query/key/value projections wrote in one forward."""
+    seen, hooks = set(), []
+    for name, module in model.named_modules():
+        if name.endswith(("self.query", "self.key", "self.value", "q_lin", "k_lin", "v_lin", "q_proj", "v_proj")):
+            hooks.append(module.register_forward_hook(lambda m, i, o: seen.add(o.dtype)))
+    with torch.no_grad():
+        out = model(**feeds).logits
+    for hook in hooks:
+        hook.remove()
+    assert torch.isfinite(out).all()
+    return seen
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_bfloat16_attention_has_query_key_and_value_written_in_bfloat16_by_the_int8_product(family):
+    """They are rounded to bfloat16 for the products anyway: the int8 product writes them so, and the logits are
+    those of rounding its float32 output (within float rounding of the two paths)."""
+    model = quantize_int8(tiny_model("seq", family, attn="sdpa").eval(), attention="bfloat16")
+    feeds = inputs()
+    assert qkv_dtypes(model, feeds) == {torch.bfloat16}
+    with torch.no_grad():
+        written = model(**feeds).logits
+    converted = copy.deepcopy(model)
+    for module in converted.modules():
+        group = getattr(module, "_shared_input_group", None)
+        if group is not None:
+            group.write_as(None)
+    assert qkv_dtypes(converted, feeds) == {torch.float32}
+    with torch.no_grad():
+        expected = converted(**feeds).logits
+    assert (written - expected).abs().max() <= 1e-3 * expected.abs().max()
+
+
+def test_query_key_and_value_are_float32_again_when_the_attention_changes(tmp_path):
+    model = quantize_int8(tiny_model("seq", "bert", attn="sdpa").eval(), attention="bfloat16")
+    feeds = inputs()
+    model.save_pretrained(tmp_path / "int8")
+    loaded = distilkit.from_pretrained(tmp_path / "int8").eval()
+    assert qkv_dtypes(loaded, feeds) == {torch.bfloat16}  # applied on load
+    # transformers' own switch (as a user or an exporter would call it): float32 again, and it runs
+    loaded.set_attn_implementation("sdpa")
+    assert qkv_dtypes(loaded, feeds) == {torch.float32}
+    loaded.set_attn_implementation("eager")
+    assert qkv_dtypes(loaded, feeds) == {torch.float32}
+    set_attention(model, "float32")
+    assert qkv_dtypes(model, feeds) == {torch.float32}
+    assert not model.bert.encoder.layer[0].attention.self._distilkit_bf16_qkv
+
+
+def test_a_llama_keeps_float32_queries_for_its_rotary_embedding():
+    model = quantize_int8(tiny_model("causal", "llama", attn="sdpa").eval(), attention="bfloat16")
+    assert model.config._attn_implementation == BF16_SDPA
+    assert qkv_dtypes(model, inputs()) == {torch.float32}

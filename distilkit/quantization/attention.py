@@ -24,6 +24,11 @@ Llama-style; not MPNet, whose attention is its own); `quantize_int8` refuses an 
 transformers builds the padding mask by the attention implementation's name, so the name distilkit registers gets
 sdpa's mask builder too. Exporting to ONNX traces the float attention (`distilkit.export`), and inputs that are not
 float32 on a CPU pass through unchanged.
+
+Where the query, key and value projections reach the attention function only reshaped (`ArchitectureSpec.plain_qkv`:
+BERT, RoBERTa, DistilBERT; not Llama-style models, whose rotary embedding comes between), the int8 product of the
+three writes them in bfloat16 directly (`bf16_qkv`; oneDNN writes half the bytes, and the three conversion passes
+are gone), for as long as the model runs this attention implementation.
 """
 
 from __future__ import annotations
@@ -52,11 +57,17 @@ def _sdpa():
     return sdpa_attention_forward
 
 
+# Set on an attention module whose query, key and value its int8 product writes in bfloat16 for a float32 model
+# (`bf16_qkv`): its attention output goes back to float32 all the same.
+QKV_BF16_ATTR = "_distilkit_bf16_qkv"
+
+
 def bf16_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, **kwargs):
-    """transformers' sdpa attention with query, key and value in bfloat16 (float32 CPU inputs only), the output
-    back in float32."""
-    if query.dtype != torch.float32 or query.device.type != "cpu":
+    """transformers' sdpa attention with query, key and value in bfloat16 (float32 CPU inputs, or bfloat16 ones
+    written so by the int8 product of a float32 model), the output back in float32."""
+    written_bf16 = query.dtype == torch.bfloat16 and getattr(module, QKV_BF16_ATTR, False)
+    if not (query.dtype == torch.float32 or written_bf16) or query.device.type != "cpu":
         return _sdpa()(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.dtype.is_floating_point:
         attention_mask = attention_mask.to(torch.bfloat16)
@@ -129,6 +140,45 @@ def float_attention(implementation: str | None) -> str | None:
     return "sdpa" if implementation == BF16_SDPA else implementation
 
 
+def qkv_output_dtype(model: nn.Module) -> torch.dtype | None:
+    """What an int8 model's query/key/value product writes: bfloat16 where its attention products run in bfloat16,
+    its family's projections reach the attention function unchanged (`ArchitectureSpec.plain_qkv`: BERT, RoBERTa,
+    DistilBERT) and it computes in float32; None (the input's dtype) otherwise."""
+    from ..architectures import get_architecture
+
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != BF16_SDPA or getattr(model, "dtype", None) != torch.float32:
+        return None
+    try:
+        spec = get_architecture(model)
+    except ValueError:
+        return None
+    return torch.bfloat16 if spec.plain_qkv else None
+
+
+def bf16_qkv(model: nn.Module) -> int:
+    """Have each layer's query/key/value int8 product (`layer.SharedInputGroup`) write what `qkv_output_dtype`
+    says, and mark the attention modules that then get bfloat16 inputs; returns the number of products writing
+    bfloat16. Run-time only; `set_attention` and `quantization.model.group_shared_inputs` call it."""
+    from ..architectures import get_architecture, get_layers
+    from .layer import Int8Linear
+
+    dtype = qkv_output_dtype(model)
+    try:
+        spec, layers = get_architecture(model), get_layers(model)
+    except (ValueError, AttributeError):
+        return 0
+    written = 0
+    for layer in layers:
+        query = layer.get_submodule(spec.query)
+        group = getattr(query, "_shared_input_group", None) if isinstance(query, Int8Linear) else None
+        if group is not None:
+            group.write_as(dtype, model.config, BF16_SDPA)
+        setattr(layer.get_submodule(spec.attention), QKV_BF16_ATTR, group is not None and dtype is not None)
+        written += group is not None and dtype is not None
+    return written
+
+
 def set_attention(model: nn.Module, attention: str) -> str:
     """Run `model`'s attention products in `attention` (one of ATTENTION_CHOICES; `check_attention` first) and
     return the dtype they now run in: "float32" where transformers declined the switch (it only warns, e.g. for a
@@ -141,7 +191,9 @@ def set_attention(model: nn.Module, attention: str) -> str:
         if model.config._attn_implementation != BF16_SDPA:
             logger.warning("transformers kept %s's attention implementation %r: its attention products run in "
                            "float32.", type(model).__name__, model.config._attn_implementation)
+            bf16_qkv(model)
             return "float32"
     elif getattr(getattr(model, "config", None), "_attn_implementation", None) == BF16_SDPA:
         model.set_attn_implementation("sdpa")
+    bf16_qkv(model)
     return attention

@@ -166,7 +166,9 @@ class Int8Kernel:
     `prepare(weight, weight_scale, bias, device)` builds run-time state from the module's tensors (called once,
     then cached by the module); `linear(x, state)` computes the output in `x.dtype`. A kernel that can apply an
     activation (a name in ACTIVATIONS) to the product before writing it out has `linear_activation(x, state,
-    name)`; for the others the module applies it afterwards, the same function on the same float values.
+    name)`; for the others the module applies it afterwards, the same function on the same float values. A kernel
+    that can write the product in another dtype directly has `linear_to(x, state, dtype)` (`linear_in` calls it, or
+    converts `linear`'s output).
     """
 
     name: str
@@ -174,6 +176,15 @@ class Int8Kernel:
     prepare: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.device], Any]
     linear: Callable[[torch.Tensor, Any], torch.Tensor]
     linear_activation: Callable[[torch.Tensor, Any, str], torch.Tensor] | None = None
+    linear_to: Callable[[torch.Tensor, Any, torch.dtype], torch.Tensor] | None = None
+
+    def linear_in(self, x: torch.Tensor, state: Any, dtype: torch.dtype | None) -> torch.Tensor:
+        """The product in `dtype` (None: `x.dtype`), written so by the kernel where it can."""
+        if dtype is None or dtype == x.dtype:
+            return self.linear(x, state)
+        if self.linear_to is not None:
+            return self.linear_to(x, state, dtype)
+        return self.linear(x, state).to(dtype)
 
 
 # Activations an Int8Linear can apply to its output (`Int8Linear.activation`), by name: exact (erf) GELU, the
@@ -337,15 +348,33 @@ def _onednn_linear_activation(x: torch.Tensor, state: _OnednnState, activation: 
     rows = x.numel() // x.shape[-1]
     if rows < ONEDNN_MIN_ROWS or activation not in _ONEDNN_POST_OPS or not _onednn_qlinear_available():
         return ACTIVATIONS[activation](_onednn_linear(x, state))
+    return _onednn_qlinear(x, state, torch.float32, *_ONEDNN_POST_OPS[activation]).to(x.dtype)
+
+
+def _onednn_linear_to(x: torch.Tensor, state: _OnednnState, dtype: torch.dtype) -> torch.Tensor:
+    """The product written in `dtype` by oneDNN (bfloat16: half the bytes, and no conversion pass after it)."""
+    rows = x.numel() // x.shape[-1]
+    if rows < ONEDNN_MIN_ROWS or dtype not in _ONEDNN_OUTPUT_DTYPES or not _onednn_qlinear_available():
+        return _onednn_linear(x, state).to(dtype)
+    return _onednn_qlinear(x, state, dtype, "none", "")
+
+
+# What oneDNN's int8 linear writes its output in besides float32.
+_ONEDNN_OUTPUT_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_qlinear(x: torch.Tensor, state: _OnednnState, dtype: torch.dtype, post_op: str,
+                    algorithm: str) -> torch.Tensor:
+    """oneDNN's int8 linear on `x` quantized here under the scheme, with a post-op, written in `dtype`."""
+    rows = x.numel() // x.shape[-1]
     x2d = x.reshape(rows, x.shape[-1]).float().contiguous()
     levels, scale, zero_point = quantize_to_uint8(x2d, state.reduce_range)
     packed, weight_scale, weight_zero_points, bias = state.static()
-    post_op, algorithm = _ONEDNN_POST_OPS[activation]
     out = torch.ops.onednn.qlinear_pointwise(
         levels, scale, zero_point, packed, weight_scale, weight_zero_points, bias,
-        1.0, 0, torch.float32, post_op, [], algorithm,
+        1.0, 0, dtype, post_op, [], algorithm,
     )  # fmt: skip
-    return out.reshape(*x.shape[:-1], out.shape[-1]).to(x.dtype)
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 # CUDA: torch._int_mm (int8 x int8 -> int32, cuBLASLt). UNVERIFIED ON A GPU: the maths is tested on CPU with an
@@ -408,7 +437,8 @@ KERNELS: dict[str, Int8Kernel] = {
     kernel.name: kernel
     for kernel in (
         Int8Kernel(
-            "onednn", _dynamic_linear_available("onednn"), _OnednnState, _onednn_linear, _onednn_linear_activation
+            "onednn", _dynamic_linear_available("onednn"), _OnednnState, _onednn_linear, _onednn_linear_activation,
+            _onednn_linear_to,
         ),
         Int8Kernel("fbgemm", _dynamic_linear_available("fbgemm"), _dynamic_linear_prepare("fbgemm"), _dynamic_linear),
         Int8Kernel("cuda_int_mm", _cuda_int_mm_available, _int_mm_prepare, int_mm_linear),

@@ -171,13 +171,33 @@ class SharedInputGroup:
     after all), and members set to different kernels run on their own. Tensors created under
     torch.inference_mode() have no version counter, so an in-place change of the input between two members' calls
     goes unnoticed there; attention blocks do not do that.
+
+    `output_dtype` (None: the input's dtype): what the members' outputs are written in for float32 inputs, while
+    `output_config._attn_implementation` (the model's config) is `output_attention`. With bfloat16 attention products
+    (`distilkit.quantization.attention`), query, key and value are rounded to bfloat16 anyway; writing them so from
+    the int8 product saves a conversion pass over each. The check is made on every call, so a model switched to
+    another attention implementation by transformers' own `set_attn_implementation` gets float32 again.
     """
 
     def __init__(self, members: Sequence[Int8Linear]) -> None:
         self.members = tuple(members)
         self.enabled = True
+        self.output_dtype: torch.dtype | None = None
+        self.output_config = None
+        self.output_attention: str | None = None
         self._cache: tuple[tuple, object] | None = None
         self._local = threading.local()  # waiting results are per thread: threads may share a model
+
+    def write_as(self, dtype: torch.dtype | None, config=None, attention: str | None = None) -> None:
+        """Write float32 inputs' products in `dtype` while `config._attn_implementation == attention` (None: as
+        the input)."""
+        self.output_dtype, self.output_config, self.output_attention = dtype, config, attention
+
+    def _output_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        dtype = getattr(self, "output_dtype", None)
+        if dtype is None or x.dtype != torch.float32:
+            return None
+        return dtype if getattr(self.output_config, "_attn_implementation", None) == self.output_attention else None
 
     @staticmethod
     def can_group(members: Sequence[nn.Module]) -> bool:
@@ -228,13 +248,14 @@ class SharedInputGroup:
             self._local.pending = None
             if pending.outputs and pending.input is not x:
                 self.enabled = False  # results were waiting for another input: the members do not share inputs
+        dtype = self._output_dtype(x)
         if self.enabled and all(m.kernel == member.kernel for m in self.members):
-            joint = kernel.linear(x, self._kernel_state(kernel, x.device))
+            joint = kernel.linear_in(x, self._kernel_state(kernel, x.device), dtype)
             outputs = dict(zip(self.members, joint.split([m.out_features for m in self.members], dim=-1)))
             mine = outputs.pop(member)
             self._local.pending = _Pending(x, outputs)
             return mine
-        return kernel.linear(x, member._kernel_state(kernel, x.device))
+        return kernel.linear_in(x, member._kernel_state(kernel, x.device), dtype)
 
 
 def activation_name(module: nn.Module) -> str | None:

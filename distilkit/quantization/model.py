@@ -18,7 +18,7 @@ from torch import nn
 
 from ..architectures import ArchitectureSpec, get_architecture, get_layers
 from ..serialization.format import compression_record, set_compression_record
-from .attention import check_attention, set_attention, takes_bf16_attention
+from .attention import bf16_qkv, check_attention, set_attention, takes_bf16_attention
 from .kernels import AUTO, KERNELS
 from .layer import FusedActivation, Int8Embedding, Int8Linear, SharedInputGroup, activation_name
 
@@ -227,6 +227,7 @@ def group_shared_inputs(model: nn.Module, enabled: bool = True) -> int:
             module._shared_input_group = None
     linked = 0
     if not enabled:
+        bf16_qkv(model)  # no products: the attention modules are unmarked
         return linked
     for names in shared_input_names(model):
         members = [named[name] for name in names if isinstance(named.get(name), Int8Linear)]
@@ -235,6 +236,7 @@ def group_shared_inputs(model: nn.Module, enabled: bool = True) -> int:
             for member in members:
                 member._shared_input_group = group
             linked += 1
+    bf16_qkv(model)  # with bfloat16 attention products, query/key/value written in bfloat16
     return linked
 
 
