@@ -13,7 +13,7 @@ where bfloat16 was not faster), "float32", "bfloat16".
 
 Measured (benchmarks/results/int8_attention_accuracy.md): a fine-tuned MiniLM-L6 in int8 agreed with its float
 predictions on 98.74% of SST-2 dev with bfloat16 attention and on 99.08% with float32 (accuracy 84.75% and 84.63%,
-float 84.40%); on MRPC test, 98.20% and 98.43% (74.43%, 74.90%; float 74.72%). ONNX Runtime's int8 of the same
+float 84.40%); on MRPC test, 98.14% and 98.43% (74.38%, 74.90%; float 74.72%). ONNX Runtime's int8 of the same
 models agreed on 95.18% and 95.83%.
 
 What "auto" comes to is decided when the model is quantized and kept in the quantization record (`"attention"`), so
