@@ -169,11 +169,15 @@ def test_compress_keys_its_latency_cache_on_the_int8_attention_products(monkeypa
     from distilkit.quantization.attention import float_attention
 
     config = tiny_model("seq", "bert", attn="sdpa", hidden=64, heads=1).config
-    keys = {}
+    keys, qkv = {}, {}
     for fast in (True, False):
         monkeypatch.setattr(attention_module, "cpu_has_fast_bf16", lambda fast=fast: fast)
-        keys[fast] = measurements.measurement_context(config, MachineSettings(2, 8, 1))["model"]["int8_attention"]
+        model_key = measurements.measurement_context(config, MachineSettings(2, 8, 1))["model"]
+        keys[fast], qkv[fast] = model_key["int8_attention"], model_key.get("int8_qkv")
     assert keys == {True: "bfloat16", False: "float32"}
+    # With bfloat16 attention a BERT's int8 twins have their q/k/v product write bfloat16 (faster than the twins
+    # cached before it did); float32 attention keeps the key it had.
+    assert qkv == {True: "bfloat16", False: None}
     assert float_attention(BF16_SDPA) == "sdpa" and float_attention("eager") == "eager"
 
 

@@ -67,12 +67,18 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
 def twin_attention(config: PretrainedConfig) -> dict[str, str]:
     """What `config`'s twins run their attention with, for the latency cache key: the attention implementation
     `random_twin` gives them, and what the int8 twins' attention products run in on this machine (`quantize_int8`'s
-    "auto", see `distilkit.quantization.attention`). One twin on the meta device: nothing is allocated."""
+    "auto", see `distilkit.quantization.attention`), with "int8_qkv" where their query/key/value product writes
+    bfloat16 for those (BERT-style families; int8 twins measured before it did ran slower, so their timings are not
+    reused; no key otherwise, so other caches stay valid). One twin on the meta device: nothing is allocated."""
     from ..quantization.attention import AUTO, resolve_attention
 
-    shape = ModelShape((int(getattr(config, get_architecture(config).heads_attr)),), (1,))
+    spec = get_architecture(config)
+    shape = ModelShape((int(getattr(config, spec.heads_attr)),), (1,))
     twin = random_twin(config, shape, device="meta")
-    return {"attn_implementation": twin.config._attn_implementation, "int8_attention": resolve_attention(twin, AUTO)}
+    facts = {"attn_implementation": twin.config._attn_implementation, "int8_attention": resolve_attention(twin, AUTO)}
+    if facts["int8_attention"] == "bfloat16" and spec.plain_qkv:
+        facts["int8_qkv"] = "bfloat16"
+    return facts
 
 
 def size_bytes(config: PretrainedConfig, shape: ModelShape) -> int:
