@@ -264,3 +264,5 @@ def test_planning_another_target_for_the_same_teacher_and_data_ranks_the_layers_
     assert len(built) == 3
     plan(2.5, dataset=tiny_dataset("seq", 16, seed=5), seed=1)  # other data
     assert len(built) == 4
+    plan(2.5, dataset=tiny_dataset("seq", 16, seed=5), seed=1, collator=lambda rows: pad_collator(rows))
+    assert len(built) == 5  # another collate function (functions are told apart by identity, not attributes)

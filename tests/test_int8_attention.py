@@ -185,7 +185,7 @@ def qkv_dtypes(model, feeds) -> set:
     """The dtypes the query/key/value projections wrote in one forward."""
     seen, hooks = set(), []
     for name, module in model.named_modules():
-        if name.endswith(("self.query", "self.key", "self.value", "q_lin", "k_lin", "v_lin", "q_proj", "v_proj")):
+        if name.endswith(("self.query", "self.key", "self.value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj")):
             hooks.append(module.register_forward_hook(lambda m, i, o: seen.add(o.dtype)))
     with torch.no_grad():
         out = model(**feeds).logits
@@ -228,7 +228,30 @@ def test_query_key_and_value_are_float32_again_when_the_attention_changes(tmp_pa
     assert qkv_dtypes(loaded, feeds) == {torch.float32}
     set_attention(model, "float32")
     assert qkv_dtypes(model, feeds) == {torch.float32}
-    assert not model.bert.encoder.layer[0].attention.self._distilkit_bf16_qkv
+    set_attention(model, "bfloat16")
+    assert qkv_dtypes(model, feeds) == {torch.bfloat16}
+
+
+def test_an_int8_model_cast_to_bfloat16_keeps_bfloat16_outputs(tmp_path):
+    """The attention gives float32 back only where the int8 product wrote bfloat16 for float32 inputs: a model cast
+    to bfloat16 after quantization stays bfloat16 throughout."""
+    model = quantize_int8(tiny_model("seq", "bert", attn="sdpa").eval(), attention="bfloat16")
+    model.save_pretrained(tmp_path / "int8")
+    for cast in (copy.deepcopy(model).to(torch.bfloat16),
+                 distilkit.from_pretrained(tmp_path / "int8", torch_dtype=torch.bfloat16).eval()):
+        with torch.no_grad():
+            out = cast(**inputs(), output_hidden_states=True)
+        assert out.hidden_states[-1].dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
+
+
+def test_the_q_k_v_product_keeps_writing_bfloat16_after_an_export(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from distilkit.export import to_onnx
+
+    model = quantize_int8(tiny_model("seq", "bert", attn="sdpa").eval(), attention="bfloat16")
+    to_onnx(model, tmp_path / "onnx")  # traces eager float attention, then puts everything back
+    assert model.config._attn_implementation == BF16_SDPA
+    assert qkv_dtypes(model, inputs()) == {torch.bfloat16}
 
 
 def test_a_llama_keeps_float32_queries_for_its_rotary_embedding():

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,15 +103,17 @@ def quality_probe(teacher, train_dataset, data_collator, score_rows: int, seed: 
         return _LAST_PROBE[0][1]
     probe = QualityProbe.build(teacher, train_dataset, data_collator, score_rows=score_rows, seed=seed,
                                progress=progress)
-    _LAST_PROBE[:] = [(key, probe)]
+    # The collator is kept with the key: objects keyed by identity stay alive, so their ids are not reused.
+    _LAST_PROBE[:] = [(key, probe, data_collator)]
     return probe
 
 
 def _collator_key(collator) -> tuple:
-    """What a collator batches by: its type and attributes (objects such as a tokenizer by identity)."""
+    """What a collator batches by: a class instance by its type and attributes (objects such as a tokenizer by
+    identity); a function, method, partial or anything without attributes by identity."""
     plain = (int, float, str, bool, type(None))
     fields = getattr(collator, "__dict__", None)
-    if fields is None:
+    if not fields or isinstance(collator, (types.FunctionType, types.MethodType, functools.partial)):
         return (type(collator), id(collator))
     return (type(collator), tuple(sorted((name, value if isinstance(value, plain) else id(value))
                                          for name, value in fields.items())))

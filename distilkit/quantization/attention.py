@@ -28,7 +28,7 @@ float32 on a CPU pass through unchanged.
 Where the query, key and value projections reach the attention function only reshaped (`ArchitectureSpec.plain_qkv`:
 BERT, RoBERTa, DistilBERT; not Llama-style models, whose rotary embedding comes between), the int8 product of the
 three writes them in bfloat16 directly (`bf16_qkv`; oneDNN writes half the bytes, and the three conversion passes
-are gone), for as long as the model runs this attention implementation.
+are gone), whenever a float32 model on a CPU runs this attention implementation.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def _sdpa():
     return sdpa_attention_forward
 
 
-# Set on an attention module whose query, key and value its int8 product writes in bfloat16 for a float32 model
-# (`bf16_qkv`): its attention output goes back to float32 all the same.
+# Set on an attention module to the `layer.SharedInputGroup` that may write its query, key and value in bfloat16
+# (`bf16_qkv`): where the group did (a float32 model), the attention output goes back to float32 all the same.
 QKV_BF16_ATTR = "_distilkit_bf16_qkv"
 
 
@@ -66,7 +66,8 @@ def bf16_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
                         attention_mask: torch.Tensor | None, **kwargs):
     """transformers' sdpa attention with query, key and value in bfloat16 (float32 CPU inputs, or bfloat16 ones
     written so by the int8 product of a float32 model), the output back in float32."""
-    written_bf16 = query.dtype == torch.bfloat16 and getattr(module, QKV_BF16_ATTR, False)
+    group = getattr(module, QKV_BF16_ATTR, None)
+    written_bf16 = query.dtype == torch.bfloat16 and group is not None and group.wrote() == torch.bfloat16
     if not (query.dtype == torch.float32 or written_bf16) or query.device.type != "cpu":
         return _sdpa()(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.dtype.is_floating_point:
@@ -140,43 +141,29 @@ def float_attention(implementation: str | None) -> str | None:
     return "sdpa" if implementation == BF16_SDPA else implementation
 
 
-def qkv_output_dtype(model: nn.Module) -> torch.dtype | None:
-    """What an int8 model's query/key/value product writes: bfloat16 where its attention products run in bfloat16,
-    its family's projections reach the attention function unchanged (`ArchitectureSpec.plain_qkv`: BERT, RoBERTa,
-    DistilBERT) and it computes in float32; None (the input's dtype) otherwise."""
-    from ..architectures import get_architecture
-
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != BF16_SDPA or getattr(model, "dtype", None) != torch.float32:
-        return None
-    try:
-        spec = get_architecture(model)
-    except ValueError:
-        return None
-    return torch.bfloat16 if spec.plain_qkv else None
-
-
 def bf16_qkv(model: nn.Module) -> int:
-    """Have each layer's query/key/value int8 product (`layer.SharedInputGroup`) write what `qkv_output_dtype`
-    says, and mark the attention modules that then get bfloat16 inputs; returns the number of products writing
-    bfloat16. Run-time only; `set_attention` and `quantization.model.group_shared_inputs` call it."""
+    """Where the family's projections reach the attention function unchanged (`ArchitectureSpec.plain_qkv`: BERT,
+    RoBERTa, DistilBERT), have each layer's query/key/value int8 product (`layer.SharedInputGroup`) write bfloat16
+    whenever the model runs BF16_SDPA on float32 CPU inputs (checked on every call, so switching the attention
+    implementation by any route is followed), and point the attention module at the group; returns the number of
+    such products. Run-time only; `quantization.model.group_shared_inputs` calls it."""
     from ..architectures import get_architecture, get_layers
     from .layer import Int8Linear
 
-    dtype = qkv_output_dtype(model)
     try:
         spec, layers = get_architecture(model), get_layers(model)
     except (ValueError, AttributeError):
         return 0
-    written = 0
+    linked = 0
     for layer in layers:
         query = layer.get_submodule(spec.query)
         group = getattr(query, "_shared_input_group", None) if isinstance(query, Int8Linear) else None
+        group = group if spec.plain_qkv else None
         if group is not None:
-            group.write_as(dtype, model.config, BF16_SDPA)
-        setattr(layer.get_submodule(spec.attention), QKV_BF16_ATTR, group is not None and dtype is not None)
-        written += group is not None and dtype is not None
-    return written
+            group.write_as(torch.bfloat16, model.config, BF16_SDPA)
+            linked += 1
+        setattr(layer.get_submodule(spec.attention), QKV_BF16_ATTR, group)
+    return linked
 
 
 def set_attention(model: nn.Module, attention: str) -> str:
@@ -191,9 +178,7 @@ def set_attention(model: nn.Module, attention: str) -> str:
         if model.config._attn_implementation != BF16_SDPA:
             logger.warning("transformers kept %s's attention implementation %r: its attention products run in "
                            "float32.", type(model).__name__, model.config._attn_implementation)
-            bf16_qkv(model)
             return "float32"
     elif getattr(getattr(model, "config", None), "_attn_implementation", None) == BF16_SDPA:
         model.set_attn_implementation("sdpa")
-    bf16_qkv(model)
     return attention

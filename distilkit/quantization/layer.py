@@ -172,7 +172,7 @@ class SharedInputGroup:
     torch.inference_mode() have no version counter, so an in-place change of the input between two members' calls
     goes unnoticed there; attention blocks do not do that.
 
-    `output_dtype` (None: the input's dtype): what the members' outputs are written in for float32 inputs, while
+    `output_dtype` (None: the input's dtype): what the members' outputs are written in for float32 CPU inputs, while
     `output_config._attn_implementation` (the model's config) is `output_attention`. With bfloat16 attention products
     (`distilkit.quantization.attention`), query, key and value are rounded to bfloat16 anyway; writing them so from
     the int8 product saves a conversion pass over each. The check is made on every call, so a model switched to
@@ -195,9 +195,14 @@ class SharedInputGroup:
 
     def _output_dtype(self, x: torch.Tensor) -> torch.dtype | None:
         dtype = getattr(self, "output_dtype", None)
-        if dtype is None or x.dtype != torch.float32:
+        if dtype is None or x.dtype != torch.float32 or x.device.type != "cpu":
             return None
         return dtype if getattr(self.output_config, "_attn_implementation", None) == self.output_attention else None
+
+    def wrote(self) -> torch.dtype | None:
+        """The dtype this thread's last product of the group was written in by `output_dtype` (None: as the input):
+        what the attention reads to give a float32 model its float32 output back."""
+        return getattr(self._local, "wrote", None)
 
     @staticmethod
     def can_group(members: Sequence[nn.Module]) -> bool:
@@ -249,6 +254,7 @@ class SharedInputGroup:
             if pending.outputs and pending.input is not x:
                 self.enabled = False  # results were waiting for another input: the members do not share inputs
         dtype = self._output_dtype(x)
+        self._local.wrote = dtype
         if self.enabled and all(m.kernel == member.kernel for m in self.members):
             joint = kernel.linear_in(x, self._kernel_state(kernel, x.device), dtype)
             outputs = dict(zip(self.members, joint.split([m.out_features for m in self.members], dim=-1)))
