@@ -147,18 +147,18 @@ def bf16_qkv(model: nn.Module) -> int:
     whenever the model runs BF16_SDPA on float32 CPU inputs (checked on every call, so switching the attention
     implementation by any route is followed), and point the attention module at the group; returns the number of
     such products. Run-time only; `quantization.model.group_shared_inputs` calls it."""
-    from ..architectures import get_architecture, get_layers
     from .layer import Int8Linear
+    from .model import _spec_and_layers
 
-    try:
-        spec, layers = get_architecture(model), get_layers(model)
-    except (ValueError, AttributeError):
+    known = _spec_and_layers(model)
+    if known is None:
         return 0
+    spec, layers = known
     linked = 0
     for layer in layers:
         query = layer.get_submodule(spec.query)
-        group = getattr(query, "_shared_input_group", None) if isinstance(query, Int8Linear) else None
-        group = group if spec.plain_qkv else None
+        grouped = spec.plain_qkv and isinstance(query, Int8Linear)
+        group = getattr(query, "_shared_input_group", None) if grouped else None
         if group is not None:
             group.write_as(torch.bfloat16, model.config, BF16_SDPA)
             linked += 1
