@@ -149,6 +149,25 @@ def test_screening_the_grid_chooses_as_measuring_every_candidate_would(tmp_path,
     assert plan.chosen == brute_force.shape.key()
 
 
+def test_the_teachers_twin_is_timed_once_and_every_group_against_the_small_anchor(tmp_path, fake_latency):
+    from distilkit.compress.plan import anchor_shape
+
+    config = tiny_config("bert", layers=4, num_labels=2)
+    plan = make_plan(config, arguments(tmp_path, target_speedup=2.0), MACHINE, False)
+    shapes = [c.shape for c in plan.candidates]
+    anchor = anchor_shape(shapes)
+    assert anchor == ModelShape((2,) * 4, (16,) * 4)  # the most layers, the fewest heads and neurons, float
+    timed = [[ModelShape.of(m) for m in call.values()] for call in fake_latency]
+    assert timed[0] == [anchor, plan.teacher_candidate.shape]  # the calibration: the anchor with the teacher
+    assert all(anchor in group and plan.teacher_candidate.shape not in group for group in timed[1:])
+    # Latencies are ratios to the anchor scaled by the anchor's calibration: on a quiet fake clock, exact.
+    for c in plan.candidates:
+        if c.latency_ms is not None:
+            assert c.latency_ms == pytest.approx(fake_ms(c.shape), rel=1e-9)
+    assert "reference twin (L4-h2.2.2.2-f16.16.16.16-float)" in plan.to_markdown()
+    assert anchor_shape([plan.teacher_candidate.shape]) == plan.teacher_candidate.shape
+
+
 def test_a_six_layer_teacher_gets_every_depth_and_twelve_layers_the_fine_grid():
     from distilkit.compress.plan import plan_shapes
 

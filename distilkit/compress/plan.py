@@ -9,8 +9,9 @@ accurate.
    on it and predicts every candidate; the candidates predicted near the budget's edge are measured too and the
    model refitted. A measured candidate costs the larger of its measurement and the prediction (one lucky round
    cannot decide); an unmeasured one must be predicted well inside the budget (`SAFE_SHARE`) to count.
-   Measurements are ratios to the teacher's twin measured in the same group, so load changes between groups
-   cancel. The chosen candidate is always one whose twin was measured.
+   Measurements are ratios to a small reference twin measured in the same group (the anchor, `anchor_shape`;
+   the teacher's twin is measured once, with it), so load changes between groups cancel. The chosen candidate
+   is always one whose twin was measured.
 3. Choice: with a `quality.QualityProbe` (the teacher and training rows: `compress` gives one), the candidates
    within the budget are scored by the teacher pruned one-shot to their shape, and the plan keeps the best score
    (ties: float over int8, then more parameters). Only each precision's and depth's largest shapes within the
@@ -57,8 +58,8 @@ MAX_EDGE_MEASURED = 24
 
 @dataclass(frozen=True)
 class Candidate:
-    """A shape with its measured latency (`latency_ms`, the twin's median, relative to the teacher's in the same
-    group; None when not measured), predicted latency, exact weight size, parameter count (int8 weights counted
+    """A shape with its measured latency (`latency_ms`, the twin's estimate relative to the reference twin in its
+    group, `_Timing`; None when not measured), predicted latency, exact weight size, parameter count (int8 weights counted
     like their float originals) and quality score (`quality.QualityProbe.score`; None when not scored)."""
 
     shape: ModelShape
@@ -170,8 +171,9 @@ class Plan:
         if self.machine is not None:
             m = self.machine
             lines += [f"Latency: ms of one forward pass of a random-weight twin (20th percentile of interleaved "
-                      f"rounds), batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), relative to the "
-                      "teacher's twin measured in the same group; "
+                      f"rounds), batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), relative to a "
+                      f"reference twin ({_anchor_key(self)}) measured in the same group and scaled by its ratio to the "
+                      "teacher's twin, measured together once; "
                       "predicted: the latency model fitted on the measured twins. Speedup and budget use the larger "
                       "of the two for a measured candidate, the prediction for the others.", ""]
         if any(c.score is not None for c in self.candidates):
@@ -195,6 +197,10 @@ class Plan:
         if rest:
             lines += ["", f"{rest} more candidates were predicted only (none of them chosen): see plan.json."]
         return "\n".join(lines) + "\n"
+
+
+def _anchor_key(plan: Plan) -> str:
+    return anchor_shape([c.shape for c in plan.candidates]).key()
 
 
 def cell(value: float | None, spec: str, suffix: str = "") -> str:
@@ -360,17 +366,27 @@ def _structure(shape: ModelShape) -> tuple:
 
 
 class _Timing:
-    """The latency side of a plan: design twins measured, the model fitted, edge candidates measured."""
+    """The latency side of a plan: design twins measured, the model fitted, edge candidates measured.
+
+    Every group of twins is measured with a reference twin, and a latency is the twin's ratio to the reference in
+    its group (load that changes between groups cancels). The reference is a small candidate, the anchor
+    (`anchor_shape`), not the teacher: the teacher's twin costs as much as all the candidates of a group together
+    (on MPNet-base half of each group's time), and a reference close in size to the candidates is slowed by load
+    as they are. The teacher's twin is measured once, with the anchor (twice the rounds): its latency and the
+    anchor's turn ratios into milliseconds."""
 
     def __init__(self, config, machine: MachineSettings, args: CompressArguments, progress: bool):
         self.config, self.machine, self.args, self.progress = config, machine, args, progress
         self.cache = MeasurementCache(args.cache_path)
         self.teacher: ModelShape | None = None
+        self.anchor: ModelShape | None = None
+        self.teacher_ms: float | None = None
+        self.anchor_ms: float | None = None
         self.measurements: list[Measurement] = []
 
     def screen(self, candidates: list[Candidate], target: Target) -> list[Candidate]:
         shapes = [c.shape for c in candidates]
-        self.teacher = shapes[0]
+        self.teacher, self.anchor = shapes[0], anchor_shape(shapes)
         candidates = self.measure_also(candidates, design_shapes(shapes))
         budget = target.budget(candidates[0].latency_ms)
         edge = sorted((c for c in candidates if c.latency_ms is None
@@ -386,23 +402,44 @@ class _Timing:
                                   if c.latency_ms is not None])
         return [replace(c, predicted_ms=_predict(model, c.shape)) for c in candidates]
 
+    def _calibrate(self) -> None:
+        """The teacher's twin and the anchor measured together, with twice the rounds: their latencies."""
+        [measured] = measure_shapes(self.config, [self.anchor], self.machine, self.cache,
+                                    rounds=2 * self.args.latency_rounds, twins_at_once=MEASURE_GROUP,
+                                    reference=self.teacher)
+        self.measurements.append(measured)
+        self.teacher_ms = measured.reference_ms
+        self.anchor_ms = measured.latency_ms if self.anchor != self.teacher else measured.reference_ms
+
     def _measure(self, shapes: Sequence[ModelShape]) -> list[float]:
         """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, a group at a time, each group
-        with the teacher's twin: a latency is its ratio to the teacher in its group times the teacher's first
-        measurement."""
+        with the anchor's twin: a latency is its ratio to the anchor in its group times the anchor's latency from
+        the calibration (`_calibrate`); the teacher's is the calibration's."""
         from tqdm.auto import tqdm
 
-        groups = [shapes[start:start + MEASURE_GROUP] for start in range(0, len(shapes), MEASURE_GROUP)]
-        ratios = []
-        for group in tqdm(groups, desc=f"measuring {len(shapes)} candidate twins", unit="group",
+        if self.teacher_ms is None:
+            self._calibrate()
+        others = [s for s in shapes if s != self.teacher]
+        groups = [others[start:start + MEASURE_GROUP] for start in range(0, len(others), MEASURE_GROUP)]
+        latency = {self.teacher: self.teacher_ms}
+        for group in tqdm(groups, desc=f"measuring {len(others)} candidate twins", unit="group",
                           disable=not self.progress):
             measured = measure_shapes(self.config, group, self.machine, self.cache, rounds=self.args.latency_rounds,
-                                      twins_at_once=MEASURE_GROUP, reference=self.teacher)
-            ratios += [(m.latency_ms / m.reference_ms, m.reference_ms) for m in measured]
+                                      twins_at_once=MEASURE_GROUP, reference=self.anchor)
+            latency.update({m.shape: m.latency_ms / m.reference_ms * self.anchor_ms for m in measured})
             self.measurements += measured
-        if not hasattr(self, "teacher_ms"):
-            self.teacher_ms = ratios[0][1]
-        return [ratio * self.teacher_ms for ratio, _ in ratios]
+        return [latency[s] for s in shapes]
+
+
+def anchor_shape(shapes: Sequence[ModelShape]) -> ModelShape:
+    """The reference twin a plan measures in every group (`_Timing`): the float candidate with the most layers and
+    the fewest heads and FFN neurons (on MPNet-base's default grid L12-h3-f384, a tenth of the teacher's time); the
+    teacher's shape (`shapes[0]`) when there is no other float candidate."""
+    floats = [s for s in shapes[1:] if not s.int8]
+    if not floats:
+        return shapes[0]
+    layers = max(s.num_layers for s in floats)
+    return min((s for s in floats if s.num_layers == layers), key=lambda s: (sum(s.heads), sum(s.ffn)))
 
 
 def _predict(model: LatencyModel, shape: ModelShape) -> float | None:

@@ -56,9 +56,10 @@ class QualityProbe:
     @classmethod
     def build(cls, teacher: nn.Module, dataset, collator, *, score_rows: int = DEFAULT_SCORE_ROWS,
               importance_rows: int = DEFAULT_IMPORTANCE_ROWS, batch_size: int = 32, seed: int = 0,
-              progress: bool = False) -> QualityProbe:
+              progress: bool = False, removal_order: Sequence[int] | None = None) -> QualityProbe:
         """Importance on `importance_rows` labelled rows of `dataset`, the score on the next `score_rows` rows
-        (fewer when the data is small: then they overlap). The teacher is used as it is (eval mode, no grad)."""
+        (fewer when the data is small: then they overlap). The teacher is used as it is (eval mode, no grad).
+        `removal_order`: the layer ranking (`removal_order`) when it is known already; else it is measured."""
         if dataset is None or len(dataset) == 0:
             raise ValueError("The quality score needs training rows: give the labelled train_dataset.")
         if collator is None:
@@ -78,8 +79,12 @@ class QualityProbe:
             teacher_log_probs = [_log_probs(teacher, b) for b in batches]
             heads = compute_head_importance(teacher, importance_loader, "taylor")
             neurons = compute_ffn_importance(teacher, importance_loader, "taylor")
-            probe = cls(teacher, batches, teacher_log_probs, heads, neurons, [])
-            probe.removal_order = probe._greedy_removal_order(progress)
+            probe = cls(teacher, batches, teacher_log_probs, heads, neurons, list(removal_order or []))
+            if removal_order is None:
+                probe.removal_order = probe._greedy_removal_order(progress)
+            elif sorted(removal_order) != list(range(probe.num_layers)):
+                raise ValueError(f"removal_order must list each of the teacher's {probe.num_layers} layers once; "
+                                 f"got {list(removal_order)}.")
         finally:
             teacher.train(was_training)
         return probe
