@@ -64,6 +64,16 @@ def test_a_layer_that_changes_nothing_is_removed_first_and_the_kept_layers_are_n
     assert len(model.bert.encoder.layer) == 3 and model.config.num_hidden_layers == 3  # put back
 
 
+def test_a_known_layer_ranking_is_used_as_given_and_a_wrong_one_refused():
+    model = teacher(layers=3)
+    probe = QualityProbe.build(model, tiny_dataset("seq", 16), pad_collator, score_rows=8, importance_rows=8,
+                               batch_size=4, removal_order=[2, 0, 1])
+    assert probe.removal_order == [2, 0, 1] and probe.keep_layers(2) == [0, 1]
+    with pytest.raises(ValueError, match=r"each of the teacher's 3 layers once; got \[0, 0, 1\]"):
+        QualityProbe.build(model, tiny_dataset("seq", 16), pad_collator, score_rows=8, importance_rows=8,
+                           batch_size=4, removal_order=[0, 0, 1])
+
+
 def test_only_layers_runs_the_subset_and_puts_the_model_back():
     model = teacher(layers=3)
     ids = torch.tensor([[5, 6, 7, 8]])

@@ -65,6 +65,10 @@ class QualityProbe:
         if collator is None:
             raise ValueError("The quality score collates training rows into batches: give data_collator (or a "
                              "tokenizer, for padding).")
+        layers = teacher.config.num_hidden_layers
+        if removal_order is not None and sorted(removal_order) != list(range(layers)):
+            raise ValueError(f"removal_order must list each of the teacher's {layers} layers once; got "
+                             f"{list(removal_order)}.")
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
         importance_part = order[:min(importance_rows, len(order))]
         score_part = order[len(importance_part):len(importance_part) + score_rows] or order[:score_rows]
@@ -82,9 +86,6 @@ class QualityProbe:
             probe = cls(teacher, batches, teacher_log_probs, heads, neurons, list(removal_order or []))
             if removal_order is None:
                 probe.removal_order = probe._greedy_removal_order(progress)
-            elif sorted(removal_order) != list(range(probe.num_layers)):
-                raise ValueError(f"removal_order must list each of the teacher's {probe.num_layers} layers once; "
-                                 f"got {list(removal_order)}.")
         finally:
             teacher.train(was_training)
         return probe
