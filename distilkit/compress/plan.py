@@ -433,8 +433,8 @@ class _Timing:
 
 def anchor_shape(shapes: Sequence[ModelShape]) -> ModelShape:
     """The reference twin a plan measures in every group (`_Timing`): the float candidate with the most layers and
-    the fewest heads and FFN neurons (on MPNet-base's default grid L12-h3-f384, a tenth of the teacher's time); the
-    teacher's shape (`shapes[0]`) when there is no other float candidate."""
+    the fewest heads and FFN neurons (on MPNet-base's default grid L12-h3-f384 in float, a fifth of the teacher's
+    time); the teacher's shape (`shapes[0]`) when there is no other float candidate."""
     floats = [s for s in shapes[1:] if not s.int8]
     if not floats:
         return shapes[0]

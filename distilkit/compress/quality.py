@@ -144,7 +144,7 @@ class QualityProbe:
 
         kept = list(range(self.num_layers))
         order = []
-        steps = tqdm(total=self.num_layers * (self.num_layers - 1) // 2, desc="ranking the teacher's layers",
+        steps = tqdm(total=self.num_layers * (self.num_layers + 1) // 2 - 1, desc="ranking the teacher's layers",
                      disable=not progress)
         while len(kept) > 1:
             costs = {}
