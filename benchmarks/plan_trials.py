@@ -8,26 +8,25 @@ hundred steps on the teacher's soft labels (batch 16, temperature 2, AdamW at a 
 KL on the probe's held-out rows printed after each checkpoint. The shapes are ones whose full distillation results
 are known (benchmarks/results/compress_sst2.md and the 8x/12x runs of the quality-score plans).
 
-Teacher, data and collator are compress_benchmark.py's. Layers: the probe's greedy ranking takes minutes, so the
-order the quality-score plans recorded (their keep_layers for 8 and 4 layers) is given instead; "even" shapes keep
-evenly spaced layers as the parameter-count plans did.
+Teacher and data are compress_benchmark.py's: its teacher folder (`--teacher`, from transfer_benchmark.py
+--teacher-only), the 4,000 labelled rows it was trained on (SST-2 train.tsv cut by `harness.sst2_split` as that
+benchmark cuts it: split seed 0, then 1,000 selection and 20,000 transfer rows), max length 64. Layers: the probe's
+greedy ranking takes minutes, so the order the quality-score plans recorded (their keep_layers for 8 and 4 layers)
+is given instead; "even" shapes keep evenly spaced layers as the parameter-count plans did.
 
-    python benchmarks/plan_trials.py --steps 25 50 100 200 --learning-rate 1e-4 > benchmarks/results/plan_trials/mpnet.log
+    python benchmarks/plan_trials.py --teacher <transfer-bench work dir>/teachers/<teacher> \
+        --steps 25 50 100 200 --learning-rate 1e-4 > benchmarks/results/plan_trials/mpnet.log
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+import harness
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import compress_benchmark  # noqa: E402
 
 # The greedy removal order that keeps layers 0,1,2,6,7,8,10,11 (8 layers) and 0,7,10,11 (4 layers), as the
 # quality-score plans of compress_sst2 did (their plan.json keep_layers).
@@ -46,6 +45,8 @@ CASES = [  # name (with the known full-distillation result), layers, heads, FFN,
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="compress_benchmark.py's teacher folder.")
+    p.add_argument("--data-dir", default=None)
     p.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100, 200], help="Checkpoints (steps).")
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=16)
@@ -56,16 +57,19 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
 
     from torch.utils.data import DataLoader
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     from distilkit.compress.quality import QualityProbe, pruned_copy
     from distilkit.compress.shape import ModelShape
     from distilkit.losses import soft_label_loss
+    from distilkit.data import prepare_classification
     from distilkit.student import every_kth_layer
 
-    bench = compress_benchmark.CompressBench(compress_benchmark.build_parser().parse_args(
-        ["--phase", "train", "--seeds", "1", "--threads", str(a.threads)]))
-    teacher, collator = bench.teacher(), bench.collator()
-    labelled, _, _ = bench.datasets()
+    teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher).eval()
+    tokenizer = AutoTokenizer.from_pretrained(a.teacher)
+    collator = DataCollatorWithPadding(tokenizer)
+    (raw, _, _, _), _ = harness.sst2_split(a.data_dir or harness.default_data_dir() or "", 4000, 1000, 20000, 0)
+    labelled = prepare_classification(raw, tokenizer, "sentence", "label", max_length=64, num_labels=2)
     started = time.time()
     probe = QualityProbe.build(teacher, labelled, collator, score_rows=a.score_rows, seed=1,
                                removal_order=RECORDED_ORDER)
@@ -74,7 +78,7 @@ def main(argv=None) -> None:
     rows = order[128 + a.score_rows:][:max(a.steps) * a.batch_size]
     data = labelled.select_columns([c for c in labelled.column_names if c in ("input_ids", "attention_mask")])
     trial = []
-    with torch.inference_mode():
+    with torch.no_grad():  # the batches are trained on: not inference tensors
         for batch in DataLoader(data.select(rows), batch_size=a.batch_size, collate_fn=collator):
             trial.append((batch, teacher(**batch).logits.float()))
     print(f"probe and trial rows: {time.time() - started:.0f} s", flush=True)
