@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     from torch.utils.data import DataLoader
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from distilkit.compress.quality import QualityProbe, pruned_copy
+    from distilkit.compress.quality import DEFAULT_IMPORTANCE_ROWS, QualityProbe, pruned_copy
     from distilkit.compress.shape import ModelShape
     from distilkit.losses import soft_label_loss
     from distilkit.data import prepare_classification
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
                                removal_order=RECORDED_ORDER)
     # Trial rows: labelled rows after the probe's importance and score rows (its permutation with seed 1).
     order = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(1)).tolist()
-    rows = order[128 + a.score_rows:][:max(a.steps) * a.batch_size]
+    rows = order[DEFAULT_IMPORTANCE_ROWS + a.score_rows:][:max(a.steps) * a.batch_size]
     data = labelled.select_columns([c for c in labelled.column_names if c in ("input_ids", "attention_mask")])
     trial = []
     with torch.no_grad():  # the batches are trained on: not inference tensors

@@ -408,8 +408,8 @@ class _Timing:
                                     rounds=2 * self.args.latency_rounds, twins_at_once=MEASURE_GROUP,
                                     reference=self.teacher)
         self.measurements.append(measured)
-        self.teacher_ms = measured.reference_ms
-        self.anchor_ms = measured.latency_ms if self.anchor != self.teacher else measured.reference_ms
+        # An anchor that is the teacher's own shape is the reference twin itself: the same estimate.
+        self.teacher_ms, self.anchor_ms = measured.reference_ms, measured.latency_ms
 
     def _measure(self, shapes: Sequence[ModelShape]) -> list[float]:
         """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, a group at a time, each group
