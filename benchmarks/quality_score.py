@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--prune-every-steps", type=int, default=20)
     p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="Weight of the hidden-state loss (MSE), each student layer matched to the teacher layer it "
+                        "was copied from, as compress does (distilkit.config.kept_layer_map); 0: logits alone.")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
@@ -120,14 +123,16 @@ class Bench:
         transfer = tokenize_texts(transfer, self.tokenizer, "sentence", max_length=a.max_length)
         return labelled, transfer, dev, facts
 
-    def training_arguments(self, seed: int, output_dir: Path):
+    def training_arguments(self, seed: int, output_dir: Path, keep: list[int]):
         from distilkit import DistillationConfig
+        from distilkit.config import kept_layer_map
 
         a = self.args
         return DistillationConfig(
             output_dir=str(output_dir), num_train_epochs=a.epochs, learning_rate=a.learning_rate,
             per_device_train_batch_size=32, per_device_eval_batch_size=64, warmup_steps=0.06, weight_decay=0.01,
-            alpha=1.0, temperature=a.temperature, teacher_cache_dir=str(self.work / "teacher-outputs"),
+            alpha=1.0, temperature=a.temperature, hidden_weight=a.hidden_weight, layer_map=kept_layer_map(keep),
+            teacher_cache_dir=str(self.work / "teacher-outputs"),
             prune_every_steps=a.prune_every_steps, save_strategy="no", logging_steps=50, report_to="none",
             seed=seed, use_cpu=True, disable_tqdm=True, train_sampling_strategy="group_by_length",
             dataloader_num_workers=0)
@@ -143,10 +148,10 @@ class Bench:
         done = folder / "result.json"
         if done.is_file():
             return json.loads(done.read_text())
-        arguments = self.training_arguments(seed, folder / "training")
         start = time.perf_counter()  # score_seconds: the score, and the seed's probe when this run builds it
         probe = self.probe(seed)
         keep = probe.keep_layers(shape.num_layers)
+        arguments = self.training_arguments(seed, folder / "training", keep)
         score = probe.score(shape)
         score_seconds = time.perf_counter() - start
         student = student_from_teacher(self.teacher, keep)
@@ -214,7 +219,10 @@ def markdown(results: dict) -> str:
         f"(the teacher's), {results['data']['transfer_rows']:,} further training rows as transfer text, dev "
         f"({results['data']['dev_rows']} rows) for accuracy. Each shape and seed made as `compress`'s student stage "
         f"makes it: {results['settings']['epochs']:g} epoch(s), {results['steps']} steps of batch 32, gradual pruning "
-        f"every {results['settings']['prune_every_steps']} steps; float students (int8 scores the same).", "",
+        f"every {results['settings']['prune_every_steps']} steps; float students (int8 scores the same). Loss: "
+        f"T^2 KL on the teacher's logits (T {results['settings'].get('temperature', 2.0):g})"
+        + (f" + {hidden:g} x hidden-state MSE, each student layer matched to the teacher layer it was copied from"
+           if (hidden := results['settings'].get('hidden_weight', 0.0)) else "") + ".", "",
         f"**Spearman rank correlation, score vs mean accuracy over {s['shapes']} shapes: "
         f"{_fmt(rho, '+.3f')}** (goal >= {GOAL_CORRELATION}: {verdict}); "
         f"per seed: " + ", ".join(f"seed {k} {_fmt(v, '+.3f')}" for k, v in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -54,6 +55,19 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int
     teacher layers 2, 4, ..., 12.
     """
     return {i: round(i * teacher_layers / student_layers) for i in range(student_layers + 1)}
+
+
+def kept_layer_map(keep_layers: Sequence[int]) -> dict[int, int]:
+    """Student hidden state i + 1 <- teacher hidden state keep_layers[i] + 1; 0 (embeddings) <- 0.
+
+    The map of a student made by `student_from_teacher(teacher, keep_layers)`: each student layer matches the
+    teacher layer it was copied from (teacher layers 0, 7, 10, 11 kept: student hidden states 1..4 match teacher
+    hidden states 1, 8, 11, 12), as CoFi's layer distillation matches a pruned model to its own teacher.
+    """
+    layers = [int(i) for i in keep_layers]
+    if not layers or any(i < 0 for i in layers) or sorted(set(layers)) != layers:
+        raise ValueError(f"keep_layers must be non-empty, >= 0 and strictly increasing, got {list(keep_layers)}.")
+    return {0: 0, **{i + 1: t + 1 for i, t in enumerate(layers)}}
 
 
 @dataclass

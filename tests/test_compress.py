@@ -341,6 +341,37 @@ def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_pat
     assert timed == {"dtype": torch.float32, "device": "cpu", "attention": "sdpa"}
 
 
+def test_layer_terms_match_each_student_layer_to_the_teacher_layer_it_was_copied_from(tmp_path, monkeypatch):
+    from distilkit.compress.run import stage_arguments
+    from distilkit.config import kept_layer_map, uniform_layer_map
+    from distilkit.trainer import DistillationTrainer
+
+    maps = []
+    original = DistillationTrainer.train
+
+    def recorded(self, *args, **kwargs):
+        maps.append(DistillationTrainer._resolve_layer_map(self.model, self.teacher, self.args))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "train", recorded)
+    teacher = tiny_model("seq", "bert", layers=4, num_labels=3)
+    result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), tmp_path / "out", teacher=teacher,
+                          training_args=training(tmp_path, hidden_weight=1.0))
+    keep = result.plan.keep_layers
+    assert maps == [{0: 0, **{i + 1: t + 1 for i, t in enumerate(keep)}}]
+
+    # A plan keeping layers 0 and 3 of 4 matches teacher hidden states 1 and 4, not the evenly spaced 2 and 4.
+    plan = dataclasses.replace(result.plan, keep_layers=(0, 3))
+    args = stage_arguments(plan, training(tmp_path, hidden_weight=1.0, attention_weight=1.0), tmp_path / "t")
+    assert args.layer_map == kept_layer_map((0, 3)) == {0: 0, 1: 1, 2: 4} != uniform_layer_map(2, 4)
+    assert args.output_dir == str(tmp_path / "t")
+    mine = stage_arguments(plan, training(tmp_path, hidden_weight=1.0, layer_map={2: 4}), tmp_path / "t")
+    assert mine.layer_map == {2: 4}  # a map the user gave is kept
+    assert stage_arguments(plan, training(tmp_path), tmp_path / "t").layer_map == "uniform"  # no layer terms
+    with pytest.raises(ValueError, match=r"strictly increasing, got \[3, 0\]"):
+        kept_layer_map([3, 0])
+
+
 def test_attention_distillation_with_an_sdpa_teacher_is_refused_up_front(tmp_path, trainer_runs):
     out = tmp_path / "out"
     teacher = tiny_model("seq", "bert", layers=2, num_labels=3, attn="sdpa")

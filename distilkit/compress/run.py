@@ -232,8 +232,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
             from .. import from_pretrained, student_from_teacher
 
             training_dir = run.training_dir(r.float_stage)
-            arguments = dataclasses.replace(training_args, output_dir=str(training_dir),
-                                            max_steps=r.steps)
+            arguments = stage_arguments(plan, training_args, training_dir, max_steps=r.steps)
             model = from_pretrained(run.folder(source)) if source else student_from_teacher(teacher, plan.keep_layers)
             trainer = distil(model, r.float_stage, arguments, round_pruning(r.shape, arguments))
             check_shape(trainer.model, r.shape, training_dir)
@@ -297,9 +296,18 @@ def round_pruning(shape: ModelShape, training_args: DistillationConfig):
                            head_counts=list(shape.heads), ffn_counts=list(shape.ffn), **scoring)
 
 
-def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path) -> DistillationConfig:
-    """The distillation's arguments: the run's, writing to `training_dir` (the pruning is `shape_pruning`'s)."""
-    return dataclasses.replace(training_args, output_dir=str(training_dir))
+def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path,
+                    **changes) -> DistillationConfig:
+    """A distillation's arguments: the run's with `changes`, writing to `training_dir` (the pruning is
+    `shape_pruning`'s). Layer terms (hidden_weight, attention_weight) left on the default 'uniform' layer map match
+    each student layer to the teacher layer it was copied from (`kept_layer_map(plan.keep_layers)`): the student
+    keeps the plan's layers, not evenly spaced ones."""
+    from .. import loss_terms
+    from ..config import kept_layer_map
+
+    if loss_terms.layer_terms(training_args) and training_args.layer_map == "uniform":
+        changes["layer_map"] = kept_layer_map(plan.keep_layers)
+    return dataclasses.replace(training_args, output_dir=str(training_dir), **changes)
 
 
 def shape_pruning(shape: ModelShape, teacher: dict, training_args: DistillationConfig):
