@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-every-steps", type=int, default=75)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="Weight of the hidden-state loss (MSE); compress matches each student layer to the teacher "
+                        "layer it was copied from. 0: logits alone.")
     p.add_argument("--rounds", type=int, default=15, help="Interleaved latency rounds of the measure phase.")
     p.add_argument("--threads", type=int, default=2, help="Torch threads for training (the target's latency is "
                    "always measured at 2 threads).")
@@ -185,7 +188,8 @@ class CompressBench:
         return DistillationConfig(
             output_dir=str(output_dir), num_train_epochs=a.epochs, learning_rate=a.learning_rate,
             per_device_train_batch_size=32, per_device_eval_batch_size=64, warmup_steps=0.06, weight_decay=0.01,
-            alpha=a.alpha, temperature=a.temperature, teacher_cache_dir=str(self.work / "teacher-outputs"),
+            alpha=a.alpha, temperature=a.temperature, hidden_weight=a.hidden_weight,
+            teacher_cache_dir=str(self.work / "teacher-outputs"),
             prune_every_steps=a.prune_every_steps, save_strategy="steps", save_steps=250, save_total_limit=1,
             logging_steps=50, report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
             train_sampling_strategy="group_by_length", dataloader_num_workers=0)
@@ -334,7 +338,8 @@ def met(target: str, latency_ms: float, size_mb: float, teacher_ms: float, toler
 
 def settings(a) -> dict:
     return {"epochs": a.epochs, "learning_rate": a.learning_rate, "batch_size": 32, "warmup_steps": 0.06,
-            "alpha": a.alpha, "temperature": a.temperature, "prune_every_steps": a.prune_every_steps,
+            "alpha": a.alpha, "temperature": a.temperature, "hidden_weight": a.hidden_weight,
+            "prune_every_steps": a.prune_every_steps,
             "max_length": 64, "labelled_rows": a.labelled_rows, "transfer_rows": a.transfer_rows,
             "target_margin": 0.05, "candidates": candidate_grid()}
 

@@ -4,6 +4,8 @@ distilling to exactly the planned per-layer counts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers.fake_timing import timing_by
@@ -12,7 +14,7 @@ from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_mo
 import distilkit
 import distilkit.measure
 from distilkit import DistillationConfig, DistillationTrainer
-from distilkit.compress import CompressArguments, MachineSettings, ModelShape, make_plan
+from distilkit.compress import CompressArguments, MachineSettings, ModelShape, Plan, make_plan
 from distilkit.compress.plan import cost_of, fits
 from distilkit.compress.quality import QualityProbe, only_layers
 from distilkit.pruning import PruningCallback, kept_heads, kept_neurons
@@ -174,7 +176,12 @@ def test_the_teachers_twin_is_timed_once_and_every_group_against_the_small_ancho
     for c in plan.candidates:
         if c.latency_ms is not None:
             assert c.latency_ms == pytest.approx(fake_ms(c.shape), rel=1e-9)
-    assert "reference twin (L4-h2.2.2.2-f16.16.16.16-float)" in plan.to_markdown()
+    assert plan.reference == anchor.key() and "reference twin (L4-h2.2.2.2-f16.16.16.16-float)" in plan.to_markdown()
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).reference == anchor.key()
+    # A plan saved before the reference was recorded was timed against the teacher's twin, and says so.
+    old = plan.to_dict()
+    del old["reference"]
+    assert "relative to the teacher's twin measured in the same group" in Plan.from_dict(old).to_markdown()
     assert anchor_shape([plan.teacher_candidate.shape]) == plan.teacher_candidate.shape
 
 

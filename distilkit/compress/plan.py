@@ -87,7 +87,8 @@ class Plan:
     `keep_layers`: the teacher's layers the student keeps; `chooser`: "quality" (by the quality score) or
     "parameters" (the most parameters, without a probe); `inputs`: what the stages are made from besides the plan
     (teacher weights, data, training settings); `busy`: why the candidates' latencies were timed on a busy machine
-    (`measurements.busy_note`), None if quiet."""
+    (`measurements.busy_note`), None if quiet; `reference`: the key of the twin the candidates were timed against in
+    their groups (the anchor), None without latency measurements (or in a plan saved before it was recorded)."""
 
     target: Target
     machine: MachineSettings | None
@@ -99,6 +100,7 @@ class Plan:
     chooser: str = "parameters"
     inputs: dict = field(default_factory=dict)
     busy: str | None = None
+    reference: str | None = None
 
     def __post_init__(self):
         if not self.keep_layers:  # evenly spaced (as `student_from_teacher` with a count)
@@ -145,7 +147,7 @@ class Plan:
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                 "chosen": self.chosen, "keep_layers": list(self.keep_layers), "chooser": self.chooser,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
-                "reason": self.reason, "busy": self.busy, "fingerprint": self.fingerprint(), "inputs": self.inputs,
+                "reason": self.reason, "busy": self.busy, "reference": self.reference, "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod
@@ -156,7 +158,7 @@ class Plan:
         machine = None if data["machine"] is None else MachineSettings(**data["machine"])
         return cls(target, machine, data["teacher"], tuple(Candidate.from_dict(c) for c in data["candidates"]),
                    data["chosen"], data["reason"], tuple(data["keep_layers"]), data.get("chooser", "parameters"),
-                   data.get("inputs", {}), data.get("busy"))
+                   data.get("inputs", {}), data.get("busy"), data.get("reference"))
 
     def to_markdown(self) -> str:
         """plan.md: the target, the choice and its reason, and a table of the candidates that were measured or
@@ -170,10 +172,11 @@ class Plan:
             lines += [f"**Measured on a busy machine:** {self.busy}", ""]
         if self.machine is not None:
             m = self.machine
+            relative = (f"relative to a reference twin ({self.reference}) measured in the same group and scaled by "
+                        "its ratio to the teacher's twin, measured together once" if self.reference else
+                        "relative to the teacher's twin measured in the same group")
             lines += [f"Latency: ms of one forward pass of a random-weight twin (20th percentile of interleaved "
-                      f"rounds), batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), relative to a "
-                      f"reference twin ({_anchor_key(self)}) measured in the same group and scaled by its ratio to the "
-                      "teacher's twin, measured together once; "
+                      f"rounds), batch {m.batch_size} × {m.seq_len} tokens, {m.threads} thread(s), {relative}; "
                       "predicted: the latency model fitted on the measured twins. Speedup and budget use the larger "
                       "of the two for a measured candidate, the prediction for the others.", ""]
         if any(c.score is not None for c in self.candidates):
@@ -197,10 +200,6 @@ class Plan:
         if rest:
             lines += ["", f"{rest} more candidates were predicted only (none of them chosen): see plan.json."]
         return "\n".join(lines) + "\n"
-
-
-def _anchor_key(plan: Plan) -> str:
-    return anchor_shape([c.shape for c in plan.candidates]).key()
 
 
 def cell(value: float | None, spec: str, suffix: str = "") -> str:
@@ -276,7 +275,8 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(),
                 _reason(target, chosen, within, len(candidates), teacher_ms, budget, probe is not None),
                 tuple(keep), "quality" if probe is not None else "parameters",
-                busy=None if timing is None else busy_note(timing.measurements))
+                busy=None if timing is None else busy_note(timing.measurements),
+                reference=None if timing is None else timing.anchor.key())
 
 
 def plan_shapes(config: PretrainedConfig, args: CompressArguments) -> list[ModelShape]:
