@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-work-dir", default=str(DEFAULT_TRANSFER_WORK),
                    help="benchmarks/transfer_benchmark.py's --work-dir (its teacher is reused; trained if absent).")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK))
+    p.add_argument("--plan-from", default=None,
+                   help="A work dir whose runs' plans (<target>-seed<seed>/plan.json) the train phase reuses as they "
+                        "are (shape and kept layers), so that other training settings are compared on the same "
+                        "plan; the plan's recorded inputs are replaced by this run's.")
     p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
     p.add_argument("--labelled-rows", type=int, default=4000)
@@ -189,7 +193,7 @@ class CompressBench:
             output_dir=str(output_dir), num_train_epochs=a.epochs, learning_rate=a.learning_rate,
             per_device_train_batch_size=32, per_device_eval_batch_size=64, warmup_steps=0.06, weight_decay=0.01,
             alpha=a.alpha, temperature=a.temperature, hidden_weight=a.hidden_weight,
-            teacher_cache_dir=str(self.work / "teacher-outputs"),
+            teacher_cache_dir=None if a.hidden_weight else str(self.work / "teacher-outputs"),  # logits only
             prune_every_steps=a.prune_every_steps, save_strategy="steps", save_steps=250, save_total_limit=1,
             logging_steps=50, report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
             train_sampling_strategy="group_by_length", dataloader_num_workers=0)
@@ -203,11 +207,30 @@ class CompressBench:
                                 self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
                                 transfer_dataset=transfer, data_collator=self.collator())
 
+    def adopt_plan(self, source: Path, out: Path, seed: int) -> None:
+        """`source`'s plan.json written to `out` with this run's inputs (teacher, data, training settings), so
+        that compress reuses it instead of planning again."""
+        import dataclasses
+
+        from distilkit.compress.run import read_plan, run_inputs
+
+        plan = read_plan(source)
+        if plan is None:
+            raise SystemExit(f"--plan-from: {source} has no plan.json.")
+        labelled, transfer, _ = self.datasets()
+        inputs = run_inputs(self.teacher(), labelled, transfer, self.training_arguments(seed, out))
+        out.mkdir(parents=True, exist_ok=True)
+        harness.write_results(out, {"plan.json": json.dumps(dataclasses.replace(plan, inputs=inputs).to_dict(),
+                                                            indent=1) + "\n"})
+        print(f"plan {plan.chosen} (layers {list(plan.keep_layers)}) taken from {source}", flush=True)
+
     def train(self, target: str, seed: int) -> dict:
         from distilkit.compress import compress
 
         labelled, transfer, dev = self.datasets()
         out = self.work / run_name(target, seed)
+        if self.args.plan_from and not (out / "plan.json").is_file():
+            self.adopt_plan(Path(self.args.plan_from) / run_name(target, seed), out, seed)
         start = time.perf_counter()
         result = compress(self.teacher(), self.tokenizer(), labelled, dev,
                           self.compress_arguments(target), self.training_arguments(seed, out), out,

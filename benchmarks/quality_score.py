@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dev-rows", type=int, default=None, help="Only the first N dev rows (smoke tests).")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK))
+    p.add_argument("--order-cache", default=None, help="JSON file of measured layer rankings, per teacher and seed "
+                   "(default: <work-dir>/layer-orders.json); share it between work dirs of the same teacher.")
     p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     return p
 
@@ -105,7 +107,18 @@ class Bench:
         from distilkit.compress.quality import QualityProbe
 
         if seed not in self._probes:
-            self._probes[seed] = QualityProbe.build(self.teacher, self.labelled, self.collator, seed=seed)
+            # The layer ranking (77 forward passes on a 12-layer teacher) is kept on disk per seed, so another run
+            # of this script on the same teacher and rows (other shapes, other losses) does not measure it again.
+            orders = Path(self.args.order_cache or self.work / "layer-orders.json")
+            known = json.loads(orders.read_text()) if orders.is_file() else {}
+            key = f"{harness.portable_path(self.args.teacher)}|seed{seed}|split{self.args.split_seed}|" \
+                  f"rows{self.args.labelled_rows}|len{self.args.max_length}"
+            probe = QualityProbe.build(self.teacher, self.labelled, self.collator, seed=seed,
+                                       removal_order=known.get(key))
+            if key not in known:
+                orders.parent.mkdir(parents=True, exist_ok=True)
+                orders.write_text(json.dumps({**known, key: probe.removal_order}, indent=1) + "\n")
+            self._probes[seed] = probe
         return self._probes[seed]
 
     def _data(self):
@@ -132,7 +145,7 @@ class Bench:
             output_dir=str(output_dir), num_train_epochs=a.epochs, learning_rate=a.learning_rate,
             per_device_train_batch_size=32, per_device_eval_batch_size=64, warmup_steps=0.06, weight_decay=0.01,
             alpha=1.0, temperature=a.temperature, hidden_weight=a.hidden_weight, layer_map=kept_layer_map(keep),
-            teacher_cache_dir=str(self.work / "teacher-outputs"),
+            teacher_cache_dir=None if a.hidden_weight else str(self.work / "teacher-outputs"),
             prune_every_steps=a.prune_every_steps, save_strategy="no", logging_steps=50, report_to="none",
             seed=seed, use_cpu=True, disable_tqdm=True, train_sampling_strategy="group_by_length",
             dataloader_num_workers=0)
