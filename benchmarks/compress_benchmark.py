@@ -207,16 +207,20 @@ class CompressBench:
                                 self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
                                 transfer_dataset=transfer, data_collator=self.collator())
 
-    def adopt_plan(self, source: Path, out: Path, seed: int) -> None:
+    def adopt_plan(self, source: Path, out: Path, seed: int, target: str) -> None:
         """`source`'s plan.json written to `out` with this run's inputs (teacher, data, training settings), so
         that compress reuses it instead of planning again."""
         import dataclasses
 
+        from distilkit.compress.plan import saved_plan_matches
         from distilkit.compress.run import read_plan, run_inputs
 
         plan = read_plan(source)
         if plan is None:
             raise SystemExit(f"--plan-from: {source} has no plan.json.")
+        if not saved_plan_matches(plan, self.teacher().config, self.compress_arguments(target), self.machine()):
+            raise SystemExit(f"--plan-from: {source}/plan.json was made for another target, machine settings, "
+                             "teacher or candidate grid; compress would plan again.")
         labelled, transfer, _ = self.datasets()
         inputs = run_inputs(self.teacher(), labelled, transfer, self.training_arguments(seed, out))
         out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +234,7 @@ class CompressBench:
         labelled, transfer, dev = self.datasets()
         out = self.work / run_name(target, seed)
         if self.args.plan_from and not (out / "plan.json").is_file():
-            self.adopt_plan(Path(self.args.plan_from) / run_name(target, seed), out, seed)
+            self.adopt_plan(Path(self.args.plan_from) / run_name(target, seed), out, seed, target)
         start = time.perf_counter()
         result = compress(self.teacher(), self.tokenizer(), labelled, dev,
                           self.compress_arguments(target), self.training_arguments(seed, out), out,

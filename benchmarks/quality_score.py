@@ -104,20 +104,23 @@ class Bench:
 
     def probe(self, seed: int):
         """The quality probe a compress run with this seed builds (on the labelled rows), built once per seed."""
-        from distilkit.compress.quality import QualityProbe
+        from distilkit.compress.quality import DEFAULT_IMPORTANCE_ROWS, DEFAULT_SCORE_ROWS, QualityProbe
 
         if seed not in self._probes:
             # The layer ranking (77 forward passes on a 12-layer teacher) is kept on disk per seed, so another run
             # of this script on the same teacher and rows (other shapes, other losses) does not measure it again.
+            from distilkit.teacher_cache import teacher_fingerprint
+
             orders = Path(self.args.order_cache or self.work / "layer-orders.json")
+            key = (f"{teacher_fingerprint(self.teacher)}|{self.labelled._fingerprint}|seed{seed}|"
+                   f"importance{DEFAULT_IMPORTANCE_ROWS}|score{DEFAULT_SCORE_ROWS}")
             known = json.loads(orders.read_text()) if orders.is_file() else {}
-            key = f"{harness.portable_path(self.args.teacher)}|seed{seed}|split{self.args.split_seed}|" \
-                  f"rows{self.args.labelled_rows}|len{self.args.max_length}"
             probe = QualityProbe.build(self.teacher, self.labelled, self.collator, seed=seed,
                                        removal_order=known.get(key))
-            if key not in known:
-                orders.parent.mkdir(parents=True, exist_ok=True)
-                orders.write_text(json.dumps({**known, key: probe.removal_order}, indent=1) + "\n")
+            if key not in known:  # read again: another run may have added its own since
+                known = json.loads(orders.read_text()) if orders.is_file() else {}
+                harness.write_results(orders.parent, {orders.name: json.dumps(
+                    {**known, key: probe.removal_order}, indent=1) + "\n"})
             self._probes[seed] = probe
         return self._probes[seed]
 
@@ -160,7 +163,11 @@ class Bench:
         folder = self.work / f"{name}-seed{seed}"
         done = folder / "result.json"
         if done.is_file():
-            return json.loads(done.read_text())
+            result = json.loads(done.read_text())
+            if result.get("hidden_weight", 0.0) != self.args.hidden_weight:
+                raise SystemExit(f"{done} was distilled with hidden_weight={result.get('hidden_weight', 0.0)}, this "
+                                 f"run asks for {self.args.hidden_weight}: use another --work-dir.")
+            return result
         start = time.perf_counter()  # score_seconds: the score, and the seed's probe when this run builds it
         probe = self.probe(seed)
         keep = probe.keep_layers(shape.num_layers)
@@ -182,7 +189,8 @@ class Bench:
         if (made.heads, made.ffn) != (shape.heads, shape.ffn):
             raise SystemExit(f"{name} seed {seed}: the distilled model is {made.key()}, not {shape.key()}.")
         metrics = trainer.evaluate()
-        result = {"shape": name, "seed": seed, "score": score, "keep_layers": keep,
+        result = {"shape": name, "seed": seed, "hidden_weight": self.args.hidden_weight, "score": score,
+                  "keep_layers": keep,
                   "parameters": sum(p.numel() for p in trainer.model.parameters()),
                   "accuracy": metrics["eval_accuracy"], "steps": trainer.state.global_step,
                   "score_seconds": round(score_seconds, 1), "train_seconds": round(train_seconds, 1)}

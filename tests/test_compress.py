@@ -358,7 +358,12 @@ def test_layer_terms_match_each_student_layer_to_the_teacher_layer_it_was_copied
     result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), tmp_path / "out", teacher=teacher,
                           training_args=training(tmp_path, hidden_weight=1.0))
     keep = result.plan.keep_layers
-    assert maps == [{0: 0, **{i + 1: t + 1 for i, t in enumerate(keep)}}]
+    assert maps == [{0: 0, **{i + 1: t + 1 for i, t in enumerate(keep)}}] != [uniform_layer_map(len(keep), 4)]
+    # The derived map is part of the run's identity: stages distilled on another map are not reused.
+    assert result.plan.identity()["layer_map"] == {str(k): v for k, v in kept_layer_map(keep).items()}
+    no_layer_terms = dataclasses.replace(result.plan, inputs={"training_settings": {"layer_map": "uniform",
+                                                                                    "hidden_weight": 0.0}})
+    assert "layer_map" not in no_layer_terms.identity()
 
     # A plan keeping layers 0 and 3 of 4 matches teacher hidden states 1 and 4, not the evenly spaced 2 and 4.
     plan = dataclasses.replace(result.plan, keep_layers=(0, 3))

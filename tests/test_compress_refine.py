@@ -45,15 +45,15 @@ def made_models_run_slower(monkeypatch):
 TEACHER = [None]
 
 
-def run(tmp_path, out, **changes):
+def run(tmp_path, out, training_changes: dict | None = None, **changes):
     teacher = tiny_model("seq", "bert", layers=2, num_labels=3)
     TEACHER[0] = teacher
-    args = CompressArguments(target_speedup=2.0, **GRID, latency_cache=str(tmp_path / "latency.json"),
-                             **changes)
+    args = CompressArguments(target_speedup=2.0, **{**GRID, **changes}, latency_cache=str(tmp_path / "latency.json"))
     plan = make_plan(teacher.config, args, MACHINE, progress=False)  # by parameters: a fixed choice
     training = DistillationConfig(output_dir=str(tmp_path / "unused"), max_steps=5, per_device_train_batch_size=4,
                                   prune_every_steps=1, prune_heads_method="magnitude", learning_rate=1e-3,
-                                  report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0)
+                                  report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0,
+                                  **(training_changes or {}))
     result = compress(teacher, None, tiny_dataset(n=8), tiny_dataset(n=4, seed=1), args, training, out,
                       machine=MACHINE, data_collator=pad_collator, progress=False, plan=plan,
                       compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
@@ -101,6 +101,30 @@ def test_a_missed_target_is_refined_until_met_and_a_rerun_replays_the_rounds(tmp
     assert runs == 2  # the distillation, then the round's recovery
     _, again = run(tmp_path, out)  # a rerun replays refine.json: nothing trained, the same stages
     assert len(trainer_runs) == runs and [s.stage for s in again.stages] == [s.stage for s in result.stages]
+
+
+def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch):
+    import distilkit.config
+    from distilkit.config import kept_layer_map, uniform_layer_map
+    from distilkit.trainer import DistillationTrainer
+
+    maps = []
+    original = DistillationTrainer.train
+
+    def recorded(self, *args, **kwargs):
+        maps.append(DistillationTrainer._resolve_layer_map(self.model, self.teacher, self.args))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "train", recorded)
+    # The plan keeps both layers of the 2-layer teacher, where the kept layers' map is the uniform one: a stand-in
+    # map that differs shows that the distillation and every refine round use the map derived from the plan.
+    derived = {0: 0, 1: 2, 2: 1}
+    monkeypatch.setattr(distilkit.config, "kept_layer_map", lambda keep: derived if list(keep) == [0, 1] else None)
+    plan, result = run(tmp_path, tmp_path / "out", {"hidden_weight": 1.0})
+    assert plan.keep_layers == (0, 1) and derived != uniform_layer_map(2, 2) == kept_layer_map((0, 1))
+    assert len(result.refine_rounds) >= 1 and maps == [derived] * (1 + len(result.refine_rounds))
+    card = (tmp_path / "out" / "student" / "README.md").read_text()
+    assert "layer map (student ← teacher hidden state)" in card and "2 ← 1" in card
 
 
 def test_no_closed_loop_with_zero_rounds_and_a_stop_note_when_nothing_fits(tmp_path, monkeypatch):

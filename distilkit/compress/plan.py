@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from transformers import PretrainedConfig
 
 from ..architectures import get_architecture
+from ..config import kept_layer_map
+from ..loss_terms import LOSS_TERMS
 from ..measure import count_parameters
 from ..student import every_kth_layer
 from .grid import PRECISIONS, candidate_shapes
@@ -133,10 +135,17 @@ class Plan:
         return cost_of(self.target, candidate)
 
     def identity(self) -> dict:
-        """What a run's stages depend on: a resumed run with another identity must not reuse them."""
-        return {"target": str(self.target), "margin": self.target.margin,
-                "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
-                "shape": self.shape.to_dict(), "keep_layers": list(self.keep_layers), **self.inputs}
+        """What a run's stages depend on: a resumed run with another identity must not reuse them. Layer terms on
+        the default 'uniform' map are distilled on the kept layers' map (`run.stage_arguments`): it is named here,
+        so stages distilled on another map are not reused."""
+        identity = {"target": str(self.target), "margin": self.target.margin,
+                    "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
+                    "shape": self.shape.to_dict(), "keep_layers": list(self.keep_layers), **self.inputs}
+        settings = self.inputs.get("training_settings") or {}
+        layer_weights = [t.weight_field for t in LOSS_TERMS if t.uses_teacher and t.student_outputs]
+        if settings.get("layer_map") == "uniform" and any(float(settings.get(w) or 0) > 0 for w in layer_weights):
+            identity["layer_map"] = {str(k): v for k, v in kept_layer_map(self.keep_layers).items()}
+        return identity
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -170,7 +179,7 @@ class Plan:
                  f"{self.teacher['layers']}. {self.reason}", ""]
         if self.busy:
             lines += [f"**Measured on a busy machine:** {self.busy}", ""]
-        if self.machine is not None:
+        if self.machine is not None and self.teacher_candidate.latency_ms is not None:  # twins were timed
             m = self.machine
             relative = (f"relative to a reference twin ({self.reference}) measured in the same group and scaled by "
                         "its ratio to the teacher's twin, measured together once" if self.reference else
