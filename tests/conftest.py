@@ -40,6 +40,23 @@ def trainer_runs(monkeypatch) -> list[str]:
     return runs
 
 
+@pytest.fixture
+def trained_layer_maps(monkeypatch) -> list[dict]:
+    """The layer map each `DistillationTrainer.train` call of the test distils with (resolved as the trainer
+    resolves it: {student hidden state: teacher hidden state}), in order."""
+    from distilkit.trainer import DistillationTrainer
+
+    maps = []
+    original = DistillationTrainer.train
+
+    def recorded(self, *args, **kwargs):
+        maps.append(DistillationTrainer._resolve_layer_map(self.model, self.teacher, self.args))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "train", recorded)
+    return maps
+
+
 def pytest_collection_modifyitems(config, items):
     """A test on the real data (`realdata`) is a slow test too: `pytest -m "not slow"` is the two-minute run."""
     for item in items:

@@ -341,19 +341,11 @@ def test_attention_distillation_runs_and_the_teacher_is_timed_as_it_came(tmp_pat
     assert timed == {"dtype": torch.float32, "device": "cpu", "attention": "sdpa"}
 
 
-def test_layer_terms_match_each_student_layer_to_the_teacher_layer_it_was_copied_from(tmp_path, monkeypatch):
+def test_layer_terms_match_each_student_layer_to_the_teacher_layer_it_was_copied_from(tmp_path, trained_layer_maps):
     from distilkit.compress.run import stage_arguments
     from distilkit.config import kept_layer_map, uniform_layer_map
-    from distilkit.trainer import DistillationTrainer
 
-    maps = []
-    original = DistillationTrainer.train
-
-    def recorded(self, *args, **kwargs):
-        maps.append(DistillationTrainer._resolve_layer_map(self.model, self.teacher, self.args))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillationTrainer, "train", recorded)
+    maps = trained_layer_maps
     teacher = tiny_model("seq", "bert", layers=4, num_labels=3)
     result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), tmp_path / "out", teacher=teacher,
                           training_args=training(tmp_path, hidden_weight=1.0))

@@ -103,19 +103,11 @@ def test_a_missed_target_is_refined_until_met_and_a_rerun_replays_the_rounds(tmp
     assert len(trainer_runs) == runs and [s.stage for s in again.stages] == [s.stage for s in result.stages]
 
 
-def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch):
+def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch, trained_layer_maps):
     import distilkit.config
     from distilkit.config import kept_layer_map, uniform_layer_map
-    from distilkit.trainer import DistillationTrainer
 
-    maps = []
-    original = DistillationTrainer.train
-
-    def recorded(self, *args, **kwargs):
-        maps.append(DistillationTrainer._resolve_layer_map(self.model, self.teacher, self.args))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillationTrainer, "train", recorded)
+    maps = trained_layer_maps
     # The plan keeps both layers of the 2-layer teacher, where the kept layers' map is the uniform one: a stand-in
     # map that differs shows that the distillation and every refine round use the map derived from the plan.
     derived = {0: 0, 1: 2, 2: 1}
