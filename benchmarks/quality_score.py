@@ -291,6 +291,8 @@ def main(argv=None) -> None:
         "machine": harness.machine_info(),
     }
     results["settings"]["teacher"] = harness.portable_path(args.teacher)
+    if args.order_cache:
+        results["settings"]["order_cache"] = harness.portable_path(args.order_cache)
     out = Path(args.results_dir)
     harness.write_results(out, {f"{RESULTS_NAME}.json": json.dumps(results, indent=1, default=str) + "\n",
                                 f"{RESULTS_NAME}.md": markdown(results)})
