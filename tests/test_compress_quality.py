@@ -14,6 +14,7 @@ from helpers.tiny_models import pad_collator, tiny_config, tiny_dataset, tiny_mo
 import distilkit
 import distilkit.measure
 from distilkit import DistillationConfig, DistillationTrainer
+from distilkit.architectures import get_architecture
 from distilkit.compress import CompressArguments, MachineSettings, ModelShape, Plan, make_plan
 from distilkit.compress.plan import cost_of, fits
 from distilkit.compress.quality import QualityProbe, only_layers
@@ -64,6 +65,30 @@ def test_a_layer_that_changes_nothing_is_removed_first_and_the_kept_layers_are_n
     assert probe.removal_order[0] == 1 and sorted(probe.removal_order) == [0, 1, 2]
     assert probe.keep_layers(2) == [0, 2] and set(probe.keep_layers(1)) <= set(probe.keep_layers(2))
     assert len(model.bert.encoder.layer) == 3 and model.config.num_hidden_layers == 3  # put back
+
+
+def reference_removal_order(probe: QualityProbe) -> list[int]:
+    """The greedy ranking computed the plain way: every trial runs the whole model with one layer fewer."""
+    kept, order = list(range(probe.num_layers)), []
+    while len(kept) > 1:
+        costs = {}
+        for layer in kept:
+            with only_layers(probe.teacher, [i for i in kept if i != layer]):
+                costs[layer] = probe._divergence(probe.teacher)
+        order.append(min(kept, key=lambda i: (costs[i], i)))
+        kept.remove(order[-1])
+    return order + kept
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "llama", "qwen2"])
+def test_the_ranking_from_kept_layer_inputs_equals_running_every_trial_in_full(family):
+    model = tiny_model("seq", family, seed=3, layers=5, num_labels=3, initializer_range=0.3).eval()
+    probe = QualityProbe.build(model, tiny_dataset("seq", 24), pad_collator, score_rows=12, importance_rows=8,
+                               batch_size=4)
+    assert probe.removal_order == reference_removal_order(probe)
+    assert probe.score(ModelShape((2, 2), (32, 32))) > 0  # a layer subset runs (decoders: without a key/value cache)
+    assert model.config.num_hidden_layers == 5 and not any(  # put back, no hook left behind
+        layer._forward_pre_hooks for layer in model.base_model.get_submodule(get_architecture(model).layers))
 
 
 def test_a_known_layer_ranking_is_used_as_given_and_a_wrong_one_refused():

@@ -104,14 +104,15 @@ def test_a_missed_target_is_refined_until_met_and_a_rerun_replays_the_rounds(tmp
 
 
 def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch, trained_layer_maps):
-    import distilkit.config
+    import distilkit.compress.plan
     from distilkit.config import kept_layer_map, uniform_layer_map
 
     maps = trained_layer_maps
     # The plan keeps both layers of the 2-layer teacher, where the kept layers' map is the uniform one: a stand-in
     # map that differs shows that the distillation and every refine round use the map derived from the plan.
     derived = {0: 0, 1: 2, 2: 1}
-    monkeypatch.setattr(distilkit.config, "kept_layer_map", lambda keep: derived if list(keep) == [0, 1] else None)
+    monkeypatch.setattr(distilkit.compress.plan, "kept_layer_map",
+                        lambda keep: derived if list(keep) == [0, 1] else None)
     plan, result = run(tmp_path, tmp_path / "out", {"hidden_weight": 1.0})
     assert plan.keep_layers == (0, 1) and derived != uniform_layer_map(2, 2) == kept_layer_map((0, 1))
     assert len(result.refine_rounds) >= 1 and maps == [derived] * (1 + len(result.refine_rounds))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from transformers import PretrainedConfig
@@ -61,8 +61,8 @@ MAX_EDGE_MEASURED = 24
 @dataclass(frozen=True)
 class Candidate:
     """A shape with its measured latency (`latency_ms`, the twin's estimate relative to the reference twin in its
-    group, `_Timing`; None when not measured), predicted latency, exact weight size, parameter count (int8 weights counted
-    like their float originals) and quality score (`quality.QualityProbe.score`; None when not scored)."""
+    group, `_Timing`; None when not measured), predicted latency, exact weight size, parameter count (int8 weights
+    counted like their float originals) and quality score (`quality.QualityProbe.score`; None when not scored)."""
 
     shape: ModelShape
     size_mb: float
@@ -135,17 +135,27 @@ class Plan:
         return cost_of(self.target, candidate)
 
     def identity(self) -> dict:
-        """What a run's stages depend on: a resumed run with another identity must not reuse them. Layer terms on
-        the default 'uniform' map are distilled on the kept layers' map (`run.stage_arguments`): it is named here,
-        so stages distilled on another map are not reused."""
+        """What a run's stages depend on: a resumed run with another identity must not reuse them. The layer map
+        the stages distil layer terms on when the plan sets it (`layer_map_for`) is named here, so stages
+        distilled on another map are not reused."""
         identity = {"target": str(self.target), "margin": self.target.margin,
                     "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                     "shape": self.shape.to_dict(), "keep_layers": list(self.keep_layers), **self.inputs}
-        settings = self.inputs.get("training_settings") or {}
-        layer_weights = [t.weight_field for t in LOSS_TERMS if t.uses_teacher and t.student_outputs]
-        if settings.get("layer_map") == "uniform" and any(float(settings.get(w) or 0) > 0 for w in layer_weights):
-            identity["layer_map"] = {str(k): v for k, v in kept_layer_map(self.keep_layers).items()}
+        layer_map = self.layer_map_for(self.inputs.get("training_settings") or {})
+        if layer_map is not None:
+            identity["layer_map"] = {str(k): v for k, v in layer_map.items()}
         return identity
+
+    def layer_map_for(self, settings: Mapping) -> dict[int, int] | None:
+        """The layer map this plan's distillations use for training `settings` (field: value, as
+        `pipeline.identity.training_settings` gives them) instead of theirs: the kept layers' map
+        (`config.kept_layer_map`) when a layer term (hidden states, attention maps) is weighted on the default
+        'uniform' map, since the student keeps the plan's layers, not evenly spaced ones; None when the settings'
+        own map applies."""
+        weights = [t.weight_field for t in LOSS_TERMS if t.uses_teacher and t.student_outputs]
+        if settings.get("layer_map") == "uniform" and any(float(settings.get(w) or 0) > 0 for w in weights):
+            return kept_layer_map(self.keep_layers)
+        return None
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -156,7 +166,8 @@ class Plan:
                 "machine": None if self.machine is None else self.machine.to_dict(), "teacher": self.teacher,
                 "chosen": self.chosen, "keep_layers": list(self.keep_layers), "chooser": self.chooser,
                 "prune_heads_fraction": self.prune_fractions[0], "prune_ffn_fraction": self.prune_fractions[1],
-                "reason": self.reason, "busy": self.busy, "reference": self.reference, "fingerprint": self.fingerprint(), "inputs": self.inputs,
+                "reason": self.reason, "busy": self.busy, "reference": self.reference,
+                "fingerprint": self.fingerprint(), "inputs": self.inputs,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     @classmethod

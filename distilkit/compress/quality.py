@@ -128,9 +128,13 @@ class QualityProbe:
 
     # ---- internals ----
 
-    def _divergence(self, model: nn.Module) -> float:
+    def _divergence(self, model: nn.Module, batch_inputs=None) -> float:
+        """Mean KL(teacher ‖ `model`) over the score rows. `batch_inputs`: set before each batch runs (the batch's
+        index), for a `_first_layer_input` hook."""
         total, rows = 0.0, 0
-        for batch, reference in zip(self.batches, self.teacher_log_probs):
+        for index, (batch, reference) in enumerate(zip(self.batches, self.teacher_log_probs)):
+            if batch_inputs is not None:
+                batch_inputs.index = index
             log_probs = _log_probs(model, batch)
             kl = torch.sum(reference.exp() * (reference - log_probs), dim=-1)
             total += float(kl.sum())
@@ -139,24 +143,60 @@ class QualityProbe:
 
     def _greedy_removal_order(self, progress: bool) -> list[int]:
         """Layers in the order a greedy search removes them: each time the one whose removal (given those already
-        removed) changes the teacher's outputs least. The last layer standing is listed last."""
+        removed) changes the teacher's outputs least. The last layer standing is listed last.
+
+        Removing a layer leaves the layers before it as they were, so the hidden states entering each kept layer
+        are kept (one tensor per layer and score batch) and a trial runs only the layers after the removed one,
+        from the input the removed layer had (removing the last kept layer: its predecessor again, from its own
+        input): half the layer passes of running every trial from the embeddings, and the same numbers."""
         from tqdm.auto import tqdm
 
+        layers = self.teacher.base_model.get_submodule(get_architecture(self.teacher).layers)
         kept = list(range(self.num_layers))
+        entering = self._layer_inputs(layers, kept, [None] * len(self.batches))
         order = []
         steps = tqdm(total=self.num_layers * (self.num_layers + 1) // 2 - 1, desc="ranking the teacher's layers",
                      disable=not progress)
         while len(kept) > 1:
             costs = {}
-            for layer in kept:
-                with only_layers(self.teacher, [i for i in kept if i != layer]):
-                    costs[layer] = self._divergence(self.teacher)
+            for position, layer in enumerate(kept):
+                if position + 1 < len(kept):  # the layers after it, from the input it had
+                    run, inputs = kept[position + 1:], entering[position]
+                else:  # the last one: the output is its predecessor's
+                    run, inputs = [kept[position - 1]], entering[position - 1]
+                with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], inputs) as batch_inputs:
+                    costs[layer] = self._divergence(self.teacher, batch_inputs)
                 steps.update()
             cheapest = min(kept, key=lambda i: (costs[i], i))
+            position = kept.index(cheapest)
             order.append(cheapest)
             kept.remove(cheapest)
+            if position < len(kept):  # the layers after the removed one now see other inputs
+                entering = entering[:position] + self._layer_inputs(layers, kept[position:], entering[position])
+            else:
+                entering = entering[:position]
         steps.close()
         return order + kept
+
+    def _layer_inputs(self, layers: nn.ModuleList, run: list[int], start: list) -> list[list[torch.Tensor]]:
+        """Per layer of `run` (teacher layer indices), the hidden states entering it for each score batch, running
+        only `run` from the hidden states `start` (per batch; None: from the embeddings)."""
+        entering: list[list[torch.Tensor]] = [[] for _ in run]
+
+        def keeper(position):
+            def hook(module, args, kwargs):
+                entering[position].append(_hidden_states_of(args, kwargs).clone())
+            return hook
+
+        handles = [layers[layer].register_forward_pre_hook(keeper(i), with_kwargs=True)
+                   for i, layer in enumerate(run)]
+        try:
+            with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], start) as batch_inputs:
+                self._divergence(self.teacher, batch_inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return entering
 
 
 def pruned_copy(teacher: nn.Module, keep_layers: Sequence[int]) -> nn.Module:
@@ -188,6 +228,39 @@ def only_layers(model: nn.Module, keep_layers: Sequence[int]):
             config.layer_types = saved[1]
 
 
+class _BatchInputs:
+    """Which score batch runs next (`index`), for the hook that feeds the first layer its kept input."""
+
+    index = 0
+
+
+@contextmanager
+def _first_layer_input(layer: nn.Module, inputs: Sequence[torch.Tensor | None]):
+    """Within the block, `layer` receives `inputs[batch.index]` as its hidden states instead of what the layers
+    before it computed (None: what they computed). Yields the `_BatchInputs` to set before each batch."""
+    batch = _BatchInputs()
+
+    def swap(module, args, kwargs):
+        replacement = inputs[batch.index]
+        if replacement is None:
+            return None
+        if args:
+            return (replacement, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": replacement}
+
+    handle = layer.register_forward_pre_hook(swap, with_kwargs=True, prepend=True)  # before any hook that reads
+    try:
+        yield batch
+    finally:
+        handle.remove()
+
+
+def _hidden_states_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states a transformer layer was called with (every family in the architecture table passes them
+    first, positionally or by name)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
 def _top(importance: torch.Tensor, count: int, group: int) -> list[int]:
     """The `count` most important units of one layer (whole groups of `group`), in increasing order."""
     scores = importance.nan_to_num(nan=-math.inf).reshape(-1, group).sum(-1)
@@ -204,5 +277,7 @@ def _input_columns(model: nn.Module) -> set[str]:
 @torch.inference_mode()
 def _log_probs(model: nn.Module, batch: dict) -> torch.Tensor:
     device = next(model.parameters()).device
-    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+    # No key/value cache: a layer subset keeps its layers' indices into the cache, which holds fewer layers.
+    no_cache = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+    logits = model(**{k: v.to(device) for k, v in batch.items()}, **no_cache).logits.float()
     return torch.log_softmax(logits, dim=-1).cpu()

@@ -352,8 +352,8 @@ def write_cards(result: CompressResult, output_dir: Path, training_args, teacher
     heads_fraction, ffn_fraction = plan.prune_fractions
     from .run import stage_arguments  # the layer map the distillation used (the kept layers' for layer terms)
 
-    stage_args = stage_arguments(plan, training_args, Path(training_args.output_dir),
-                                 prune_heads_fraction=heads_fraction, prune_ffn_fraction=ffn_fraction)
+    stage_args = stage_arguments(plan, training_args, prune_heads_fraction=heads_fraction,
+                                 prune_ffn_fraction=ffn_fraction)
     recipe = recipe_from_config(stage_args, transfer_examples=transfer_examples)
     groups = {s.stage: {**recipe, "Compression target": compression} for s in result.stages[1:]}
     report.write_cards(result.stages, teacher=teacher_name, teacher_hub_id=teacher_hub_id, recipe_groups=groups,

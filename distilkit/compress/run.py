@@ -296,18 +296,19 @@ def round_pruning(shape: ModelShape, training_args: DistillationConfig):
                            head_counts=list(shape.heads), ffn_counts=list(shape.ffn), **scoring)
 
 
-def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path,
+def stage_arguments(plan: Plan, training_args: DistillationConfig, training_dir: Path | None = None,
                     **changes) -> DistillationConfig:
-    """A distillation's arguments: the run's with `changes`, writing to `training_dir` (the pruning is
-    `shape_pruning`'s). Layer terms (hidden_weight, attention_weight) left on the default 'uniform' layer map match
-    each student layer to the teacher layer it was copied from (`kept_layer_map(plan.keep_layers)`): the student
-    keeps the plan's layers, not evenly spaced ones."""
-    from .. import loss_terms
-    from ..config import kept_layer_map
+    """A distillation's arguments: the run's with `changes`, writing to `training_dir` (None: the run's
+    output_dir), on the layer map the plan sets (`Plan.layer_map_for`: the kept layers' map for layer terms on
+    the default 'uniform' one). The pruning is `shape_pruning`'s."""
+    from ..pipeline.identity import training_settings
 
-    if loss_terms.layer_terms(training_args) and training_args.layer_map == "uniform":
-        changes["layer_map"] = kept_layer_map(plan.keep_layers)
-    return dataclasses.replace(training_args, output_dir=str(training_dir), **changes)
+    layer_map = plan.layer_map_for(training_settings(training_args))
+    if layer_map is not None:
+        changes["layer_map"] = layer_map
+    if training_dir is not None:
+        changes["output_dir"] = str(training_dir)
+    return dataclasses.replace(training_args, **changes)
 
 
 def shape_pruning(shape: ModelShape, teacher: dict, training_args: DistillationConfig):
@@ -410,7 +411,7 @@ def check_distillation(teacher, plan: Plan, training_args: DistillationConfig, t
         config.layer_types = [layer_types[i] for i in plan.keep_layers]
     with torch.device("meta"):
         student = type(teacher)(config)
-    args = stage_arguments(plan, training_args, Path(training_args.output_dir))
+    args = stage_arguments(plan, training_args)
     if args.uses_teacher:
         DistillationTrainer._check_compatible(student, teacher, args)
         DistillationTrainer._resolve_layer_map(student, teacher, args)
