@@ -72,6 +72,26 @@ def test_twin_has_exactly_the_requested_shape(family, int8, int8_embeddings):
     assert logits.shape == (2, 2)
 
 
+@pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "llama", "qwen2"])
+def test_twin_weights_are_drawn_like_transformers_init_not_left_uninitialised(family, monkeypatch):
+    import torch.nn.init
+
+    drawn = []  # transformers' init is skipped: drawing the weights cost most of building a twin
+    monkeypatch.setattr(torch.Tensor, "normal_", lambda t, *a, **k: drawn.append(t.shape) or t)
+    twin = random_twin(config(family), ModelShape(heads=(4, 2), ffn=(64, 10)))
+    assert drawn == []
+    for name, parameter in twin.named_parameters():
+        values = parameter.detach()
+        if name.endswith("bias"):
+            assert torch.equal(values, torch.zeros_like(values)), name
+        elif values.dim() < 2:
+            assert torch.equal(values, torch.ones_like(values)), name  # norm weights
+        else:
+            assert torch.isfinite(values).all() and values.std() == pytest.approx(0.02, rel=0.25), name
+    logits = twin(input_ids=torch.randint(5, 100, (2, 8))).logits
+    assert torch.isfinite(logits).all() and logits.std() > 0
+
+
 @pytest.mark.parametrize("family", ["bert", "llama"])
 @pytest.mark.parametrize("int8,int8_embeddings", [(False, False), (True, False), (True, True)])
 def test_size_bytes_is_the_size_of_the_saved_weights(tmp_path, family, int8, int8_embeddings):

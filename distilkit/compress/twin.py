@@ -10,6 +10,8 @@ for cost: the last ones go), then quantized (`distilkit.quantization.quantize_in
 from __future__ import annotations
 
 import copy
+import functools
+from contextlib import nullcontext
 
 import torch
 from transformers import AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
@@ -52,9 +54,12 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
     """
     spec = get_architecture(config)
     shape.check_fits(config)
-    with torch.device(device):
+    on_meta = torch.device(device).type == "meta"
+    with torch.device(device), nullcontext() if on_meta else _no_init_weights():
         model = AutoModelForSequenceClassification.from_config(twin_config(config, shape.num_layers),
                                                                dtype=torch.float32)
+    if not on_meta:
+        _fill_like_init(model)
     num_heads = int(getattr(config, spec.heads_attr))
     width = int(getattr(config, spec.ffn_width_attr))
     prune_heads(model, {layer: range(kept, num_heads) for layer, kept in enumerate(shape.heads) if kept < num_heads})
@@ -62,6 +67,40 @@ def random_twin(config: PretrainedConfig, shape: ModelShape, device: str | torch
     if shape.int8:
         quantize_int8(model, quantize_embeddings=shape.int8_embeddings)
     return model.eval()
+
+
+def _no_init_weights():
+    """transformers' context that skips weight initialisation (`_fill_like_init` fills the weights instead: drawing
+    them costs most of building a twin); no context where this transformers lacks it."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - other transformers versions
+        return nullcontext()
+    return no_init_weights()
+
+
+@functools.lru_cache(maxsize=1)
+def _value_pool() -> torch.Tensor:
+    """2^20 values drawn once from N(0, 0.02²) (transformers' usual weight init), with a fixed seed."""
+    return torch.randn(1 << 20, generator=torch.Generator().manual_seed(0)) * 0.02
+
+
+@torch.no_grad()
+def _fill_like_init(model: torch.nn.Module) -> None:
+    """Every parameter set as transformers' init would, in distribution: matrices from N(0, 0.02²) (copied from
+    one pool of values, which is fast), biases 0, norm weights 1. Latency depends on shapes, not on these values,
+    as long as they are ordinary floats (uninitialised memory may hold NaNs or subnormals, which run slower)."""
+    pool = _value_pool()
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            parameter.zero_()
+        elif parameter.dim() < 2:
+            parameter.fill_(1.0)
+        else:
+            flat = parameter.view(-1)
+            for start in range(0, flat.numel(), pool.numel()):
+                chunk = flat[start:start + pool.numel()]
+                chunk.copy_(pool[:chunk.numel()])
 
 
 def twin_attention(config: PretrainedConfig) -> dict[str, str]:
