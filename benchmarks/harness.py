@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -523,6 +524,28 @@ def portable_command(script: str, argv: list[str]) -> str:
             word = f"{key}={portable_path(value)}"
         words.append(word)
     return " ".join(["python", f"benchmarks/{script}", *words])
+
+
+# -------------------------------------------------------------------------------------------------- shapes
+
+def parse_shape(text: str, teacher_config, precision: bool = False):
+    """A uniform ModelShape from 'L<layers>-h<heads>-f<ffn>' (float), checked against the teacher's config; with
+    `precision`, also '...-int8' and '...-int8+emb' (int8 embeddings too)."""
+    from distilkit.compress import ModelShape
+
+    pattern = r"L(\d+)-h(\d+)-f(\d+)(-int8(\+emb)?)?" if precision else r"L(\d+)-h(\d+)-f(\d+)()()"
+    match = re.fullmatch(pattern, text)
+    if not match:
+        example = "L4-h6-f768" + ("-int8" if precision else "")
+        raise SystemExit(f"shape {text!r}: expected L<layers>-h<heads>-f<ffn>{'[-int8[+emb]]' if precision else ''}, "
+                         f"e.g. {example}.")
+    layers, heads, ffn = map(int, match.groups()[:3])
+    shape = ModelShape(heads=(heads,) * layers, ffn=(ffn,) * layers, int8=bool(match.group(4)),
+                       int8_embeddings=bool(match.group(5)))
+    if layers > teacher_config.num_hidden_layers:
+        raise SystemExit(f"shape {text!r} has {layers} layers; the teacher has {teacher_config.num_hidden_layers}.")
+    shape.check_fits(teacher_config)
+    return shape
 
 
 # ------------------------------------------------------------------------------------------------- machine

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 from pathlib import Path
@@ -73,21 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: <work-dir>/layer-orders.json); share it between work dirs of the same teacher.")
     p.add_argument("--results-dir", default=str(harness.RESULTS_DIR))
     return p
-
-
-def parse_shape(text: str, teacher_config):
-    """A uniform ModelShape from 'L<layers>-h<heads>-f<ffn>' (float)."""
-    from distilkit.compress import ModelShape
-
-    match = re.fullmatch(r"L(\d+)-h(\d+)-f(\d+)", text)
-    if not match:
-        raise SystemExit(f"shape {text!r}: expected L<layers>-h<heads>-f<ffn>, e.g. L4-h6-f768.")
-    layers, heads, ffn = map(int, match.groups())
-    shape = ModelShape(heads=(heads,) * layers, ffn=(ffn,) * layers)
-    if layers > teacher_config.num_hidden_layers:
-        raise SystemExit(f"shape {text!r} has {layers} layers; the teacher has {teacher_config.num_hidden_layers}.")
-    shape.check_fits(teacher_config)
-    return shape
 
 
 class Bench:
@@ -278,7 +262,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     bench = Bench(args)
-    shapes = {name: parse_shape(name, bench.teacher.config) for name in args.shapes}
+    shapes = {name: harness.parse_shape(name, bench.teacher.config) for name in args.shapes}
     runs = [bench.run(name, shape, seed) for seed in args.seeds for name, shape in shapes.items()]
     results = {
         "teacher": {"name": args.teacher_name, "folder": harness.portable_path(args.teacher),

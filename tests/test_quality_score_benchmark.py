@@ -13,14 +13,26 @@ def teacher_config():
 
 
 def test_a_uniform_shape_is_parsed_and_a_bad_one_names_the_form():
-    shape = qs.parse_shape("L2-h2-f32", teacher_config())
+    shape = qs.harness.parse_shape("L2-h2-f32", teacher_config())
     assert shape.heads == (2, 2) and shape.ffn == (32, 32) and not shape.int8
     with pytest.raises(SystemExit, match="L<layers>-h<heads>-f<ffn>"):
-        qs.parse_shape("2 layers", teacher_config())
+        qs.harness.parse_shape("2 layers", teacher_config())
+    with pytest.raises(SystemExit, match="L<layers>-h<heads>-f<ffn>, e.g. L4-h6-f768"):  # float only by default
+        qs.harness.parse_shape("L2-h2-f32-int8", teacher_config())
     with pytest.raises(SystemExit, match="the teacher has 2"):
-        qs.parse_shape("L3-h2-f32", teacher_config())
+        qs.harness.parse_shape("L3-h2-f32", teacher_config())
     with pytest.raises(ValueError):
-        qs.parse_shape("L1-h8-f32", teacher_config())  # more heads than the teacher has
+        qs.harness.parse_shape("L1-h8-f32", teacher_config())  # more heads than the teacher has
+
+
+def test_a_shape_with_its_precision():
+    int8 = qs.harness.parse_shape("L2-h2-f32-int8", teacher_config(), precision=True)
+    both = qs.harness.parse_shape("L1-h4-f64-int8+emb", teacher_config(), precision=True)
+    plain = qs.harness.parse_shape("L1-h4-f64", teacher_config(), precision=True)
+    assert (int8.int8, int8.int8_embeddings, int8.num_layers) == (True, False, 2)
+    assert (both.int8, both.int8_embeddings) == (True, True) and not plain.int8
+    with pytest.raises(SystemExit, match=r"\[-int8\[\+emb\]\]"):
+        qs.harness.parse_shape("L1-h4-f64-int4", teacher_config(), precision=True)
 
 
 def test_spearman_matches_hand_computed_ranks():

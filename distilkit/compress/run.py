@@ -87,7 +87,7 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
 
 # The last quality probe built in this process, with what it was built from: planning another target for the same
 # teacher and data (benchmarks plan several in one process) reuses it instead of ranking the layers again (for
-# MPNet-base and 128 score rows, about 6 minutes at 2 threads).
+# MPNet-base and 128 score rows, about 2 minutes at 2 threads).
 _LAST_PROBE: list = []
 
 
