@@ -18,6 +18,7 @@ from helpers.fake_timing import timing_by
 from helpers.tiny_models import tiny_config
 
 from distilkit import measure
+from distilkit.architectures import get_architecture
 from distilkit.compress import MachineSettings, ModelShape
 from distilkit.compress import measurements
 from distilkit.compress.grid import candidate_shapes
@@ -73,7 +74,7 @@ def test_twin_has_exactly_the_requested_shape(family, int8, int8_embeddings):
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert", "mpnet", "llama", "qwen2"])
-def test_twin_weights_are_drawn_like_transformers_init_not_left_uninitialised(family, monkeypatch):
+def test_twin_weights_are_filled_like_transformers_init_not_left_uninitialised(family, monkeypatch):
     import torch.nn.init
 
     drawn = []  # transformers' init is skipped: drawing the weights cost most of building a twin
@@ -88,6 +89,9 @@ def test_twin_weights_are_drawn_like_transformers_init_not_left_uninitialised(fa
             assert torch.equal(values, torch.ones_like(values)), name  # norm weights
         else:
             assert torch.isfinite(values).all() and values.std() == pytest.approx(0.02, rel=0.25), name
+    layer = twin.base_model.get_submodule(get_architecture(twin).layers)[0]
+    matrices = [p.detach() for p in layer.parameters() if p.dim() == 2 and p.shape == (32, 32)]
+    assert len(matrices) >= 2 and not torch.equal(matrices[0], matrices[1])  # not one block of values repeated
     logits = twin(input_ids=torch.randint(5, 100, (2, 8))).logits
     assert torch.isfinite(logits).all() and logits.std() > 0
 

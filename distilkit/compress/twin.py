@@ -87,20 +87,23 @@ def _value_pool() -> torch.Tensor:
 
 @torch.no_grad()
 def _fill_like_init(model: torch.nn.Module) -> None:
-    """Every parameter set as transformers' init would, in distribution: matrices from N(0, 0.02²) (copied from
-    one pool of values, which is fast), biases 0, norm weights 1. Latency depends on shapes, not on these values,
-    as long as they are ordinary floats (uninitialised memory may hold NaNs or subnormals, which run slower)."""
+    """Every parameter set to values of the kind transformers' init gives: matrices N(0, 0.02²)-distributed (copied
+    from one pool of values, each parameter from where the last one stopped, which is fast), biases 0, norm
+    weights 1. Latency depends on shapes, not on these values, as long as they are ordinary floats (uninitialised
+    memory may hold NaNs or subnormals, which run slower)."""
     pool = _value_pool()
+    offset = 0
     for name, parameter in model.named_parameters():
         if name.endswith("bias"):
             parameter.zero_()
         elif parameter.dim() < 2:
             parameter.fill_(1.0)
         else:
-            flat = parameter.view(-1)
-            for start in range(0, flat.numel(), pool.numel()):
-                chunk = flat[start:start + pool.numel()]
-                chunk.copy_(pool[:chunk.numel()])
+            flat, done = parameter.view(-1), 0
+            while done < flat.numel():
+                count = min(flat.numel() - done, pool.numel() - offset)
+                flat[done:done + count].copy_(pool[offset:offset + count])
+                done, offset = done + count, (offset + count) % pool.numel()
 
 
 def twin_attention(config: PretrainedConfig) -> dict[str, str]:
