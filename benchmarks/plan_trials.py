@@ -59,7 +59,7 @@ def main(argv=None) -> None:
     from torch.utils.data import DataLoader
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from distilkit.compress.quality import DEFAULT_IMPORTANCE_ROWS, QualityProbe, pruned_copy
+    from distilkit.compress.quality import DEFAULT_IMPORTANCE_ROWS, QualityProbe, pruned_copy, split_rows
     from distilkit.compress.shape import ModelShape
     from distilkit.losses import soft_label_loss
     from distilkit.data import prepare_classification
@@ -73,9 +73,8 @@ def main(argv=None) -> None:
     started = time.time()
     probe = QualityProbe.build(teacher, labelled, collator, score_rows=a.score_rows, seed=1,
                                removal_order=RECORDED_ORDER)
-    # Trial rows: labelled rows after the probe's importance and score rows (its permutation with seed 1).
-    order = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(1)).tolist()
-    rows = order[DEFAULT_IMPORTANCE_ROWS + a.score_rows:][:max(a.steps) * a.batch_size]
+    # Trial rows: labelled rows the probe used for neither importance nor score.
+    rows = split_rows(len(labelled), DEFAULT_IMPORTANCE_ROWS, a.score_rows, seed=1)[2][:max(a.steps) * a.batch_size]
     data = labelled.select_columns([c for c in labelled.column_names if c in ("input_ids", "attention_mask")])
     trial = []
     with torch.no_grad():  # the batches are trained on: not inference tensors
@@ -92,7 +91,7 @@ def main(argv=None) -> None:
         model = pruned_copy(teacher, keep)
         probe.prune_to(model, shape, keep)
         model.eval()
-        scores = {0: probe._divergence(model)}
+        scores = {0: probe.divergence(model)}
         torch.manual_seed(0)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=a.learning_rate)
@@ -103,7 +102,7 @@ def main(argv=None) -> None:
             optimizer.zero_grad()
             if step in a.steps:
                 model.eval()
-                scores[step] = probe._divergence(model)
+                scores[step] = probe.divergence(model)
                 model.train()
         results[name] = {"keep_layers": keep, "kl_after_steps": scores}
         print(name, keep, {k: round(v, 4) for k, v in scores.items()}, f"{time.time() - started:.0f}s", flush=True)

@@ -74,7 +74,7 @@ def reference_removal_order(probe: QualityProbe) -> list[int]:
         costs = {}
         for layer in kept:
             with only_layers(probe.teacher, [i for i in kept if i != layer]):
-                costs[layer] = probe._divergence(probe.teacher)
+                costs[layer] = probe.divergence(probe.teacher)
         order.append(min(kept, key=lambda i: (costs[i], i)))
         kept.remove(order[-1])
     return order + kept
@@ -89,6 +89,17 @@ def test_the_ranking_from_kept_layer_inputs_equals_running_every_trial_in_full(f
     assert probe.score(ModelShape((2, 2), (32, 32))) > 0  # a layer subset runs (decoders: without a key/value cache)
     assert model.config.num_hidden_layers == 5 and not any(  # put back, no hook left behind
         layer._forward_pre_hooks for layer in model.base_model.get_submodule(get_architecture(model).layers))
+
+
+def test_the_probes_rows_split_into_importance_score_and_the_rest():
+    from distilkit.compress.quality import split_rows
+
+    importance, score, rest = split_rows(20, 8, 8, seed=0)
+    assert (len(importance), len(score), len(rest)) == (8, 8, 4)
+    assert sorted(importance + score + rest) == list(range(20))
+    assert split_rows(20, 8, 8, seed=0) == (importance, score, rest) != split_rows(20, 8, 8, seed=1)
+    importance, score, rest = split_rows(8, 8, 4, seed=0)  # too few rows: the score rows overlap, nothing is left
+    assert len(importance) == 8 and set(score) <= set(importance) and len(score) == 4 and rest == []
 
 
 def test_a_known_layer_ranking_is_used_as_given_and_a_wrong_one_refused():

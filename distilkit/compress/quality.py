@@ -69,9 +69,7 @@ class QualityProbe:
         if removal_order is not None and sorted(removal_order) != list(range(layers)):
             raise ValueError(f"removal_order must list each of the teacher's {layers} layers once; got "
                              f"{list(removal_order)}.")
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-        importance_part = order[:min(importance_rows, len(order))]
-        score_part = order[len(importance_part):len(importance_part) + score_rows] or order[:score_rows]
+        importance_part, score_part, _ = split_rows(len(dataset), importance_rows, score_rows, seed)
         keep = [c for c in dataset.column_names if c in _input_columns(teacher) | {"labels", "label"}]
         data = dataset.select_columns(keep)
         importance_loader = DataLoader(data.select(importance_part), batch_size=batch_size, collate_fn=collator)
@@ -124,13 +122,14 @@ class QualityProbe:
         keep = self.keep_layers(shape.num_layers)
         model = pruned_copy(self.teacher, keep).eval()  # the teacher may be in training mode: no dropout here
         self.prune_to(model, shape, keep)
-        return self._divergence(model)
+        return self.divergence(model)
 
     # ---- internals ----
 
-    def _divergence(self, model: nn.Module, batch_inputs=None) -> float:
-        """Mean KL(teacher ‖ `model`) over the score rows. `batch_inputs`: set before each batch runs (the batch's
-        index), for a `_first_layer_input` hook."""
+    def divergence(self, model: nn.Module, batch_inputs=None) -> float:
+        """Mean KL(teacher ‖ `model`) of the class distributions over the score rows (any model with the
+        teacher's inputs and labels: a pruned copy, a student). `batch_inputs`: set before each batch runs (the
+        batch's index), for a `_first_layer_input` hook."""
         total, rows = 0.0, 0
         for index, (batch, reference) in enumerate(zip(self.batches, self.teacher_log_probs)):
             if batch_inputs is not None:
@@ -165,7 +164,7 @@ class QualityProbe:
                 else:  # the last one: the output is its predecessor's
                     run, inputs = [kept[position - 1]], entering[position - 1]
                 with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], inputs) as batch_inputs:
-                    costs[layer] = self._divergence(self.teacher, batch_inputs)
+                    costs[layer] = self.divergence(self.teacher, batch_inputs)
                 steps.update()
             cheapest = min(kept, key=lambda i: (costs[i], i))
             position = kept.index(cheapest)
@@ -197,11 +196,21 @@ class QualityProbe:
                    for i, layer in enumerate(run)]
         try:
             with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], start) as batch_inputs:
-                self._divergence(self.teacher, batch_inputs)
+                self.divergence(self.teacher, batch_inputs)
         finally:
             for handle in handles:
                 handle.remove()
         return entering
+
+
+def split_rows(count: int, importance_rows: int, score_rows: int, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """The rows of a dataset of `count` rows `QualityProbe.build` uses, by index: (importance rows, score rows,
+    the rest), from one seeded permutation. With too few rows the score rows overlap the importance rows (and
+    nothing is left)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    importance = order[:min(importance_rows, count)]
+    score = order[len(importance):len(importance) + score_rows]
+    return importance, score or order[:score_rows], order[len(importance) + len(score):]
 
 
 def pruned_copy(teacher: nn.Module, keep_layers: Sequence[int]) -> nn.Module:
