@@ -211,6 +211,16 @@ def test_compress_writes_every_stage_with_the_planned_shape_and_resumes(tmp_path
 
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_decoder_family_teacher_is_scored_and_compressed_to_the_planned_shape(tmp_path, family):
+    teacher = tiny_model("seq", family, layers=2, num_labels=3)
+    result = run_compress(tmp_path, arguments(tmp_path, target_speedup=3.0), tmp_path / "out", teacher=teacher)
+    plan = result.plan
+    assert plan.chooser == "quality" and plan.chosen_candidate.score is not None  # the probe ran on the teacher
+    final = distilkit.from_pretrained(tmp_path / "out" / result.stages[-1].stage)
+    assert final.config.model_type == family and ModelShape.of(final) == plan.shape
+
+
 @pytest.mark.parametrize("progress", [False, True])
 def test_progress_false_shows_no_bar_and_true_times_the_stages_with_one(tmp_path, monkeypatch, capsys, progress):
     """The long steps outside the Trainer (its bars follow disable_tqdm): the teacher-output cache pass (which

@@ -50,6 +50,22 @@ def run_plain_transformers(script: str, tmp_path: Path) -> subprocess.CompletedP
                           env=env, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_compressed_decoder_family_classifier_loads_again_and_saves_as_compressed(tmp_path, family):
+    # transformers' generic classification heads build their base model through AutoModel, which knows only the
+    # plain config class: loading must not hand it the compressed one.
+    model = tiny_model("seq", family).eval()
+    prune_heads(model, {0: [0, 1]})  # one whole key/value group
+    quantize_int8(model)
+    distilkit.save_pretrained(model, tmp_path / "first")
+    reloaded = distilkit.from_pretrained(tmp_path / "first", attn_implementation="eager")
+    assert torch.equal(logits(reloaded), logits(model))
+    reloaded.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["model_type"] == "distilkit"
+    assert torch.equal(logits(distilkit.from_pretrained(tmp_path / "again", attn_implementation="eager")),
+                       logits(model))
+
+
 @pytest.mark.parametrize("kind", ["pruned", "int8", "pruned+int8"])
 @pytest.mark.parametrize("saver", ["model.save_pretrained", "distilkit.save_pretrained"])
 def test_compressed_folder_is_refused_by_the_auto_classes_and_loads_with_distilkit(tmp_path, kind, saver):

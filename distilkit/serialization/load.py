@@ -20,8 +20,8 @@ from transformers import AutoConfig, PreTrainedModel
 
 from .atomic import check_not_interrupted
 from .compressions import known_keys, recorded
-from .format import BASE_MODEL_TYPE_KEY, COMPRESSED_MODEL_TYPE, compressed_config_class, compression_record, \
-    unmark_compressed
+from .format import BASE_MODEL_TYPE_KEY, COMPRESSED_MODEL_TYPE, base_config_class, compressed_config_class, \
+    compression_record, unmark_compressed
 
 
 def load_config(name_or_path: str | os.PathLike, **hub_kwargs):
@@ -89,6 +89,20 @@ def _model_class(config, model_class):
     raise ValueError(
         f"config.json names no transformers model class (architectures={architectures}); pass model_class=."
     )
+
+
+def _built(cls: type[PreTrainedModel], config) -> PreTrainedModel:
+    """`cls(config)` for a compressed config, built as its base config class: transformers' generic task heads
+    (e.g. LlamaForSequenceClassification) build their base model through AutoModel, which knows the base class
+    only. The model keeps the compressed config, so it saves as compressed again."""
+    compressed = type(config)
+    config.__class__ = base_config_class(compressed)
+    try:
+        model = cls(config)
+    finally:
+        config.__class__ = compressed
+    model.config.__class__ = compressed
+    return model
 
 
 def _unreadable(path: Path, err: Exception) -> OSError:
@@ -167,7 +181,7 @@ def from_pretrained(
             kwargs["attn_implementation"] = attn_implementation
         return cls.from_pretrained(model_dir, **kwargs)
 
-    model = cls(config)
+    model = _built(cls, config)
     if attn_implementation is not None:
         model.set_attn_implementation(attn_implementation)
     for compression in recorded(record):
