@@ -533,9 +533,8 @@ def parse_shape(text: str, teacher_config, precision: bool = False):
     `precision`, also '...-int8' and '...-int8+emb' (int8 embeddings too)."""
     from distilkit.compress import ModelShape
 
-    pattern = r"L(\d+)-h(\d+)-f(\d+)(-int8(\+emb)?)?" if precision else r"L(\d+)-h(\d+)-f(\d+)()()"
-    match = re.fullmatch(pattern, text)
-    if not match:
+    match = re.fullmatch(r"L(\d+)-h(\d+)-f(\d+)(-int8(\+emb)?)?", text)
+    if not match or (match.group(4) and not precision):
         example = "L4-h6-f768" + ("-int8" if precision else "")
         raise SystemExit(f"shape {text!r}: expected L<layers>-h<heads>-f<ffn>{'[-int8[+emb]]' if precision else ''}, "
                          f"e.g. {example}.")

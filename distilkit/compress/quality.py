@@ -126,14 +126,11 @@ class QualityProbe:
 
     # ---- internals ----
 
-    def divergence(self, model: nn.Module, batch_inputs=None) -> float:
-        """Mean KL(teacher ‖ `model`) of the class distributions over the score rows (any model with the
-        teacher's inputs and labels: a pruned copy, a student). `batch_inputs`: set before each batch runs (the
-        batch's index), for a `_first_layer_input` hook."""
+    def divergence(self, model: nn.Module) -> float:
+        """Mean KL(teacher ‖ `model`) of the class distributions over the score rows, batch by batch in order (any
+        model with the teacher's inputs and labels: a pruned copy, a student)."""
         total, rows = 0.0, 0
-        for index, (batch, reference) in enumerate(zip(self.batches, self.teacher_log_probs)):
-            if batch_inputs is not None:
-                batch_inputs.index = index
+        for batch, reference in zip(self.batches, self.teacher_log_probs):
             log_probs = _log_probs(model, batch)
             kl = torch.sum(reference.exp() * (reference - log_probs), dim=-1)
             total += float(kl.sum())
@@ -163,8 +160,8 @@ class QualityProbe:
                     run, inputs = kept[position + 1:], entering[position]
                 else:  # the last one: the output is its predecessor's
                     run, inputs = [kept[position - 1]], entering[position - 1]
-                with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], inputs) as batch_inputs:
-                    costs[layer] = self.divergence(self.teacher, batch_inputs)
+                with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], inputs):
+                    costs[layer] = self.divergence(self.teacher)
                 steps.update()
             cheapest = min(kept, key=lambda i: (costs[i], i))
             position = kept.index(cheapest)
@@ -182,21 +179,20 @@ class QualityProbe:
         only `run` from the hidden states `start` (per batch; None: from the embeddings). They are kept on the
         teacher's device: score rows x tokens x hidden size values per layer (MPNet-base, 128 rows of 64 tokens:
         25 MB a layer)."""
-        entering: list[list[torch.Tensor]] = [[] for _ in run]
+        given = 1 if start[0] is not None else 0  # the first layer's inputs are `start` itself: kept, not copied
+        entering: list[list[torch.Tensor]] = [list(start)] * given + [[] for _ in run[given:]]
 
         def keeper(position):
             def hook(module, args, kwargs):
-                hidden = _hidden_states_of(args, kwargs)
-                given = position == 0 and start[len(entering[0])] is not None  # kept already: no copy
-                entering[position].append(hidden if given else hidden.clone())
+                entering[position].append(_hidden_states_of(args, kwargs).clone())
             return hook
 
         # In front of any hook the model has, behind the swap of the first layer's input (put in front later).
-        handles = [layers[layer].register_forward_pre_hook(keeper(i), with_kwargs=True, prepend=True)
-                   for i, layer in enumerate(run)]
+        handles = [layers[run[i]].register_forward_pre_hook(keeper(i), with_kwargs=True, prepend=True)
+                   for i in range(given, len(run))]
         try:
-            with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], start) as batch_inputs:
-                self.divergence(self.teacher, batch_inputs)
+            with only_layers(self.teacher, run), _first_layer_input(layers[run[0]], start):
+                self.divergence(self.teacher)
         finally:
             for handle in handles:
                 handle.remove()
@@ -242,20 +238,14 @@ def only_layers(model: nn.Module, keep_layers: Sequence[int]):
             config.layer_types = saved[1]
 
 
-class _BatchInputs:
-    """Which score batch runs next (`index`), for the hook that feeds the first layer its kept input."""
-
-    index = 0
-
-
 @contextmanager
 def _first_layer_input(layer: nn.Module, inputs: Sequence[torch.Tensor | None]):
-    """Within the block, `layer` receives `inputs[batch.index]` as its hidden states instead of what the layers
-    before it computed (None: what they computed). Yields the `_BatchInputs` to set before each batch."""
-    batch = _BatchInputs()
+    """Within the block, `layer` receives `inputs[k]` as its hidden states on its k-th call (the k-th score batch:
+    a layer runs once per forward pass) instead of what the layers before it computed (None: what they computed)."""
+    supply = iter(inputs)
 
     def swap(module, args, kwargs):
-        replacement = inputs[batch.index]
+        replacement = next(supply)
         if replacement is None:
             return None
         if args:
@@ -264,7 +254,7 @@ def _first_layer_input(layer: nn.Module, inputs: Sequence[torch.Tensor | None]):
 
     handle = layer.register_forward_pre_hook(swap, with_kwargs=True, prepend=True)  # before any hook that reads
     try:
-        yield batch
+        yield
     finally:
         handle.remove()
 

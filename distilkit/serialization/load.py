@@ -100,8 +100,7 @@ def _built(cls: type[PreTrainedModel], config) -> PreTrainedModel:
     try:
         model = cls(config)
     finally:
-        config.__class__ = compressed
-    model.config.__class__ = compressed
+        config.__class__ = compressed  # the model holds this same config object
     return model
 
 
