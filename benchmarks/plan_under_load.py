@@ -9,8 +9,8 @@ made again while busy-loop processes share the cores, each with a fresh latency 
 The candidates are random-weight twins of a MiniLM-L6-sized BERT (6 layers x 12 heads, hidden 384, FFN 1536; the
 config alone, no weights to download), on the `--layer-fractions` x `--head-fractions` x `--ffn-fractions` grid, float
 and int8. The plan is `distilkit.compress.make_plan`, as `compress` makes it: twins timed interleaved with a small
-reference twin (the anchor; the teacher's twin once, beside it), latencies the 20th percentile of the rounds, busy
-groups timed again after a pause. The busy loops
+reference twin (the anchor; the teacher's twin once, beside it), latencies the 20th percentile of the rounds, twins of
+busy groups whose figure could change the plan timed again after a pause. The busy loops
 (`python -c "while True: pass"`) inherit this process's CPU affinity, so they compete for the cores the twins run on
 (pin both with `taskset -c 0,1 python benchmarks/plan_under_load.py` on a larger machine).
 

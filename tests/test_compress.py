@@ -546,7 +546,8 @@ def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypa
     loaded = plan_in("spikes")
     assert loaded.chosen == quiet.chosen
     assert quiet.busy is None and waits and quiet.busy != loaded.busy
-    assert loaded.busy.startswith(f"{len(loaded.candidates)} of {len(loaded.candidates)} twins were timed on a busy")
+    measured = len(loaded.candidates) - 1  # the teacher's twin and the anchor: one measurement, the calibration
+    assert loaded.busy.startswith(f"{measured} of {measured} twins were timed on a busy machine")
     # Two pauses (3 tries) for the teacher's twin with the anchor, which sets the budget; no candidate is timed
     # again: on the rounds' 20th percentile every measurement agrees with the latency model, so none could change
     # the plan.
@@ -594,12 +595,35 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
     assert all(len(again) == 2 for again in timed[1:])  # timed again alone with the anchor
     beside = len(timed[0]) - 2  # the other twins of its first group (besides the anchor): flagged, not timed again
     still_busy = beside + (busy_measurements >= tries)
-    assert loaded.busy.startswith(f"{still_busy} of {len(loaded.candidates)} twins were timed on a busy machine")
+    measured = len(loaded.candidates) - 1  # the teacher's twin and the anchor: one measurement, the calibration
+    assert loaded.busy.startswith(f"{still_busy} of {measured} twins were timed on a busy machine")
     if busy_measurements == 1:
         assert loaded.chosen == quiet.chosen
         assert loaded.chosen_candidate.latency_ms == pytest.approx(quiet.chosen_candidate.latency_ms)
+        # Another target planned from the same cache reuses the busy figures it does not doubt: no twin measured
+        # before is timed again.
+        again = []
+        monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, calls=again))
+        measured_before = {c.shape.key() for c in loaded.candidates if c.latency_ms is not None}
+        make_plan(config, arguments(tmp_path / "busy", target_speedup=2.5), MACHINE, False)
+        timed_again = {name for call in again for name in call} - {loaded.reference}
+        assert not timed_again & measured_before
     else:
         assert loaded.chosen_candidate.latency_ms == pytest.approx(1.4 * fake_ms(slowed), rel=0.3)
+
+
+def test_a_busy_twin_is_doubtful_when_its_figure_is_far_from_the_prediction_or_across_the_budget():
+    from distilkit.compress.plan import RETIME_RESIDUAL, Candidate, _doubtful
+
+    def candidate(measured, predicted):
+        return Candidate(ModelShape((2,), (8,)), 1.0, 10, latency_ms=measured, predicted_ms=predicted)
+
+    budget = 100.0
+    assert not _doubtful(candidate(80.0, 84.0), budget)  # 5% apart, both within
+    assert not _doubtful(candidate(120.0, 126.0), budget)  # 5% apart, both over
+    assert _doubtful(candidate(80.0, 80.0 * (1 + RETIME_RESIDUAL) * 1.02), budget)  # far apart, both within
+    assert _doubtful(candidate(98.0, 102.0), budget) and _doubtful(candidate(102.0, 98.0), budget)  # across it
+    assert not _doubtful(candidate(None, 98.0), budget) and not _doubtful(candidate(98.0, None), budget)
 
 
 def test_verdicts():

@@ -36,8 +36,8 @@ logger = logging.getLogger("distilkit.compress")
 # 2: each measurement stores its estimate (p20), spread and whether the machine was busy, and reference_ms is the
 # reference's estimate (format 1 stored medians alone: its measurements are dropped when read, and measured again).
 CACHE_FORMAT = 2
-BUSY_TRIES = 3  # measurements of a group while the machine stays busy (the last one is kept, flagged)
-BUSY_WAIT_S = 5.0  # the pause before measuring a busy group again
+BUSY_TRIES = 3  # measurements of a group (or, while planning, of a doubtful twin) while the machine stays busy
+BUSY_WAIT_S = 5.0  # the pause before measuring again
 
 
 def _optional_float(value) -> float | None:
@@ -51,7 +51,7 @@ class Measurement:
     the 20th percentile (`measure.LatencyStats.estimate`: what load cannot fake; None in a measurement made by hand,
     which then counts its median); `spread` (p25..p75 over the median); `reference_ms`, the estimate of the
     reference twin (the teacher's) measured in the same group, when one was asked for; `busy`: why the machine was
-    too busy to trust the group's measurement after `measure_shapes`' retries (None: quiet)."""
+    too busy to trust the group's measurement (None: quiet), after the retries asked of `measure_shapes`."""
 
     shape: ModelShape
     median_ms: float
@@ -154,11 +154,12 @@ class MeasurementCache:
 def measure_shapes(config: PretrainedConfig, shapes: Sequence[ModelShape], settings: MachineSettings,
                    cache: MeasurementCache, rounds: int = 10, twins_at_once: int = 4,
                    reference: ModelShape | None = None, *, busy_tries: int = BUSY_TRIES,
-                   busy_wait_s: float = BUSY_WAIT_S) -> list[Measurement]:
+                   busy_wait_s: float = BUSY_WAIT_S, reuse_busy: bool = False) -> list[Measurement]:
     """The latency of each shape's random twin at `settings`, in the order of `shapes`.
 
     Shapes found in `cache` for this machine, software, config and settings are not measured again (unless they
-    were measured on a busy machine). The others are measured `twins_at_once` at a time (the twins of one group are
+    were measured on a busy machine and not `reuse_busy`: a caller that judges busy figures itself, as a plan does,
+    reuses them). The others are measured `twins_at_once` at a time (the twins of one group are
     held in memory together), interleaved over `rounds` rounds so that a change in machine load hits all of a group
     alike; each group is cached as soon as it is done. Every input is checked before anything is built or measured.
 
@@ -185,7 +186,8 @@ def measure_shapes(config: PretrainedConfig, shapes: Sequence[ModelShape], setti
     keys = [measurement_key(context, shape, reference) for shape in shapes]
     shape_of = dict(zip(keys, shapes))
     found = {key: cache.get(key) for key in shape_of}
-    missing = [key for key, measurement in found.items() if measurement is None or measurement.busy]
+    missing = [key for key, measurement in found.items()
+               if measurement is None or (measurement.busy and not reuse_busy)]
     for start in range(0, len(missing), twins_at_once):
         group = missing[start:start + twins_at_once]
         twins = {shape_of[key].key(): random_twin(config, shape_of[key]) for key in group}
@@ -237,6 +239,7 @@ def busy_note(measured: Sequence[Measurement]) -> str | None:
     busy = [m for m in measured if m.busy]
     if not busy:
         return None
-    return (f"{len(busy)} of {len(measured)} twins were timed on a busy machine even after waiting ({busy[0].busy}); "
-            "load slows large models more than small ones, so their latencies, and the choice, may be off. Plan "
-            "again on quiet cores.")
+    return (f"{len(busy)} of {len(measured)} twins were timed on a busy machine ({busy[0].busy}; those whose figure "
+            "could change the plan were timed again, up to 3 times); load slows large models more than small ones, "
+            "so their latencies, and the choice, may be off. Plan again on quiet cores with a new latency cache "
+            "(latency_cache).")

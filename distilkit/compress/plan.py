@@ -12,7 +12,8 @@ accurate.
    Measurements are ratios to a small reference twin measured in the same group (the anchor, `anchor_shape`;
    the teacher's twin is measured once, with it), so load changes between groups cancel. A group timed on a busy
    machine is timed again (after a pause, `measurements.BUSY_TRIES` times in all) only for the twins whose
-   measurement could change the plan (`_doubtful`); the others keep theirs, flagged. The chosen candidate is
+   measurement could change the plan (`_doubtful`); the others keep theirs, flagged (and cached: another plan
+   reuses them, and times them again if they could change it). The chosen candidate is
    always one whose twin was measured.
 3. Choice: with a `quality.QualityProbe` (the teacher and training rows: `compress` gives one), the candidates
    within the budget are scored by the teacher pruned one-shot to their shape, and the plan keeps the best score
@@ -415,13 +416,12 @@ class _Timing:
         self.anchor_ms: float | None = None
         self.calibration: Measurement | None = None
         self.latest: dict[ModelShape, Measurement] = {}  # each candidate twin's last measurement
-        self.times: dict[ModelShape, int] = {}  # how many times each candidate twin was timed
+        self.times: dict[ModelShape, int] = {}  # each candidate twin's measurements (timed, or read from the cache)
 
     def screen(self, candidates: list[Candidate], target: Target) -> list[Candidate]:
         shapes = [c.shape for c in candidates]
         self.teacher, self.anchor = shapes[0], anchor_shape(shapes)
-        if self.teacher_ms is None:
-            self._calibrate()
+        self._calibrate()
         budget = target.budget(self.teacher_ms)
         candidates = self.measure_also(candidates, design_shapes(shapes), budget)
         edge = sorted((c for c in candidates if c.latency_ms is None
@@ -444,18 +444,19 @@ class _Timing:
             if not doubtful:
                 return candidates
             logger.warning(
-                "%d twin(s) timed on a busy machine (%s) measured far from the latency model's prediction or on "
-                "the other side of the budget from it; timing them again in %g s.", len(doubtful),
+                "%d twin(s) timed in a group measured on a busy machine (%s) came out far from the latency model's "
+                "prediction or on the other side of the budget from it; timing them again in %g s.", len(doubtful),
                 self.latest[doubtful[0]].busy, measurements.BUSY_WAIT_S)
             measurements.wait(measurements.BUSY_WAIT_S)
-            candidates = self._with_measured(candidates, doubtful)
+            candidates = self._with_measured(candidates, doubtful, again=True)
 
     def busy_note(self) -> str | None:
         """`measurements.busy_note` of the calibration and each twin's last measurement."""
         return busy_note([m for m in (self.calibration, *self.latest.values()) if m is not None])
 
-    def _with_measured(self, candidates: list[Candidate], shapes: Sequence[ModelShape]) -> list[Candidate]:
-        measured = dict(zip(shapes, self._measure(shapes))) if shapes else {}
+    def _with_measured(self, candidates: list[Candidate], shapes: Sequence[ModelShape],
+                       again: bool = False) -> list[Candidate]:
+        measured = dict(zip(shapes, self._measure(shapes, again))) if shapes else {}
         candidates = [replace(c, latency_ms=measured.get(c.shape, c.latency_ms)) for c in candidates]
         model = LatencyModel.fit([Measurement(c.shape, c.latency_ms, c.latency_ms) for c in candidates
                                   if c.latency_ms is not None])
@@ -470,19 +471,22 @@ class _Timing:
         # An anchor that is the teacher's own shape is the reference twin itself: the same estimate.
         self.teacher_ms, self.anchor_ms = self.calibration.reference_ms, self.calibration.latency_ms
 
-    def _measure(self, shapes: Sequence[ModelShape]) -> list[float]:
+    def _measure(self, shapes: Sequence[ModelShape], again: bool = False) -> list[float]:
         """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, a group at a time (once, busy or
-        not), each group with the anchor's twin: a latency is its ratio to the anchor in its group times the
-        anchor's latency from the calibration (`_calibrate`); the teacher's is the calibration's."""
+        not; busy figures in the cache are reused, `retime_doubtful` judges them, unless timing `again`; quiet ones
+        are always reused), each group with the anchor's
+        twin: a latency is its ratio to the anchor in its group times the anchor's latency from the calibration
+        (`_calibrate`); the teacher's and the anchor's are the calibration's."""
         from tqdm.auto import tqdm
 
-        others = [s for s in shapes if s != self.teacher]
+        others = [s for s in shapes if s not in (self.teacher, self.anchor)]
         groups = [others[start:start + MEASURE_GROUP] for start in range(0, len(others), MEASURE_GROUP)]
-        latency = {self.teacher: self.teacher_ms}
+        latency = {self.teacher: self.teacher_ms, self.anchor: self.anchor_ms}
         for group in tqdm(groups, desc=f"measuring {len(others)} candidate twins", unit="group",
                           disable=not self.progress):
             measured = measure_shapes(self.config, group, self.machine, self.cache, rounds=self.args.latency_rounds,
-                                      twins_at_once=MEASURE_GROUP, reference=self.anchor, busy_tries=1)
+                                      twins_at_once=MEASURE_GROUP, reference=self.anchor, busy_tries=1,
+                                      reuse_busy=not again)
             latency.update({m.shape: m.latency_ms / m.reference_ms * self.anchor_ms for m in measured})
             self.latest.update({m.shape: m for m in measured})
             self.times.update({m.shape: self.times.get(m.shape, 0) + 1 for m in measured})
