@@ -13,8 +13,8 @@ accurate.
    the teacher's twin is measured once, with it), so load changes between groups cancel. A group timed on a busy
    machine is timed again (after a pause, `measurements.BUSY_TRIES` times in all) only for the twins whose
    measurement could change the plan (`_doubtful`); the others keep theirs, flagged (and cached: another plan
-   reuses them, and times them again if they could change it). The chosen candidate is
-   always one whose twin was measured.
+   reuses them, and times them again if they could change it). The chosen candidate is always one whose twin was
+   measured.
 3. Choice: with a `quality.QualityProbe` (the teacher and training rows: `compress` gives one), the candidates
    within the budget are scored by the teacher pruned one-shot to their shape, and the plan keeps the best score
    (ties: float over int8, then more parameters). Only each precision's and depth's largest shapes within the
@@ -44,9 +44,9 @@ from ..config import kept_layer_map
 from ..loss_terms import LOSS_TERMS
 from ..measure import count_parameters
 from ..student import every_kth_layer
+from . import measurements
 from .grid import PRECISIONS, candidate_shapes
 from .latency_model import LatencyModel
-from . import measurements
 from .measurements import Measurement, MeasurementCache, busy_note, measure_shapes
 from .shape import ModelShape
 from .target import CompressArguments, MachineSettings, Target
@@ -473,10 +473,9 @@ class _Timing:
 
     def _measure(self, shapes: Sequence[ModelShape], again: bool = False) -> list[float]:
         """Latencies (estimates: `Measurement.latency_ms`) of the shapes' twins, a group at a time (once, busy or
-        not; busy figures in the cache are reused, `retime_doubtful` judges them, unless timing `again`; quiet ones
-        are always reused), each group with the anchor's
-        twin: a latency is its ratio to the anchor in its group times the anchor's latency from the calibration
-        (`_calibrate`); the teacher's and the anchor's are the calibration's."""
+        not), each group with the anchor's twin: a latency is its ratio to the anchor in its group times the
+        anchor's latency from the calibration (`_calibrate`); the teacher's and the anchor's are the calibration's.
+        Figures in the cache are reused, busy ones too (`retime_doubtful` judges them) unless timing `again`."""
         from tqdm.auto import tqdm
 
         others = [s for s in shapes if s not in (self.teacher, self.anchor)]
