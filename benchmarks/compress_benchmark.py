@@ -357,20 +357,19 @@ def measure(bench: CompressBench, targets: list[str], rounds: int) -> dict:
 
 def met(target: str, latency_ms: float, size_mb: float, teacher_ms: float, tolerance: float) -> bool:
     """`Target.met` for a measured result, with the target loosened by `tolerance` (0.05: met within 5%)."""
-    from distilkit.compress.target import Target
-
-    (name, value), = parse_target(target).items()
-    loosened = value * (1 - tolerance) if name == "target_speedup" else value * (1 + tolerance)
-    return Target(name, loosened).met(latency_ms if name != "target_size_mb" else size_mb, teacher_ms)
+    return judged(target, latency_ms, size_mb, teacher_ms, tolerance, busy=False)
 
 
 def judged(target: str, latency_ms: float, size_mb: float, teacher_ms: float, tolerance: float,
            busy: bool) -> bool | None:
-    """`met`, or None (unreliable) for a latency or speed-up target measured on a busy machine: load slows the
-    teacher more than a small model, so such a ratio is never evidence that the target was met."""
-    if busy and parse_target(target).keys() != {"target_size_mb"}:
-        return None
-    return met(target, latency_ms, size_mb, teacher_ms, tolerance)
+    """`Target.verdict` for a measured result, with the target loosened by `tolerance`, as True (met), False
+    (missed) or None (unreliable: a latency or speed-up target measured on a busy machine)."""
+    from distilkit.compress.target import MET, UNRELIABLE, Target
+
+    (name, value), = parse_target(target).items()
+    loosened = value * (1 - tolerance) if name == "target_speedup" else value * (1 + tolerance)
+    verdict = Target(name, loosened).verdict(latency_ms if name != "target_size_mb" else size_mb, teacher_ms, busy)
+    return None if verdict == UNRELIABLE else verdict == MET
 
 
 def all_met(values) -> bool | None:

@@ -240,6 +240,6 @@ def busy_note(measured: Sequence[Measurement]) -> str | None:
     if not busy:
         return None
     return (f"{len(busy)} of {len(measured)} twins were timed on a busy machine ({busy[0].busy}; those whose figure "
-            "could change the plan were timed again, up to 3 times); load slows large models more than small ones, "
-            "so their latencies, and the choice, may be off. Plan again on quiet cores with a new latency cache "
-            "(latency_cache).")
+            f"could change the plan were timed again, up to {BUSY_TRIES} times); load slows large models more than "
+            "small ones, so their latencies, and the choice, may be off. Plan again on quiet cores with a new latency "
+            "cache (latency_cache).")
