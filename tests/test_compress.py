@@ -29,7 +29,7 @@ from distilkit.compress import (
     make_plan,
 )
 from distilkit.compress import measurements
-from distilkit.compress.plan import MEASURE_GROUP
+from distilkit.compress.plan import MAX_CHOICE_MEASURED, MEASURE_GROUP
 from distilkit.trainer import DistillationTrainer
 
 MACHINE = MachineSettings(batch_size=2, seq_len=12, threads=1)
@@ -450,6 +450,37 @@ def test_one_lucky_fast_measurement_does_not_decide_the_plan(tmp_path, monkeypat
     assert candidate.latency_ms <= budget < candidate.predicted_ms  # fast on the clock, slow in the model
     assert plan.cost(candidate) == candidate.predicted_ms and plan.chosen == honest.chosen != lucky.key()
     assert "larger of the twin's measurement and the latency model's prediction" in plan.reason
+
+
+def test_the_plan_measures_what_it_would_choose_and_so_uses_its_budget(tmp_path, monkeypatch):
+    """No edge candidates measured while screening: the candidates predicted just inside the budget are unmeasured
+    when the plan ranks them. The plan measures the best-ranked ones until the one it chooses is measured, so it
+    keeps the most parameters within the budget, measured or predicted; allowed no such measurement, it can only
+    choose among the twins measured while screening, and keeps fewer."""
+    from distilkit.compress import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "MAX_EDGE_MEASURED", 0)
+    config = tiny_config("bert", layers=4, num_labels=2)
+    grid = {"candidate_layer_fractions": [1.0, 0.75, 0.5, 0.25], "candidate_head_fractions": [1.0, 0.5, 0.25],
+            "candidate_ffn_fractions": [1.0, 0.5, 0.25]}  # 108 candidates: enough for the model to fit
+
+    def plan_allowing(choice_measured: int) -> Plan:
+        monkeypatch.setattr(plan_module, "MAX_CHOICE_MEASURED", choice_measured)
+        cache = tmp_path / f"{choice_measured}.json"
+        return make_plan(config, CompressArguments(target_speedup=2.5, **grid, latency_cache=str(cache)), MACHINE,
+                         False)
+
+    def measured(plan: Plan) -> list:
+        return [c for c in plan.candidates if c.latency_ms is not None]
+
+    plan, screened_only = plan_allowing(MAX_CHOICE_MEASURED), plan_allowing(0)
+    budget = plan.target.budget(plan.teacher_candidate.latency_ms)
+    within = [c for c in plan.candidates if plan.cost(c) is not None and plan.cost(c) <= budget]
+    chosen = plan.chosen_candidate
+    assert chosen in measured(plan) and chosen.parameters == max(c.parameters for c in within)
+    assert len(measured(screened_only)) < len(measured(plan)) <= len(measured(screened_only)) + MAX_CHOICE_MEASURED
+    assert screened_only.chosen_candidate in measured(screened_only)
+    assert screened_only.chosen_candidate.parameters < chosen.parameters
 
 
 def test_the_plot_puts_candidates_at_their_planned_speedup_on_this_runs_axis(tmp_path):

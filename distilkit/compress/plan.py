@@ -8,7 +8,8 @@ accurate.
    (the extremes of each precision, `design_shapes`), the latency model (`latency_model.LatencyModel`) is fitted
    on it and predicts every candidate; the candidates predicted near the budget's edge are measured too and the
    model refitted. A measured candidate costs the larger of its measurement and the prediction (one lucky round
-   cannot decide); an unmeasured one must be predicted well inside the budget (`SAFE_SHARE`) to count.
+   cannot decide), an unmeasured one its prediction; the candidate the plan would choose is measured before it is
+   chosen (step 3).
    Measurements are ratios to a small reference twin measured in the same group (the anchor, `anchor_shape`;
    the teacher's twin is measured once, with it), so load changes between groups cancel. A group timed on a busy
    machine is timed again (after a pause, `measurements.BUSY_TRIES` times in all) only for the twins whose
@@ -20,7 +21,10 @@ accurate.
    (ties: float over int8, then more parameters). Only each precision's and depth's largest shapes within the
    budget are scored (a shape that keeps a subset of another's heads and neurons never scores better). Layers are
    the ones the probe's drop-one-layer ranking keeps. Without a probe (`make_plan` from a config alone) the plan
-   keeps the most parameters and evenly spaced layers.
+   keeps the most parameters and evenly spaced layers. For a latency target, while the best-ranked candidate is
+   unmeasured, the best-ranked unmeasured ones are measured (a group at a time; at most `MAX_CHOICE_MEASURED`,
+   then only measured ones count) and the ranking made again: a candidate predicted just inside the budget can
+   be chosen, so the plan uses its budget instead of stopping short of it.
 
 A target that cannot be met, or that the teacher meets already, is a ValueError naming the closest candidate:
 raised before any training and before anything is written. A `Plan` is plain data (`to_dict`/`from_dict`, json),
@@ -58,11 +62,14 @@ PLAN_FORMAT = 2
 PLAN_JSON = "plan.json"
 PLAN_MD = "plan.md"
 MEASURE_GROUP = 4  # twins measured interleaved at a time (and held in memory together), besides the teacher's
-# Candidates predicted within this share of the budget's edge are measured too; below SAFE_SHARE of the budget a
-# prediction alone is trusted (the latency model's held-out error on MPNet-base twins: mean 4%, max 14%;
-# benchmarks/results/latency_model.md).
-SAFE_SHARE, EDGE_SHARE = 0.85, 1.15
+# Candidates predicted within these shares of the budget are measured when screening, to fit the latency model
+# where it decides (its held-out error on MPNet-base twins: mean 4%, max 14%; benchmarks/results/latency_model.md),
+# the closest to the budget first, at most MAX_EDGE_MEASURED.
+EDGE_LOW_SHARE, EDGE_SHARE = 0.85, 1.15
 MAX_EDGE_MEASURED = 24
+# The plan measures the best-ranked unmeasured candidates within the budget (by prediction) before choosing one, a
+# group at a time; after this many, only measured candidates can be chosen (a bound on planning time).
+MAX_CHOICE_MEASURED = 16
 # A twin timed on a busy machine whose measurement is this far from the latency model's prediction (relative) is
 # timed again: an outlier bends the fit of every prediction (the model's held-out error: mean 4%, max 14%).
 RETIME_RESIDUAL = 0.10
@@ -283,8 +290,9 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     _refuse_met_by_teacher(target, candidates[0], teacher_ms)
     budget = target.budget(teacher_ms)
     scores: dict[tuple, float] = {}
+    choice_measured = 0
     while True:
-        within = [c for c in candidates if _eligible(target, c, budget)]
+        within = [c for c in candidates if _eligible(target, c, budget, choice_measured < MAX_CHOICE_MEASURED)]
         if not within:
             raise _unreachable(target, candidates, budget, teacher_ms)
         if probe is not None:
@@ -293,14 +301,17 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
             scores.update(_scores(probe, todo, progress))
             candidates = [replace(c, score=scores.get(_structure(c.shape))) if c in frontier else c
                           for c in candidates]
-            within = [c for c in candidates if _eligible(target, c, budget)]
+            within = [c for c in candidates if _eligible(target, c, budget, choice_measured < MAX_CHOICE_MEASURED)]
             ranked = sorted((c for c in within if c.score is not None), key=_by_quality)
         else:
             ranked = sorted(within, key=_by_parameters)
         chosen = ranked[0]
         if timing is None or chosen.latency_ms is not None:
             break
-        candidates = timing.measure_also(candidates, [chosen.shape], budget)  # a plan is never chosen unmeasured
+        # A plan is never chosen unmeasured: the best-ranked unmeasured candidates are measured, a group at a time.
+        unmeasured = [c.shape for c in ranked if c.latency_ms is None][:MEASURE_GROUP]
+        candidates = timing.measure_also(candidates, unmeasured, budget)
+        choice_measured += len(unmeasured)
     keep = probe.keep_layers(chosen.shape.num_layers) if probe is not None else ()
     return Plan(target, machine, teacher, tuple(candidates), chosen.shape.key(),
                 _reason(target, chosen, within, len(candidates), teacher_ms, budget, probe is not None),
@@ -425,7 +436,7 @@ class _Timing:
         budget = target.budget(self.teacher_ms)
         candidates = self.measure_also(candidates, design_shapes(shapes), budget)
         edge = sorted((c for c in candidates if c.latency_ms is None
-                       and SAFE_SHARE * budget <= c.predicted_ms <= EDGE_SHARE * budget),
+                       and EDGE_LOW_SHARE * budget <= c.predicted_ms <= EDGE_SHARE * budget),
                       key=lambda c: abs(c.predicted_ms - budget))
         return self.measure_also(candidates, [c.shape for c in edge[:MAX_EDGE_MEASURED]], budget)
 
@@ -520,14 +531,13 @@ def _predict(model: LatencyModel, shape: ModelShape) -> float | None:
         return None
 
 
-def _eligible(target: Target, candidate: Candidate, budget: float) -> bool:
-    """Within the budget: by its cost when measured (or for a size target), by a prediction well inside it
-    (`SAFE_SHARE`) otherwise."""
+def _eligible(target: Target, candidate: Candidate, budget: float, predicted: bool = True) -> bool:
+    """Within the budget by its cost: the larger of measurement and prediction when measured (or the size, for a
+    size target), the prediction otherwise, and then only while unmeasured candidates may still be chosen
+    (`predicted`: the plan measures the one it would choose before choosing it)."""
     cost = cost_of(target, candidate)
-    if cost is None:
+    if cost is None or (target.is_latency and candidate.latency_ms is None and not predicted):
         return False
-    if target.is_latency and candidate.latency_ms is None:
-        return cost <= SAFE_SHARE * budget
     return fits(cost, budget)
 
 
