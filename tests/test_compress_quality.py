@@ -182,6 +182,26 @@ def test_the_plan_keeps_the_best_score_within_the_budget_not_the_most_parameters
     assert "Score: KL(teacher" in plan.to_markdown()
 
 
+def test_a_best_scored_shape_predicted_just_inside_the_budget_is_measured_and_chosen(tmp_path, monkeypatch):
+    """No edge candidates measured while screening: the best-scored shape is one the plan has only predicted, within
+    the budget but above 85% of it (where plans used to stop trusting a prediction). It is measured, then chosen."""
+    from distilkit.compress import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "MAX_EDGE_MEASURED", 0)
+    config = tiny_config("bert", layers=4, num_labels=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(plan_module, "MAX_CHOICE_MEASURED", 0)
+        screened = make_plan(config, arguments(tmp_path / "screened", target_speedup=2.5), MACHINE, False)
+    budget = screened.target.budget(screened.teacher_candidate.latency_ms)
+    within = [c for c in screened.candidates if c.predicted_ms is not None and c.predicted_ms <= budget]
+    best = next(c.shape for c in plan_module._largest_within(within)
+                if c.latency_ms is None and c.predicted_ms > 0.85 * budget and c.shape.int8)
+    probe = FakeProbe(best)
+    plan = make_plan(config, arguments(tmp_path / "probe", target_speedup=2.5), MACHINE, False, probe=probe)
+    assert plan.shape == best and plan.chosen_candidate.latency_ms is not None
+    assert fits(cost_of(plan.target, plan.chosen_candidate), budget)
+
+
 @pytest.mark.parametrize("speedup", [1.5, 2.0, 3.0, 5.0])
 def test_screening_the_grid_chooses_as_measuring_every_candidate_would(tmp_path, speedup, fake_latency):
     config = tiny_config("bert", layers=4, num_labels=2)
