@@ -436,7 +436,9 @@ def summarize(results: dict) -> list[dict]:
     rows = []
     for target, runs in by_target.items():
         mean, std = harness.mean_std([r["accuracy"] * 100 for r in runs])
-        rows.append({"target": target, "seeds": sorted(r["seed"] for r in runs), "plan": runs[0]["plan"],
+        plans = dict.fromkeys(r["plan"] for r in runs)  # seeds plan on their own score rows: may differ
+        plan = next(iter(plans)) if len(plans) == 1 else "; ".join(f"seed {r['seed']}: {r['plan']}" for r in runs)
+        rows.append({"target": target, "seeds": sorted(r["seed"] for r in runs), "plan": plan,
                      "accuracy_mean": mean, "accuracy_std": std,
                      "speedup": [round(r["speedup"], 2) for r in runs],
                      "latency_ms": [round(r["latency_ms"], 1) for r in runs],
@@ -462,7 +464,9 @@ def goals(results: dict) -> list[dict]:
     rows = {row["target"]: row for row in summarize(results)}
     teacher = results["teacher"]["accuracy"] * 100
     out = [{"goal": "every target met within 5% on the quiet measurement, the run's own verdict agreeing",
-            "measured": ", ".join(f"{t}: {verdict_cell(r['within_tolerance'])}" for t, r in rows.items()),
+            "measured": ", ".join(f"{t}: {verdict_cell(r['within_tolerance'])}" for t, r in rows.items())
+            + f"; the run's own verdict agrees in {sum(map(verdict_agrees, results['runs']))} of "
+              f"{len(results['runs'])} runs",
             "met": all(r["within_tolerance"] is True for r in rows.values())
             and all(map(verdict_agrees, results["runs"]))}]
     for target, drop in GOAL_DROP.items():

@@ -88,6 +88,22 @@ def test_seeds_of_a_target_are_summarised_with_mean_and_spread(tmp_path):
     assert copied["plan"] == "L4-int8"
 
 
+def test_seeds_that_planned_different_shapes_name_each_plan_and_the_goal_counts_agreeing_verdicts(tmp_path):
+    """Each seed plans on its own score rows and may choose another shape: the summary names every seed's plan
+    instead of the first one's. A run whose own verdict was "unreliable" (trained beside others) does not agree
+    with a quiet "met", and the goal row says how many runs agree."""
+    for seed, plan in ((1, "L8-int8"), (2, "L12-int8"), (3, "L8-int8")):
+        folder = fake_run(tmp_path, "speedup=8", seed, 0.87)
+        results = json.loads((folder / "results.json").read_text())
+        own = {"target_met": None} if seed == 3 else {}
+        (folder / "results.json").write_text(json.dumps({**results, "plan": plan, **own}))
+    results = measured(cb.finished_runs(tmp_path, ["speedup=8"]), [8.5] * 3, [50.0] * 3)
+    (row,) = table_with(cb.markdown(results), "dev acc. (mean ± std)")
+    assert row["plan"] == "seed 1: L8-int8; seed 2: L12-int8; seed 3: L8-int8"
+    first = cb.goals(results)[0]
+    assert not first["met"] and first["measured"] == "speedup=8: yes; the run's own verdict agrees in 2 of 3 runs"
+
+
 def test_a_missed_target_is_reported_as_missed(tmp_path):
     fake_run(tmp_path, "speedup=12", 1, 0.8)
     results = measured(cb.finished_runs(tmp_path, ["speedup=12"]), [11.0], [50.0])
