@@ -153,6 +153,7 @@ def test_an_architecture_without_heads_and_ffn_entries_is_refused(tmp_path):
     ({"target_latency_ms": -3.0}, "target_latency_ms must be > 0"),
     ({"target_size_mb": 5.0, "target_margin": 1.0}, r"target_margin must be in \[0, 1\)"),
     ({"target_size_mb": 5.0, "candidate_head_fractions": [0.0]}, r"candidate_head_fractions must be shares"),
+    ({"target_size_mb": 5.0, "plan_by": "accuracy"}, "plan_by must be one of quality, parameters; got 'accuracy'"),
 ])
 def test_conflicting_or_invalid_targets_are_refused(target, message):
     with pytest.raises(ValueError, match=message):

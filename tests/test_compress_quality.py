@@ -315,6 +315,42 @@ def test_compress_makes_exactly_the_planned_shape_with_the_probes_layers(tmp_pat
 
 
 
+def test_plan_by_parameters_builds_no_probe_and_a_saved_plan_of_the_other_rule_is_not_reused(tmp_path, monkeypatch):
+    """plan_by='parameters': no quality probe is built (no layer ranking, no scores); the plan keeps the most
+    parameters within the budget and evenly spaced layers. A plan.json saved by the other rule is not reused."""
+    from distilkit.compress import compress, plan_compression
+    from distilkit.compress import quality
+    from distilkit.compress.plan import saved_plan_matches
+
+    monkeypatch.setattr(quality.QualityProbe, "build", classmethod(lambda cls, *a, **k: pytest.fail("probe built")))
+    model = tiny_model("seq", "bert", layers=4, num_labels=3)
+
+    def arguments(plan_by: str) -> CompressArguments:
+        return CompressArguments(target_speedup=2.5, candidate_layer_fractions=[1.0, 0.5],
+                                 candidate_head_fractions=[1.0, 0.5], candidate_ffn_fractions=[1.0, 0.5],
+                                 candidate_int8=False, latency_cache=str(tmp_path / "latency.json"),
+                                 plan_score_rows=8, plan_by=plan_by)
+
+    training = DistillationConfig(output_dir=str(tmp_path / "unused"), max_steps=2, per_device_train_batch_size=4,
+                                  prune_every_steps=1, prune_heads_method="magnitude", learning_rate=1e-3,
+                                  report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True)
+    result = compress(model, None, tiny_dataset(n=16), None, arguments("parameters"), training, tmp_path / "out",
+                      machine=MACHINE, data_collator=pad_collator, progress=False)
+    plan = result.plan
+    budget = plan.target.budget(plan.teacher_candidate.latency_ms)
+    within = [c for c in plan.candidates if plan.cost(c) is not None and plan.cost(c) <= budget]
+    assert plan.chooser == "parameters" and all(c.score is None for c in plan.candidates)
+    assert plan.chosen_candidate.parameters == max(c.parameters for c in within)
+    assert plan.shape.num_layers == 2 and plan.keep_layers == (0, 2)  # evenly spaced, not ranked by a probe
+    assert not saved_plan_matches(plan, model.config, arguments("quality"), MACHINE)
+    assert saved_plan_matches(plan, model.config, arguments("parameters"), MACHINE)
+    monkeypatch.undo()
+    # Planned again by the score, the folder's student (made for the other plan) is refused, not mixed in.
+    with pytest.raises(ValueError, match="student was made by a run of other settings or inputs"):
+        plan_compression(model, tiny_dataset(n=16), arguments("quality"), training, tmp_path / "out",
+                         machine=MACHINE, data_collator=pad_collator, progress=False)
+
+
 def test_a_teacher_in_training_mode_is_scored_without_dropout():
     model = tiny_model("seq", "bert", seed=0, layers=2, num_labels=3, initializer_range=0.3).train()
     probe = probe_of(model)

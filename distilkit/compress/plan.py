@@ -348,10 +348,11 @@ def design_shapes(shapes: Sequence[ModelShape]) -> list[ModelShape]:
 def saved_plan_matches(saved: Plan, config: PretrainedConfig, args: CompressArguments,
                        machine: MachineSettings | None) -> bool:
     """Whether a plan saved by an earlier run was made for this target, machine settings, teacher and candidate
-    grid, so it can be reused instead of measured again (a new measurement's noise could choose another shape).
+    grid and chooser (`plan_by`), so it can be reused instead of measured again (a new measurement's noise could
+    choose another shape).
     Its inputs (teacher weights, data) are compared by the caller."""
     return (saved.target == args.target and saved.machine == machine and saved.teacher == teacher_summary(config)
-            and [c.shape for c in saved.candidates] == plan_shapes(config, args))
+            and saved.chooser == args.plan_by and [c.shape for c in saved.candidates] == plan_shapes(config, args))
 
 
 # ------------------------------------------------------------------------------------------------ internals

@@ -66,8 +66,8 @@ def plan_compression(teacher, train_dataset, args: CompressArguments, training_a
     elif args.measure_only:
         raise ValueError(no_plan_to_measure(output_dir, saved))
     else:
-        probe = quality_probe(teacher, train_dataset, data_collator, args.plan_score_rows, training_args.seed,
-                              inputs, progress)
+        probe = (quality_probe(teacher, train_dataset, data_collator, args.plan_score_rows, training_args.seed,
+                               inputs, progress) if args.plan_by == "quality" else None)
         plan = dataclasses.replace(make_plan(teacher.config, args, machine, progress=progress, probe=probe),
                                    inputs=inputs)
     examples = distilled_examples(train_dataset, transfer_dataset)

@@ -48,6 +48,7 @@ class MachineSettings:
 
 
 TARGET_FIELDS = ("target_latency_ms", "target_speedup", "target_size_mb")
+PLAN_BY = ("quality", "parameters")  # CompressArguments.plan_by: how a plan chooses within the budget
 MET, MISSED, UNRELIABLE = "met", "missed", "unreliable"  # the verdicts of a measured result (`Target.verdict`)
 MACHINE_FIELDS = ("latency_batch_size", "latency_seq_len", "latency_threads")
 
@@ -133,7 +134,18 @@ class CompressArguments:
                   "(forward passes only; the importance of heads and neurons uses 128 other rows)."},
     )
 
+    plan_by: str = field(
+        default="quality",
+        metadata={"help": "How the plan chooses among the candidates within the budget: 'quality' (the best "
+                  "quality score: the teacher pruned one-shot to the shape, KL on plan_score_rows) or "
+                  "'parameters' (the most parameters, evenly spaced layers; on a 12-layer teacher at 12x it "
+                  "distilled better than the score's choice: docs/results/compress.md).",
+                  "choices": PLAN_BY},
+    )
+
     def __post_init__(self):
+        if self.plan_by not in PLAN_BY:
+            raise ValueError(f"plan_by must be one of {', '.join(PLAN_BY)}; got {self.plan_by!r}.")
         given = [name for name in TARGET_FIELDS if getattr(self, name) is not None]
         if len(given) != 1:
             detail = f"got {', '.join(f'{n}={getattr(self, n)}' for n in given)}" if given else "got none"
