@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-weight", type=float, default=0.0,
                    help="Weight of the hidden-state loss (MSE); compress matches each student layer to the teacher "
                         "layer it was copied from. 0: logits alone.")
+    p.add_argument("--plan-by", choices=("quality", "parameters"), default="quality",
+                   help="compress's plan_by: the quality score (default) or the most parameters within the budget.")
     p.add_argument("--rounds", type=int, default=15, help="Interleaved latency rounds of the measure phase.")
     p.add_argument("--threads", type=int, default=2, help="Torch threads for training (the target's latency is "
                    "always measured at 2 threads).")
@@ -183,7 +185,8 @@ class CompressBench:
     def compress_arguments(self, target: str):
         from distilkit.compress import CompressArguments
 
-        return CompressArguments(**parse_target(target), latency_cache=str(self.work / "latency.json"))
+        return CompressArguments(**parse_target(target), latency_cache=str(self.work / "latency.json"),
+                                 plan_by=self.args.plan_by)
 
     def training_arguments(self, seed: int, output_dir: Path):
         from distilkit import DistillationConfig
@@ -387,10 +390,10 @@ def settings(a) -> dict:
             "alpha": a.alpha, "temperature": a.temperature, "hidden_weight": a.hidden_weight,
             "prune_every_steps": a.prune_every_steps,
             "max_length": 64, "labelled_rows": a.labelled_rows, "transfer_rows": a.transfer_rows,
-            "target_margin": 0.05, "candidates": candidate_grid()}
+            "target_margin": 0.05, "candidates": candidate_grid(a.plan_by)}
 
 
-def candidate_grid() -> str:
+def candidate_grid(plan_by: str = "quality") -> str:
     """The grid `compress` plans from (CompressArguments' defaults), in words."""
     from distilkit.compress import CompressArguments
 
@@ -400,8 +403,8 @@ def candidate_grid() -> str:
         return "/".join(f"{v * 100:.3g}%" for v in values)
 
     return (f"layers {shares(defaults.candidate_layer_fractions)} x heads {shares(defaults.candidate_head_fractions)}"
-            f" x FFN {shares(defaults.candidate_ffn_fractions)} x float / int8 / int8 + int8 embeddings, scored by "
-            "the quality score")
+            f" x FFN {shares(defaults.candidate_ffn_fractions)} x float / int8 / int8 + int8 embeddings, "
+            + ("scored by the quality score" if plan_by == "quality" else "chosen by parameter count"))
 
 
 def run_settings(runs: list[dict]) -> dict | list:

@@ -221,3 +221,11 @@ def test_the_goals_judge_drops_order_and_verdicts(tmp_path):
     results["runs"][-1].update(speedup=10.0, target_met=False, within_tolerance=False)
     assert not cb.verdict_agrees(results["runs"][-1])
     assert "| no |" in cb.markdown(results)
+
+
+@pytest.mark.parametrize("plan_by", ["quality", "parameters"])
+def test_plan_by_reaches_compress_and_the_recorded_settings(tmp_path, plan_by):
+    a = cb.build_parser().parse_args(["--phase", "plan", "--plan-by", plan_by, "--work-dir", str(tmp_path)])
+    assert cb.CompressBench(a).compress_arguments("speedup=12").plan_by == plan_by
+    described = cb.settings(a)["candidates"]
+    assert described.endswith("scored by the quality score" if plan_by == "quality" else "chosen by parameter count")
