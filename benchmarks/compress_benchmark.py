@@ -223,7 +223,7 @@ class CompressBench:
             raise SystemExit(f"--plan-from: {source} has no plan.json.")
         if not saved_plan_matches(plan, self.teacher().config, self.compress_arguments(target), self.machine()):
             raise SystemExit(f"--plan-from: {source}/plan.json was made for another target, machine settings, "
-                             "teacher or candidate grid; compress would plan again.")
+                             "teacher, candidate grid or --plan-by; compress would plan again.")
         labelled, transfer, _ = self.datasets()
         inputs = run_inputs(self.teacher(), labelled, transfer, self.training_arguments(seed, out))
         out.mkdir(parents=True, exist_ok=True)
@@ -438,6 +438,7 @@ def summarize(results: dict) -> list[dict]:
         by_target.setdefault(run["target"], []).append(run)
     rows = []
     for target, runs in by_target.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
         mean, std = harness.mean_std([r["accuracy"] * 100 for r in runs])
         plans = dict.fromkeys(r["plan"] for r in runs)  # seeds plan on their own score rows: may differ
         plan = next(iter(plans)) if len(plans) == 1 else "; ".join(f"seed {r['seed']}: {r['plan']}" for r in runs)

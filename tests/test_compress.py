@@ -479,9 +479,16 @@ def test_the_plan_measures_what_it_would_choose_and_so_uses_its_budget(tmp_path,
     within = [c for c in plan.candidates if plan.cost(c) is not None and plan.cost(c) <= budget]
     chosen = plan.chosen_candidate
     assert chosen in measured(plan) and chosen.parameters == max(c.parameters for c in within)
+    assert plan.cost(chosen) > plan_module.EDGE_LOW_SHARE * budget  # where plans used to stop
     assert len(measured(screened_only)) < len(measured(plan)) <= len(measured(screened_only)) + MAX_CHOICE_MEASURED
     assert screened_only.chosen_candidate in measured(screened_only)
     assert screened_only.chosen_candidate.parameters < chosen.parameters
+
+    # The bound holds exactly, even inside a group: allowed 2, the plan measures 2 and then chooses among the
+    # measured candidates.
+    capped = plan_allowing(2)
+    assert len(measured(capped)) == len(measured(screened_only)) + 2
+    assert capped.chosen_candidate in measured(capped) and plan.cost(capped.chosen_candidate) <= budget
 
 
 def test_the_plot_puts_candidates_at_their_planned_speedup_on_this_runs_axis(tmp_path):

@@ -272,11 +272,13 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
               progress: bool = True, probe=None) -> Plan:
     """Choose the shape to compress `config`'s model to (see the module docstring): measure and model the
     candidates' latency on this machine (latency targets), and score them with `probe` (a
-    `quality.QualityProbe`; None: the most parameters). Raises ValueError, before anything is trained or written
+    `quality.QualityProbe`; None, or `args.plan_by` 'parameters': the most parameters). Raises ValueError, before anything is trained or written
     (only the latency cache is updated), for an unsupported architecture, a latency target without machine
     settings, a target the teacher meets already or no candidate meets."""
     target = args.target
     target.check_machine(machine)
+    if args.plan_by == "parameters":
+        probe = None  # the rule asked for: the most parameters, whatever probe is at hand
     teacher = teacher_summary(config)  # an architecture without a heads/FFN entry fails here
     if machine is not None:
         machine.check_fits(config)
@@ -309,7 +311,8 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
         if timing is None or chosen.latency_ms is not None:
             break
         # A plan is never chosen unmeasured: the best-ranked unmeasured candidates are measured, a group at a time.
-        unmeasured = [c.shape for c in ranked if c.latency_ms is None][:MEASURE_GROUP]
+        room = min(MEASURE_GROUP, MAX_CHOICE_MEASURED - choice_measured)
+        unmeasured = [c.shape for c in ranked if c.latency_ms is None][:room]
         candidates = timing.measure_also(candidates, unmeasured, budget)
         choice_measured += len(unmeasured)
     keep = probe.keep_layers(chosen.shape.num_layers) if probe is not None else ()

@@ -138,8 +138,8 @@ class CompressArguments:
         default="quality",
         metadata={"help": "How the plan chooses among the candidates within the budget: 'quality' (the best "
                   "quality score: the teacher pruned one-shot to the shape, KL on plan_score_rows) or "
-                  "'parameters' (the most parameters, evenly spaced layers; on a 12-layer teacher at 12x it "
-                  "distilled better than the score's choice: docs/results/compress.md).",
+                  "'parameters' (the most parameters, evenly spaced layers, no probe: the rule plans used before "
+                  "the score; compared in docs/results/compress.md).",
                   "choices": PLAN_BY},
     )
 
