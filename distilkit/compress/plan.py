@@ -272,9 +272,9 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
               progress: bool = True, probe=None) -> Plan:
     """Choose the shape to compress `config`'s model to (see the module docstring): measure and model the
     candidates' latency on this machine (latency targets), and score them with `probe` (a
-    `quality.QualityProbe`; None, or `args.plan_by` 'parameters': the most parameters). Raises ValueError, before anything is trained or written
-    (only the latency cache is updated), for an unsupported architecture, a latency target without machine
-    settings, a target the teacher meets already or no candidate meets."""
+    `quality.QualityProbe`; None, or `args.plan_by` 'parameters': the most parameters). Raises ValueError,
+    before anything is trained or written (only the latency cache is updated), for an unsupported architecture, a
+    latency target without machine settings, a target the teacher meets already or no candidate meets."""
     target = args.target
     target.check_machine(machine)
     if args.plan_by == "parameters":
