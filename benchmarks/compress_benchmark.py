@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-weight", type=float, default=0.0,
                    help="Weight of the hidden-state loss (MSE); compress matches each student layer to the teacher "
                         "layer it was copied from. 0: logits alone.")
-    p.add_argument("--plan-by", choices=("quality", "parameters"), default="quality",
+    from distilkit.compress.target import PLAN_BY
+
+    p.add_argument("--plan-by", choices=PLAN_BY, default="quality",
                    help="compress's plan_by: the quality score (default) or the most parameters within the budget.")
     p.add_argument("--rounds", type=int, default=15, help="Interleaved latency rounds of the measure phase.")
     p.add_argument("--threads", type=int, default=2, help="Torch threads for training (the target's latency is "
@@ -442,7 +444,7 @@ def summarize(results: dict) -> list[dict]:
         mean, std = harness.mean_std([r["accuracy"] * 100 for r in runs])
         plans = dict.fromkeys(r["plan"] for r in runs)  # seeds plan on their own score rows: may differ
         plan = next(iter(plans)) if len(plans) == 1 else "; ".join(f"seed {r['seed']}: {r['plan']}" for r in runs)
-        rows.append({"target": target, "seeds": sorted(r["seed"] for r in runs), "plan": plan,
+        rows.append({"target": target, "seeds": [r["seed"] for r in runs], "plan": plan,
                      "accuracy_mean": mean, "accuracy_std": std,
                      "speedup": [round(r["speedup"], 2) for r in runs],
                      "latency_ms": [round(r["latency_ms"], 1) for r in runs],

@@ -294,7 +294,8 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
     scores: dict[tuple, float] = {}
     choice_measured = 0
     while True:
-        within = [c for c in candidates if _eligible(target, c, budget, choice_measured < MAX_CHOICE_MEASURED)]
+        predicted = choice_measured < MAX_CHOICE_MEASURED  # may an unmeasured candidate still be chosen?
+        within = [c for c in candidates if _eligible(target, c, budget, predicted)]
         if not within:
             raise _unreachable(target, candidates, budget, teacher_ms)
         if probe is not None:
@@ -303,7 +304,7 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
             scores.update(_scores(probe, todo, progress))
             candidates = [replace(c, score=scores.get(_structure(c.shape))) if c in frontier else c
                           for c in candidates]
-            within = [c for c in candidates if _eligible(target, c, budget, choice_measured < MAX_CHOICE_MEASURED)]
+            within = [c for c in candidates if _eligible(target, c, budget, predicted)]
             ranked = sorted((c for c in within if c.score is not None), key=_by_quality)
         else:
             ranked = sorted(within, key=_by_parameters)
