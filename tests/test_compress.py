@@ -491,6 +491,25 @@ def test_the_plan_measures_what_it_would_choose_and_so_uses_its_budget(tmp_path,
     assert capped.chosen_candidate in measured(capped) and plan.cost(capped.chosen_candidate) <= budget
 
 
+def test_once_the_plan_may_not_measure_more_its_refusal_names_a_measured_candidate(tmp_path):
+    """After the plan has measured as many candidates as it may for its choice, only measured ones can be chosen; a
+    target none of them meets is refused naming the fastest measured candidate (not a predicted one that seems to
+    meet it) and counting those still predicted within the budget."""
+    from distilkit.compress.plan import Candidate, _unreachable
+
+    target = arguments(tmp_path, target_speedup=4.0).target
+    teacher_ms = 100.0
+    budget = target.budget(teacher_ms)  # 23.75 ms with the 5% margin
+    slow = Candidate(ModelShape((2, 2), (32, 32)), 1.0, 100, latency_ms=30.0, predicted_ms=22.0)
+    unmeasured = Candidate(ModelShape((2,), (32,)), 0.5, 50, predicted_ms=20.0)
+    limited = str(_unreachable(target, [slow, unmeasured], budget, teacher_ms, predicted=False))
+    assert "the fastest measured candidate is L2-h2.2-f32.32-float at 3.333x (the plan needs 4.211x" in limited
+    assert "1 unmeasured candidate(s) are predicted within it" in limited
+    # While unmeasured candidates may still be chosen, the closest by any estimate is named, marked as predicted.
+    assert "the fastest candidate is L1-h2-f32-float at 5x (predicted)" in str(
+        _unreachable(target, [slow, unmeasured], budget, teacher_ms))
+
+
 def test_the_plot_puts_candidates_at_their_planned_speedup_on_this_runs_axis(tmp_path):
     from distilkit.compress.results import StageOutcome, candidate_positions
 

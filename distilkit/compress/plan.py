@@ -297,7 +297,7 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
         predicted = choice_measured < MAX_CHOICE_MEASURED  # may an unmeasured candidate still be chosen?
         within = [c for c in candidates if _eligible(target, c, budget, predicted)]
         if not within:
-            raise _unreachable(target, candidates, budget, teacher_ms)
+            raise _unreachable(target, candidates, budget, teacher_ms, predicted)
         if probe is not None:
             frontier = _largest_within(within)
             todo = [c.shape for c in frontier if _structure(c.shape) not in scores]
@@ -582,16 +582,27 @@ def _refuse_met_by_teacher(target: Target, teacher: Candidate, teacher_ms: float
                          f"{'smaller' if target.name != 'target_speedup' else 'larger'} target.")
 
 
-def _unreachable(target: Target, candidates: Sequence[Candidate], budget: float, teacher_ms) -> ValueError:
-    known = [c for c in candidates if cost_of(target, c) is not None]
+def _unreachable(target: Target, candidates: Sequence[Candidate], budget: float, teacher_ms,
+                 predicted: bool = True) -> ValueError:
+    """The error for a target no candidate meets. Once unmeasured candidates may no longer be chosen (`predicted`
+    False: the plan measured as many as it may), the closest candidate named is a measured one, and the candidates
+    still predicted within the budget are counted, so the message never names one that seems to meet the target."""
+    known = [c for c in candidates if cost_of(target, c) is not None
+             and (predicted or not target.is_latency or c.latency_ms is not None)]
     closest = min(known, key=lambda c: cost_of(target, c))
     wanted = target.achieved(budget, teacher_ms)
     measured = "" if closest.latency_ms is not None or not target.is_latency else " (predicted)"
+    unmeasured = 0 if predicted else sum(c.latency_ms is None and c.predicted_ms is not None
+                                         and fits(c.predicted_ms, budget) for c in candidates)
+    also = (f" {unmeasured} unmeasured candidate(s) are predicted within it, but the plan measures at most "
+            f"{MAX_CHOICE_MEASURED} for its choice and those it measured came out slower."
+            if unmeasured else "")
     return ValueError(
-        f"cannot meet {target}: the {'fastest' if target.is_latency else 'smallest'} candidate is "
+        f"cannot meet {target}: the {'fastest' if target.is_latency else 'smallest'} "
+        f"{'measured ' if not predicted and target.is_latency else ''}candidate is "
         f"{closest.shape.key()} at {target.format(target.achieved(cost_of(target, closest), teacher_ms))}{measured} "
-        f"(the plan needs {target.format(wanted)} with the {target.margin:.0%} margin). Relax the target, lower "
-        "target_margin, or add smaller candidate_*_fractions.")
+        f"(the plan needs {target.format(wanted)} with the {target.margin:.0%} margin).{also} Relax the target, "
+        "lower target_margin, or add smaller candidate_*_fractions.")
 
 
 def _reason(target: Target, chosen: Candidate, within: Sequence[Candidate], total: int, teacher_ms, budget: float,
