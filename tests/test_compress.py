@@ -670,6 +670,40 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
         assert loaded.chosen_candidate.latency_ms == pytest.approx(1.4 * fake_ms(slowed), rel=0.3)
 
 
+def test_a_chosen_twin_timed_on_a_busy_machine_is_timed_again_before_it_is_accepted(tmp_path, monkeypatch, waits):
+    """The quiet plan's choice timed while other processes hold the cores, 3% fast: a figure the latency model
+    agrees with, on the same side of the budget, so nothing else would time it again. The plan does not accept a
+    choice on a busy figure while it may time it again: that twin alone is timed again, after one pause, and
+    the plan keeps its quiet figure."""
+    config = tiny_config("bert", layers=4, num_labels=2)
+
+    def plan_in(folder: str) -> Plan:
+        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
+
+    quiet = plan_in("quiet")
+    chosen = quiet.shape
+    timed = []
+
+    def timing(models, *args, **kwargs):
+        if chosen.key() not in models:
+            return timing_by(shape_ms)(models, *args, **kwargs)
+        timed.append(sorted(models))
+        first = len(timed) == 1
+
+        def cost(model) -> float:
+            return shape_ms(model) * (0.97 if first and ModelShape.of(model) == chosen else 1.0)
+
+        return timing_by(cost, other_cores=1.5 if first else 0.0)(models, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
+    loaded = plan_in("busy")
+    assert len(timed) == 2 and len(timed[1]) == 2 and waits == [measurements.BUSY_WAIT_S]
+    assert loaded.chosen == quiet.chosen
+    assert loaded.chosen_candidate.latency_ms == pytest.approx(quiet.chosen_candidate.latency_ms)
+    beside = len(timed[0]) - 2  # its first group's other twins (besides the anchor): flagged, not timed again
+    assert loaded.busy.startswith(f"{beside} of {len(loaded.candidates) - 1} twins were timed on a busy machine")
+
+
 def test_a_busy_twin_is_doubtful_when_its_figure_is_far_from_the_prediction_or_across_the_budget():
     from distilkit.compress.plan import RETIME_RESIDUAL, Candidate, _doubtful
 

@@ -15,7 +15,8 @@ accurate.
    machine is timed again (after a pause, `measurements.BUSY_TRIES` times in all) only for the twins whose
    measurement could change the plan (`_doubtful`); the others keep theirs, flagged (and cached: another plan
    reuses them, and times them again if they could change it). The chosen candidate is always one whose twin was
-   measured.
+   measured, and a chosen twin whose figure was timed on a busy machine is timed again before it is accepted (up
+   to `BUSY_TRIES` times), then the ranking made again.
 3. Choice: with a `quality.QualityProbe` (the teacher and training rows: `compress` gives one), the candidates
    within the budget are scored by the teacher pruned one-shot to their shape, and the plan keeps the best score
    (ties: float over int8, then more parameters). Only each precision's and depth's largest shapes within the
@@ -309,6 +310,10 @@ def make_plan(config: PretrainedConfig, args: CompressArguments, machine: Machin
         else:
             ranked = sorted(within, key=_by_parameters)
         chosen = ranked[0]
+        if timing is not None and timing.may_retime(chosen):
+            # Chosen on a figure timed on a busy machine: timed again (after a pause) before it is accepted.
+            candidates = timing.retime(candidates, [chosen.shape], budget)
+            continue
         if timing is None or chosen.latency_ms is not None:
             break
         # A plan is never chosen unmeasured: the best-ranked unmeasured candidates are measured, a group at a time.
@@ -455,16 +460,26 @@ class _Timing:
         """The twins timed on a busy machine whose measurement could change the plan (`_doubtful`) timed again
         after a pause, and the model refitted, until none is doubtful or each was timed `BUSY_TRIES` times."""
         while True:
-            doubtful = [c.shape for c in candidates if c.shape in self.latest and self.latest[c.shape].busy
-                        and self.times[c.shape] < measurements.BUSY_TRIES and _doubtful(c, budget)]
+            doubtful = [c.shape for c in candidates if self.may_retime(c) and _doubtful(c, budget)]
             if not doubtful:
                 return candidates
             logger.warning(
                 "%d twin(s) timed in a group measured on a busy machine (%s) came out far from the latency model's "
                 "prediction or on the other side of the budget from it; timing them again in %g s.", len(doubtful),
                 self.latest[doubtful[0]].busy, measurements.BUSY_WAIT_S)
-            measurements.wait(measurements.BUSY_WAIT_S)
-            candidates = self._with_measured(candidates, doubtful, again=True)
+            candidates = self.retime(candidates, doubtful, budget)
+
+    def may_retime(self, candidate: Candidate) -> bool:
+        """Whether `candidate`'s twin was last timed on a busy machine (or read so from the cache) and may be timed
+        again (fewer than `BUSY_TRIES` times so far)."""
+        latest = self.latest.get(candidate.shape)
+        return latest is not None and bool(latest.busy) and self.times[candidate.shape] < measurements.BUSY_TRIES
+
+    def retime(self, candidates: list[Candidate], shapes: Sequence[ModelShape], budget: float) -> list[Candidate]:
+        """`shapes`' twins timed again after a pause (cached figures not reused), the model refitted, and then
+        the doubtful twins timed again (`retime_doubtful`)."""
+        measurements.wait(measurements.BUSY_WAIT_S)
+        return self.retime_doubtful(self._with_measured(candidates, shapes, again=True), budget)
 
     def busy_note(self) -> str | None:
         """`measurements.busy_note` of the calibration and each twin's last measurement."""
