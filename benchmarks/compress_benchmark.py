@@ -11,7 +11,8 @@ the teacher in --transfer-work-dir when there is none and records it, with the s
 settings.
 
 Phases (`--phase`), so that latency is measured on quiet cores and training can run in parallel processes:
-  plan     every target's plan: candidate twins timed into the latency cache (one grid serves all targets);
+  plan     every target's plan for each of --seeds (each seed scores on its own rows), saved in its run folder,
+           which the train phase keeps: candidate twins timed into the latency cache (one grid serves all targets);
   train    one `compress` run per target and seed in --work-dir/<target>-seed<seed>/ (resumable: run it again);
   measure  the teacher and every finished run's final model timed in one interleaved run (batch 8, sequence 128,
            2 threads, --rounds rounds, the 20th percentile of the rounds, with the load other processes put on the
@@ -203,14 +204,20 @@ class CompressBench:
             logging_steps=50, report_to="none", seed=seed, use_cpu=True, disable_tqdm=True,
             train_sampling_strategy="group_by_length", dataloader_num_workers=0)
 
-    def plan(self, target: str):
+    def plan(self, target: str, seed: int):
+        """The plan of `target`'s run with `seed`, saved in its run folder: the train phase keeps it (a plan made
+        on quiet cores) instead of planning again beside other training runs. A run folder holding a plan for
+        these inputs keeps it."""
         from distilkit.compress import plan_compression
+        from distilkit.compress.run import save_plan
 
         labelled, transfer, _ = self.datasets()
-        out = self.work / run_name(target, self.args.seeds[0])
-        return plan_compression(self.teacher(), labelled, self.compress_arguments(target),
-                                self.training_arguments(self.args.seeds[0], out), out, machine=self.machine(),
+        out = self.work / run_name(target, seed)
+        plan = plan_compression(self.teacher(), labelled, self.compress_arguments(target),
+                                self.training_arguments(seed, out), out, machine=self.machine(),
                                 transfer_dataset=transfer, data_collator=self.collator())
+        save_plan(out, plan)
+        return plan
 
     def adopt_plan(self, source: Path, out: Path, seed: int, target: str) -> None:
         """`source`'s plan.json written to `out` with this run's inputs (teacher, data, training settings), so
@@ -218,7 +225,7 @@ class CompressBench:
         import dataclasses
 
         from distilkit.compress.plan import saved_plan_matches
-        from distilkit.compress.run import read_plan, run_inputs
+        from distilkit.compress.run import read_plan, run_inputs, save_plan
 
         plan = read_plan(source)
         if plan is None:
@@ -228,9 +235,7 @@ class CompressBench:
                              "teacher, candidate grid or --plan-by; compress would plan again.")
         labelled, transfer, _ = self.datasets()
         inputs = run_inputs(self.teacher(), labelled, transfer, self.training_arguments(seed, out))
-        out.mkdir(parents=True, exist_ok=True)
-        harness.write_results(out, {"plan.json": json.dumps(dataclasses.replace(plan, inputs=inputs).to_dict(),
-                                                            indent=1) + "\n"})
+        save_plan(out, dataclasses.replace(plan, inputs=inputs))
         print(f"plan {plan.chosen} (layers {list(plan.keep_layers)}) taken from {source}", flush=True)
 
     def train(self, target: str, seed: int) -> dict:
@@ -646,9 +651,11 @@ def main(argv=None) -> None:
     if a.phase == "plan":
         bench.datasets(), bench.teacher()  # read first: the time printed is the plan's alone
         for target in a.targets:
-            start = time.perf_counter()
-            plan = bench.plan(target)
-            print(f"{target}: {plan.chosen} (planned in {time.perf_counter() - start:.0f} s)", flush=True)
+            for seed in a.seeds:
+                start = time.perf_counter()
+                plan = bench.plan(target, seed)
+                print(f"{target} seed {seed}: {plan.chosen} (planned in {time.perf_counter() - start:.0f} s)",
+                      flush=True)
     elif a.phase == "train":
         for seed in a.seeds:
             for target in a.targets:

@@ -229,3 +229,37 @@ def test_plan_by_reaches_compress_and_the_recorded_settings(tmp_path, plan_by):
     assert cb.CompressBench(a).compress_arguments("speedup=12").plan_by == plan_by
     described = cb.settings(a)["candidates"]
     assert described.endswith("scored by the quality score" if plan_by == "quality" else "chosen by parameter count")
+
+
+def test_the_plan_phase_saves_each_seeds_plan_where_the_train_phase_keeps_it(tmp_path, monkeypatch):
+    """`--phase plan` plans every seed (each scores on its own rows) and saves the plan in the seed's run folder;
+    compress in that folder with the train phase's arguments keeps it instead of planning again (so the plan
+    trained is the one made on quiet cores, not a new one made beside other training runs)."""
+    from helpers.cli_fixtures import tiny_tokenizer
+    from helpers.tiny_models import tiny_dataset, tiny_model
+
+    from distilkit.compress import plan_compression
+    from distilkit.compress import run as run_module
+    from distilkit.compress.run import read_plan
+
+    target = "size_mb=0.02"
+    args = cb.build_parser().parse_args(["--phase", "plan", "--targets", target, "--seeds", "1", "2",
+                                         "--prune-every-steps", "1", "--work-dir", str(tmp_path)])
+    monkeypatch.setattr(cb, "MACHINE", {"batch_size": 2, "seq_len": 12, "threads": 1})  # fits the tiny teacher
+    bench = cb.CompressBench(args)
+    labelled, transfer = tiny_dataset(n=64, num_labels=2), tiny_dataset(n=64, seed=1).remove_columns("labels")
+    teacher = tiny_model("seq", num_labels=2)  # the tokenizer only pads (id 0), as in the datasets
+    bench._cache.update(teacher=teacher, tokenizer=tiny_tokenizer(), datasets=(labelled, transfer, labelled))
+
+    plans = {seed: bench.plan(target, seed) for seed in (1, 2)}
+    for seed, plan in plans.items():
+        assert read_plan(tmp_path / cb.run_name(target, seed)).to_dict() == plan.to_dict()
+
+    def planned_again(*args, **kwargs):
+        raise AssertionError("compress planned again instead of keeping the saved plan")
+
+    monkeypatch.setattr(run_module, "make_plan", planned_again)
+    out = tmp_path / cb.run_name(target, 2)
+    kept = plan_compression(teacher, labelled, bench.compress_arguments(target), bench.training_arguments(2, out),
+                            out, machine=bench.machine(), transfer_dataset=transfer, data_collator=bench.collator())
+    assert kept.to_dict() == plans[2].to_dict()

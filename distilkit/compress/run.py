@@ -189,9 +189,7 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     teacher_parameter = next(teacher.parameters())
     teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
-    write_text(output_dir / PLAN_MD, plan.to_markdown())
+    save_plan(output_dir, plan)
     run = Run(output_dir, plan.identity())
     examples = distilled_examples(train_dataset, transfer_dataset)
 
@@ -457,6 +455,14 @@ def no_plan_to_measure(output_dir: Path, saved: Plan | None) -> str:
             f"target, machine settings, teacher or candidate grid (it planned {saved.target} at "
             f"{None if saved.machine is None else saved.machine.to_dict()}); give the settings of the run that made "
             "it.")
+
+
+def save_plan(output_dir: Path, plan: Plan) -> None:
+    """`plan` as output_dir's plan.json (and plan.md): a `compress` run in that folder with the same target,
+    machine settings, teacher, candidate grid and inputs keeps it (`plan_compression`) instead of planning again."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text(output_dir / PLAN_JSON, json.dumps(plan.to_dict(), indent=1) + "\n")
+    write_text(output_dir / PLAN_MD, plan.to_markdown())
 
 
 def read_plan(output_dir: Path) -> Plan | None:
