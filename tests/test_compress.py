@@ -619,6 +619,24 @@ def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypa
     assert on_medians.chosen != quiet.chosen
 
 
+def busy_for_one_twin(shape: ModelShape, factor: float, busy_measurements: int, timed: list):
+    """A fake clock on which `shape`'s twin costs `factor` times its `fake_ms`, and other processes hold 1.5 cores,
+    in its first `busy_measurements` measurements (every other measurement quiet); each of its measurements is
+    appended to `timed` (the sorted names of the twins timed with it)."""
+    def timing(models, *args, **kwargs):
+        if shape.key() not in models:
+            return timing_by(shape_ms)(models, *args, **kwargs)
+        timed.append(sorted(models))
+        busy = len(timed) <= busy_measurements
+
+        def cost(model) -> float:
+            return shape_ms(model) * (factor if busy and ModelShape.of(model) == shape else 1.0)
+
+        return timing_by(cost, other_cores=1.5 if busy else 0.0)(models, *args, **kwargs)
+
+    return timing
+
+
 @pytest.mark.parametrize("busy_measurements", [1, 99])
 def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again(tmp_path, monkeypatch, waits,
                                                                                  busy_measurements):
@@ -634,18 +652,7 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
     quiet = plan_in("quiet")
     slowed = quiet.shape
     timed = []  # the measurements of the slowed twin, each a list of the shapes timed with it
-
-    def timing(models, *args, **kwargs):
-        if slowed.key() not in models:
-            return timing_by(shape_ms)(models, *args, **kwargs)
-        timed.append(sorted(models))
-        slow = len(timed) <= busy_measurements
-
-        def cost(model) -> float:
-            return shape_ms(model) * (1.4 if slow and ModelShape.of(model) == slowed else 1.0)
-
-        return timing_by(cost, other_cores=1.5 if slow else 0.0)(models, *args, **kwargs)
-
+    timing = busy_for_one_twin(slowed, 1.4, busy_measurements, timed)
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
     loaded = plan_in("busy")
     tries = min(busy_measurements + 1, measurements.BUSY_TRIES)
@@ -683,19 +690,7 @@ def test_a_chosen_twin_timed_on_a_busy_machine_is_timed_again_before_it_is_accep
     quiet = plan_in("quiet")
     chosen = quiet.shape
     timed = []
-
-    def timing(models, *args, **kwargs):
-        if chosen.key() not in models:
-            return timing_by(shape_ms)(models, *args, **kwargs)
-        timed.append(sorted(models))
-        first = len(timed) == 1
-
-        def cost(model) -> float:
-            return shape_ms(model) * (0.97 if first and ModelShape.of(model) == chosen else 1.0)
-
-        return timing_by(cost, other_cores=1.5 if first else 0.0)(models, *args, **kwargs)
-
-    monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", busy_for_one_twin(chosen, 0.97, 1, timed))
     loaded = plan_in("busy")
     assert len(timed) == 2 and len(timed[1]) == 2 and waits == [measurements.BUSY_WAIT_S]
     assert loaded.chosen == quiet.chosen
