@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -585,6 +586,12 @@ def busy_when(monkeypatch, final: bool, twins: bool = False, other_cores: float 
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
 
 
+def plan_at_3x(folder: Path) -> Plan:
+    """A target_speedup=3 plan of a 4-layer tiny BERT, with its latency cache in `folder`."""
+    return make_plan(tiny_config("bert", layers=4, num_labels=2), arguments(folder, target_speedup=3.0), MACHINE,
+                     False)
+
+
 def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypatch, waits):
     """Load spikes in 6 of every 10 rounds, slowing a twin more the larger it is (1.3x to 1.8x): the plan, made on
     the rounds' 20th percentile, is the quiet one, and says it was made on a busy machine; made on medians it would
@@ -644,10 +651,8 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
     (1) or every one (99): that twin alone is timed again, after a pause, up to BUSY_TRIES times; the twins timed
     beside it on the busy machine agree with the latency model and keep their measurement. Once its load is gone
     the plan is the quiet one."""
-    config = tiny_config("bert", layers=4, num_labels=2)
-
     def plan_in(folder: str) -> Plan:
-        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
+        return plan_at_3x(tmp_path / folder)
 
     quiet = plan_in("quiet")
     slowed = quiet.shape
@@ -670,7 +675,8 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
         again = []
         monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, calls=again))
         measured_before = {c.shape.key() for c in loaded.candidates if c.latency_ms is not None}
-        make_plan(config, arguments(tmp_path / "busy", target_speedup=2.5), MACHINE, False)
+        make_plan(tiny_config("bert", layers=4, num_labels=2), arguments(tmp_path / "busy", target_speedup=2.5),
+                  MACHINE, False)
         timed_again = {name for call in again for name in call} - {loaded.reference}
         assert not timed_again & measured_before
     else:
@@ -682,10 +688,8 @@ def test_a_chosen_twin_timed_on_a_busy_machine_is_timed_again_before_it_is_accep
     agrees with, on the same side of the budget, so nothing else would time it again. The plan does not accept a
     choice on a busy figure while it may time it again: that twin alone is timed again, after one pause, and
     the plan keeps its quiet figure."""
-    config = tiny_config("bert", layers=4, num_labels=2)
-
     def plan_in(folder: str) -> Plan:
-        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
+        return plan_at_3x(tmp_path / folder)
 
     quiet = plan_in("quiet")
     chosen = quiet.shape
