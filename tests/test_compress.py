@@ -600,15 +600,10 @@ def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypa
 
     from distilkit.measure import LatencyStats
 
-    config = tiny_config("bert", layers=4, num_labels=2)
     teacher_ms = fake_ms(ModelShape((4,) * 4, (64,) * 4))
-
-    def plan_in(folder: str) -> Plan:
-        return make_plan(config, arguments(tmp_path / folder, target_speedup=3.0), MACHINE, False)
-
-    quiet = plan_in("quiet")
+    quiet = plan_at_3x(tmp_path / "quiet")
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing_by(shape_ms, load=spiky(large_ms=teacher_ms)))
-    loaded = plan_in("spikes")
+    loaded = plan_at_3x(tmp_path / "spikes")
     assert loaded.chosen == quiet.chosen
     assert quiet.busy is None and waits and quiet.busy != loaded.busy
     measured = len(loaded.candidates) - 1  # the teacher's twin and the anchor: one measurement, the calibration
@@ -622,7 +617,7 @@ def test_the_same_plan_is_chosen_with_and_without_load_spikes(tmp_path, monkeypa
 
     with monkeypatch.context() as patch:
         patch.setattr(LatencyStats, "estimate", property(lambda stats: stats.median))
-        on_medians = plan_in("medians")
+        on_medians = plan_at_3x(tmp_path / "medians")
     assert on_medians.chosen != quiet.chosen
 
 
@@ -651,15 +646,12 @@ def test_only_twins_whose_busy_measurement_could_change_the_plan_are_timed_again
     (1) or every one (99): that twin alone is timed again, after a pause, up to BUSY_TRIES times; the twins timed
     beside it on the busy machine agree with the latency model and keep their measurement. Once its load is gone
     the plan is the quiet one."""
-    def plan_in(folder: str) -> Plan:
-        return plan_at_3x(tmp_path / folder)
-
-    quiet = plan_in("quiet")
+    quiet = plan_at_3x(tmp_path / "quiet")
     slowed = quiet.shape
     timed = []  # the measurements of the slowed twin, each a list of the shapes timed with it
     timing = busy_for_one_twin(slowed, 1.4, busy_measurements, timed)
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", timing)
-    loaded = plan_in("busy")
+    loaded = plan_at_3x(tmp_path / "busy")
     tries = min(busy_measurements + 1, measurements.BUSY_TRIES)
     assert len(timed) == tries and waits == [measurements.BUSY_WAIT_S] * (tries - 1)
     assert all(len(again) == 2 for again in timed[1:])  # timed again alone with the anchor
@@ -688,14 +680,11 @@ def test_a_chosen_twin_timed_on_a_busy_machine_is_timed_again_before_it_is_accep
     agrees with, on the same side of the budget, so nothing else would time it again. The plan does not accept a
     choice on a busy figure while it may time it again: that twin alone is timed again, after one pause, and
     the plan keeps its quiet figure."""
-    def plan_in(folder: str) -> Plan:
-        return plan_at_3x(tmp_path / folder)
-
-    quiet = plan_in("quiet")
+    quiet = plan_at_3x(tmp_path / "quiet")
     chosen = quiet.shape
     timed = []
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", busy_for_one_twin(chosen, 0.97, 1, timed))
-    loaded = plan_in("busy")
+    loaded = plan_at_3x(tmp_path / "busy")
     assert len(timed) == 2 and len(timed[1]) == 2 and waits == [measurements.BUSY_WAIT_S]
     assert loaded.chosen == quiet.chosen
     assert loaded.chosen_candidate.latency_ms == pytest.approx(quiet.chosen_candidate.latency_ms)

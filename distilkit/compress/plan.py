@@ -476,8 +476,8 @@ class _Timing:
         return latest is not None and bool(latest.busy) and self.times[candidate.shape] < measurements.BUSY_TRIES
 
     def retime(self, candidates: list[Candidate], shapes: Sequence[ModelShape], budget: float) -> list[Candidate]:
-        """`shapes`' twins timed again after a pause (cached figures not reused), the model refitted, and then
-        the doubtful twins timed again (`retime_doubtful`)."""
+        """`shapes`' twins timed again after a pause (their busy cached figures not reused), the model refitted,
+        and then the doubtful twins timed again (`retime_doubtful`)."""
         measurements.wait(measurements.BUSY_WAIT_S)
         return self.retime_doubtful(self._with_measured(candidates, shapes, again=True), budget)
 
@@ -607,8 +607,7 @@ def _unreachable(target: Target, candidates: Sequence[Candidate], budget: float,
     closest = min(known, key=lambda c: cost_of(target, c))
     wanted = target.achieved(budget, teacher_ms)
     measured = "" if closest.latency_ms is not None or not target.is_latency else " (predicted)"
-    unmeasured = 0 if predicted else sum(c.latency_ms is None and c.predicted_ms is not None
-                                         and fits(c.predicted_ms, budget) for c in candidates)
+    unmeasured = 0 if predicted else sum(c.latency_ms is None and _eligible(target, c, budget) for c in candidates)
     also = (f" {unmeasured} unmeasured candidate(s) are predicted within it, but the plan measures at most "
             f"{MAX_CHOICE_MEASURED} for its choice and those it measured came out slower."
             if unmeasured else "")
