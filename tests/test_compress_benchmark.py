@@ -263,3 +263,47 @@ def test_the_plan_phase_saves_each_seeds_plan_where_the_train_phase_keeps_it(tmp
     kept = plan_compression(teacher, labelled, bench.compress_arguments(target), bench.training_arguments(2, out),
                             out, machine=bench.machine(), transfer_dataset=transfer, data_collator=bench.collator())
     assert kept.to_dict() == plans[2].to_dict()
+
+
+def test_the_verdict_phase_measures_a_finished_run_again_and_keeps_its_training_verdict(tmp_path, monkeypatch):
+    """`--phase verdict` is compress with measure_only in a finished run folder: nothing is planned or trained,
+    results.json is written again (the run's own verdict, measured now) and the one from training is kept as
+    train-results.json, which the measure phase reports; a folder that has not finished is refused by name."""
+    from helpers.cli_fixtures import tiny_tokenizer
+    from helpers.tiny_models import tiny_dataset, tiny_model
+
+    from distilkit.compress import run as run_module
+    from distilkit.trainer import DistillationTrainer
+
+    target = "size_mb=0.02"
+    args = cb.build_parser().parse_args(["--phase", "verdict", "--targets", target, "--seeds", "1",
+                                         "--prune-every-steps", "1", "--work-dir", str(tmp_path)])
+    monkeypatch.setattr(cb, "MACHINE", {"batch_size": 2, "seq_len": 12, "threads": 1})  # fits the tiny teacher
+    args.command = "python benchmarks/compress_benchmark.py --phase train"
+    bench = cb.CompressBench(args)
+    labelled, transfer = tiny_dataset(n=64, num_labels=2), tiny_dataset(n=64, seed=1).remove_columns("labels")
+    bench._cache.update(teacher=tiny_model("seq", num_labels=2), tokenizer=tiny_tokenizer(),
+                        datasets=(labelled, transfer, labelled))
+
+    with pytest.raises(SystemExit, match=r"size_mb0\.02-seed1 has no results\.json; run --phase train first"):
+        bench.verdict(target, 1)
+
+    bench.train(target, 1)
+    out = tmp_path / cb.run_name(target, 1)
+    trained = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**trained, "from_training": True}, indent=1) + "\n")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the verdict phase planned or trained")
+
+    monkeypatch.setattr(run_module, "make_plan", forbidden)
+    monkeypatch.setattr(DistillationTrainer, "train", forbidden)
+    bench.verdict(target, 1)
+
+    again = json.loads((out / "results.json").read_text())
+    assert "from_training" not in again and again["plan"] == trained["plan"]
+    assert json.loads((out / cb.TRAIN_RESULTS).read_text())["from_training"] is True
+    bench.verdict(target, 1)  # measured once more: the verdict from training stays kept
+    assert json.loads((out / cb.TRAIN_RESULTS).read_text())["from_training"] is True
+    [run] = cb.finished_runs(tmp_path, [target])
+    assert run["in_run"]["measured_again"] is True
