@@ -692,10 +692,16 @@ def main(argv=None) -> None:
         for seed in a.seeds:
             for target in a.targets:
                 bench.train(target, seed)
-    elif a.phase == "verdict":
-        for seed in a.seeds:
-            for target in a.targets:
+    elif a.phase == "verdict":  # the finished runs among --targets x --seeds (others are named and skipped)
+        runs = [(t, s) for s in a.seeds for t in a.targets]
+        finished = [(t, s) for t, s in runs if (bench.work / run_name(t, s) / "results.json").is_file()]
+        if not finished:
+            raise SystemExit(f"--phase verdict: no finished run of {a.targets} x seeds {a.seeds} under {bench.work}.")
+        for target, seed in runs:
+            if (target, seed) in finished:
                 bench.verdict(target, seed)
+            else:
+                print(f"{run_name(target, seed)}: not finished, skipped", flush=True)
     else:
         results = measure(bench, a.targets, a.rounds)
         save(results, Path(a.results_dir), bench.work)
