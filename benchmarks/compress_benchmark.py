@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -251,13 +252,17 @@ class CompressBench:
 
         labelled, transfer, dev = self.datasets()
         out = self.work / run_name(target, seed)
-        remeasure = (f"python benchmarks/compress_benchmark.py --phase verdict --targets {target} --seeds {seed} "
-                     f"--work-dir {harness.portable_path(self.work)}")
+        remeasure = self.verdict_command()
         return compress(self.teacher(), self.tokenizer(), labelled, dev,
                         self.compress_arguments(target, measure_only), self.training_arguments(seed, out), out,
                         machine=self.machine(), transfer_dataset=transfer, compute_metrics=harness.accuracy_metric,
                         data_collator=self.collator(), teacher_name="MPNet-base (SST-2, 4,000 rows)",
                         remeasure=remeasure)
+
+    def verdict_command(self) -> str:
+        """This command line with `--phase verdict`: it measures the same runs again with the same data and
+        settings (other settings would be other inputs, whose plan measure_only refuses)."""
+        return re.sub(r"--phase[= ]\S+", "--phase verdict", self.args.command)
 
     def train(self, target: str, seed: int) -> dict:
         out = self.work / run_name(target, seed)

@@ -307,3 +307,15 @@ def test_the_verdict_phase_measures_a_finished_run_again_and_keeps_its_training_
     assert json.loads((out / cb.TRAIN_RESULTS).read_text())["from_training"] is True
     [run] = cb.finished_runs(tmp_path, [target])
     assert run["in_run"]["measured_again"] is True
+
+
+def test_the_verdict_command_is_the_training_command_with_the_verdict_phase():
+    """results.md's advice to measure again keeps the run's data settings (here twice the transfer text): a verdict
+    run with the default rows would be other inputs, whose plan measure_only refuses."""
+    argv = ["--phase", "train", "--targets", "speedup=8", "--seeds", "2", "--transfer-rows", "44000",
+            "--work-dir", "runs/x"]
+    args = cb.build_parser().parse_args(argv)
+    args.command = cb.harness.portable_command("compress_benchmark.py", argv)
+    command = cb.CompressBench(args).verdict_command()
+    assert "--phase verdict" in command and "--phase train" not in command
+    assert "--transfer-rows 44000" in command and "--seeds 2" in command and "--targets speedup=8" in command
