@@ -252,12 +252,11 @@ class CompressBench:
 
         labelled, transfer, dev = self.datasets()
         out = self.work / run_name(target, seed)
-        remeasure = self.verdict_command()
         return compress(self.teacher(), self.tokenizer(), labelled, dev,
                         self.compress_arguments(target, measure_only), self.training_arguments(seed, out), out,
                         machine=self.machine(), transfer_dataset=transfer, compute_metrics=harness.accuracy_metric,
                         data_collator=self.collator(), teacher_name="MPNet-base (SST-2, 4,000 rows)",
-                        remeasure=remeasure)
+                        remeasure=self.verdict_command())
 
     def verdict_command(self) -> str:
         """This command line with `--phase verdict`: it measures the same runs again with the same data and
@@ -277,13 +276,17 @@ class CompressBench:
         print(result.summary(), flush=True)
         return record
 
+    def finished(self, target: str, seed: int) -> bool:
+        """Whether `target`'s run with `seed` has finished (compress wrote its results.json)."""
+        return (self.work / run_name(target, seed) / "results.json").is_file()
+
     def verdict(self, target: str, seed: int):
         """The finished run's own verdict measured again (compress with measure_only: nothing is planned, made or
         trained; the stages are evaluated and timed against the teacher and results.json/.md written again). The
         run's first results.json (its verdict from training, often beside other runs) is kept as
         train-results.json."""
         out = self.work / run_name(target, seed)
-        if not (out / "results.json").is_file():
+        if not self.finished(target, seed):
             raise SystemExit(f"--phase verdict: {out} has no results.json; run --phase train first.")
         if not (out / TRAIN_RESULTS).is_file():
             shutil.copy2(out / "results.json", out / TRAIN_RESULTS)
@@ -699,11 +702,10 @@ def main(argv=None) -> None:
                 bench.train(target, seed)
     elif a.phase == "verdict":  # the finished runs among --targets x --seeds (others are named and skipped)
         runs = [(t, s) for s in a.seeds for t in a.targets]
-        finished = [(t, s) for t, s in runs if (bench.work / run_name(t, s) / "results.json").is_file()]
-        if not finished:
+        if not any(bench.finished(t, s) for t, s in runs):
             raise SystemExit(f"--phase verdict: no finished run of {a.targets} x seeds {a.seeds} under {bench.work}.")
         for target, seed in runs:
-            if (target, seed) in finished:
+            if bench.finished(target, seed):
                 bench.verdict(target, seed)
             else:
                 print(f"{run_name(target, seed)}: not finished, skipped", flush=True)
