@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -181,11 +181,13 @@ class LatencyStats:
     p25: float
     p75: float
     rounds: int
+    times: tuple[float, ...] = field(default=(), compare=False, repr=False)  # the rounds, in order (for pooling)
 
     @classmethod
     def of(cls, times_ms: Sequence[float]) -> LatencyStats:
         return cls(median=statistics.median(times_ms), min=min(times_ms), p20=quantile(times_ms, 0.2),
-                   p25=quantile(times_ms, 0.25), p75=quantile(times_ms, 0.75), rounds=len(times_ms))
+                   p25=quantile(times_ms, 0.25), p75=quantile(times_ms, 0.75), rounds=len(times_ms),
+                   times=tuple(times_ms))
 
     @property
     def estimate(self) -> float:
@@ -282,6 +284,16 @@ class LoadReport:
             other = max(0.0, (after.busy_s - before.busy_s) - (after.own_s - before.own_s)) / window
         return cls(cpus, window, other, before.loadavg, after.loadavg)
 
+    def pooled(self, later: LoadReport) -> LoadReport:
+        """This report and a `later` one over the same cores as one: other processes' cores averaged over both
+        windows (unknown if either is), the load averages before this one and after the later one."""
+        other = window = None
+        if None not in (self.other_cores, later.other_cores, self.window_s, later.window_s):
+            window = self.window_s + later.window_s
+            other = ((self.other_cores * self.window_s + later.other_cores * later.window_s) / window
+                     if window > 0 else max(self.other_cores, later.other_cores))
+        return LoadReport(self.cpus, window, other, self.loadavg_before, later.loadavg_after)
+
     @property
     def known(self) -> bool:
         """Whether the other processes' share was measured over a window long enough to judge it."""
@@ -351,6 +363,22 @@ class Timing:
     @property
     def busy(self) -> bool:
         return bool(self.reasons)
+
+    def pooled(self, later: Timing) -> Timing:
+        """This measurement and a `later` one of the same models as one: every model's rounds of both together
+        (its statistics over all of them), the load over both windows (`LoadReport.pooled`). A ValueError when the
+        models differ or a measurement kept no rounds."""
+        if set(self.latency) != set(later.latency):
+            raise ValueError(f"Cannot pool measurements of different models: {sorted(self.latency)} and "
+                             f"{sorted(later.latency)}.")
+        for name in self.latency:
+            for stats in (self.latency[name], later.latency[name]):
+                if len(stats.times) != stats.rounds:
+                    raise ValueError(f"Cannot pool {name}'s measurement: it kept {len(stats.times)} of its "
+                                     f"{stats.rounds} rounds (LatencyStats.of keeps them).")
+        latency = {name: LatencyStats.of(stats.times + later.latency[name].times)
+                   for name, stats in self.latency.items()}
+        return Timing(latency, self.load.pooled(later.load), self.reference, self.bounds)
 
     def speedup(self, name: str, over: str | None = None) -> float:
         """How many times faster `name` runs than `over` (default: the reference), by their estimates."""

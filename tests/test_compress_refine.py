@@ -103,6 +103,43 @@ def test_a_missed_target_is_refined_until_met_and_a_rerun_replays_the_rounds(tmp
     assert len(trainer_runs) == runs and [s.stage for s in again.stages] == [s.stage for s in result.stages]
 
 
+def test_a_miss_is_measured_again_before_pruning_and_judged_over_both_measurements(tmp_path, monkeypatch,
+                                                                                   made_models_run_slower):
+    calls = made_models_run_slower
+    out = tmp_path / "out"
+    plan, result = run(tmp_path, out)
+    final = [c for c in calls if "teacher" in c]  # the measurements with the teacher: missed, confirmed, met
+    assert len(final) == 3 and len(result.refine_rounds) == 1
+    rounds = json.loads((out / "refine.json").read_text())["rounds"]
+    # The round started from the confirmed miss: pooled over 10 + 20 rounds of the same 1.4x-slow models
+    assert rounds[0]["missed_ms"] == pytest.approx(fake_ms(plan.shape) * SLOWER)
+
+    # A miss that does not hold: only the first measurement with the teacher is slow (load that came and went).
+    measured = []
+    twins = distilkit.measure.interleaved_timing
+
+    def noisy_once(models, *args, **kwargs):
+        if "teacher" not in models:
+            return twins(models, *args, **kwargs)
+        measured.append(kwargs.get("rounds", args[3] if len(args) > 3 else None))
+        slow = SLOWER if len(measured) == 1 else 1.0
+        cost = lambda m: fake_ms(ModelShape.of(m)) * (1.0 if m is TEACHER[0] else slow)  # noqa: E731
+        return timing_by(cost)(models, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", noisy_once)
+    noisy = tmp_path / "noisy"
+    plan, result = run(tmp_path, noisy)
+    assert measured == [10, 20]  # measured again with twice the rounds, then nothing pruned
+    assert result.verdict == "met" and not result.refine_rounds and not (noisy / "refine.json").exists()
+    assert result.rounds == 30 and result.confirmed_rounds == 10
+    # 10 slow rounds of 30 stay above the 20th percentile: the estimate is the model's quiet cost
+    assert result.final.latency_ms == pytest.approx(fake_ms(plan.shape))
+    saved = json.loads((noisy / "results.json").read_text())
+    assert saved["confirmed_rounds"] == 10 and saved["measurement"]["models"]["teacher"]["rounds"] == 30
+    assert "before pruning further they were measured again and the verdict is over both measurements' 30 rounds" \
+        in (noisy / "results.md").read_text()
+
+
 def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch, trained_layer_maps):
     import distilkit.compress.plan
     from distilkit.config import kept_layer_map, uniform_layer_map

@@ -201,3 +201,24 @@ def test_interleaved_latency_ms_keeps_its_median_and_min_keys(monkeypatch):
                         lambda *a, **k: real(*a, **k, clock=clock, load_probe=FakeProbe()))
     figures = measure.interleaved_latency_ms(models, 2, 8, 1, rounds=4)
     assert figures["x"]["median"] == figures["x"]["min"] == figures["x"]["estimate"] == 3.0
+
+
+def test_two_measurements_pool_into_one_over_all_their_rounds_and_both_windows():
+    first = timed({"teacher": 80.0, "student": 12.0}, jittered(quiet, seed=1), reference="teacher", rounds=10)
+    later = timed({"teacher": 80.0, "student": 9.0}, jittered(quiet, seed=2), FakeProbe(other_cores=0.5),
+                  reference="teacher", rounds=20)
+    pooled = first.pooled(later)
+    for name in ("teacher", "student"):
+        both = first[name].times + later[name].times
+        assert len(both) == 30 and pooled[name] == LatencyStats.of(both)  # the statistics of all 30 rounds
+    # 10 slow rounds of 30 stay above the 20th percentile: the estimate is the later, faster rounds'
+    assert pooled["student"].estimate < 9.1 and first["student"].estimate > 11.8
+    # The load averaged over both 10 s windows: 0.0 then 0.5 cores
+    assert pooled.load.window_s == pytest.approx(20.0) and pooled.load.other_cores == pytest.approx(0.25)
+    assert pooled.reference == "teacher" and not pooled.busy
+    with pytest.raises(ValueError, match=r"different models: \['student', 'teacher'\] and \['teacher'\]"):
+        first.pooled(timed({"teacher": 80.0}, reference="teacher"))
+    kept_none = LatencyStats(median=1.0, min=1.0, p20=1.0, p25=1.0, p75=1.0, rounds=10)
+    bare = type(first)({"teacher": kept_none, "student": kept_none}, first.load, "teacher")
+    with pytest.raises(ValueError, match="kept 0 of its 10 rounds"):
+        first.pooled(bare)

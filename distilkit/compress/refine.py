@@ -1,6 +1,11 @@
 """The closed loop: a result that misses its latency target on a quiet measurement is pruned further, recovered
 with a short distillation, and measured again, up to `CompressArguments.max_refine_rounds` rounds.
 
+A miss is confirmed before any round: the models are measured again for `run.CONFIRM_ROUNDS` times the
+latency rounds and the verdict is taken over both measurements' rounds pooled (`measure.Timing.pooled`); only a
+miss that holds is pruned by (on this project's noisy 2-core VM one measurement pruned an 8x model twice for a
+miss that other measurements did not see, costing 1.5 points).
+
 Why a made model can miss: its twin was measured when the plan was made, and the made model differs (trained
 weights, layers kept by the drop-one-layer ranking, a measurement of another moment). Each round:
 

@@ -67,6 +67,7 @@ class CompressResult:
     onnx: dict | None = None  # engine onnxruntime: the final stage's export (folder, size, metrics in ONNX Runtime)
     refine_rounds: list = dataclasses.field(default_factory=list)  # the closed loop's `refine.RefineRound`s
     refine_note: str | None = None  # why the closed loop stopped before the target was met
+    confirmed_rounds: int | None = None  # a miss measured again: the rounds of the first measurement, pooled in timing
 
     @property
     def target_met(self) -> bool:
@@ -99,6 +100,7 @@ class CompressResult:
                 "measurement": None if self.timing is None else self.timing.to_dict(),
                 "remeasure": self.remeasure if self.verdict == UNRELIABLE else None, "onnx": self.onnx,
                 "refine_rounds": [r.to_dict() for r in self.refine_rounds], "refine_note": self.refine_note,
+                "confirmed_rounds": self.confirmed_rounds,
                 "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
@@ -106,7 +108,7 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
                   eval_dataset=None, compute_metrics=None, data_collator=None, rounds: int = 10,
                   teacher_name: str | None = None, teacher_hub_id: str | None = None, transfer_examples: int = 0,
                   progress: bool = True, remeasure: str | None = None, onnx_folder: Path | None = None,
-                  refine_rounds: list | None = None) -> CompressResult:
+                  refine_rounds: list | None = None, earlier: CompressResult | None = None) -> CompressResult:
     """Measure the teacher and the stages, write results.json / results.md / tradeoff.png and the stages' cards.
 
     Latencies are measured in the plan's engine (`MachineSettings.engine`, `distilkit.engines.on_engine`): with
@@ -115,7 +117,11 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
 
     `progress`: a bar over the latency rounds (each evaluation shows the Trainer's, unless disable_tqdm).
     `remeasure`: the command that measures this run again, for results.md when the machine was busy (default: how
-    to do it from Python, `PYTHON_REMEASURE`)."""
+    to do it from Python, `PYTHON_REMEASURE`).
+
+    `earlier`: this same run's result, measured just before (a miss the closed loop confirms before it prunes): the
+    new rounds are pooled with its rounds (`measure.Timing.pooled`), so the verdict is over both measurements, and
+    its stages' metrics are kept instead of evaluating the same models again."""
     from .. import from_pretrained
 
     models = {"teacher": teacher, **{name: from_pretrained(output_dir / name) for name in stage_names}}
@@ -135,6 +141,9 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
                                                     reference="teacher")
         finally:
             teacher.set_attn_implementation(trained_with)
+        if earlier is not None and earlier.timing is not None:
+            timing = earlier.timing.pooled(timing)
+    known = {s.stage: s.metrics for s in earlier.stages} if earlier is not None else {}
     teacher_ms = timing["teacher"].estimate if timing else None
     stages = []
     for name, model in models.items():
@@ -143,8 +152,8 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
         ms = stats.estimate if stats else None
         stages.append(StageOutcome(
             stage=name, source=(teacher_name or "teacher") if folder is None else str(folder),
-            metrics=evaluate(model, training_args, output_dir, eval_dataset, compute_metrics, data_collator,
-                             tokenizer),
+            metrics=known[name] if name in known else evaluate(model, training_args, output_dir, eval_dataset,
+                                                               compute_metrics, data_collator, tokenizer),
             parameters=measure.count_parameters(model),
             size_mb=plan.teacher_candidate.size_mb if folder is None else measure.folder_size_mb(folder),
             latency_ms=ms, layers=model.config.num_hidden_layers, heads=head_count(model),
@@ -154,14 +163,15 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
     cost = final.latency_ms if plan.target.is_latency else final.size_mb
     plot = draw_tradeoff(plan, stages, output_dir / TRADEOFF_PNG)
     verdict = plan.target.verdict(cost, teacher_ms, busy=timing is not None and timing.busy)
-    onnx = None
-    if onnx_folder is not None:
+    onnx = earlier.onnx if earlier is not None else None
+    if onnx_folder is not None and onnx is None:
         onnx = {"folder": onnx_folder.name, "size_mb": (onnx_folder / ONNX_FILE).stat().st_size / 1e6,
                 "metrics": evaluate_in_onnxruntime(onnx_folder, eval_dataset, compute_metrics, data_collator,
                                                    tokenizer, training_args.per_device_eval_batch_size,
                                                    machine.threads if machine else 2)}
     result = CompressResult(plan, stages, verdict, plan.target.achieved(cost, teacher_ms), plot, timing,
-                            remeasure or PYTHON_REMEASURE, onnx, list(refine_rounds or []))
+                            remeasure or PYTHON_REMEASURE, onnx, list(refine_rounds or []),
+                            confirmed_rounds=None if earlier is None or earlier.timing is None else earlier.rounds)
     write_files(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
     return result
 
@@ -242,7 +252,7 @@ def results_markdown(result: CompressResult) -> str:
             f"{s.size_mb:.3f}", cell(s.latency_ms, ".2f"), cell(s.median_ms, ".2f"),
             cell(None if s.spread is None else 100 * s.spread, ".1f", "%"), cell(s.speedup, ".2f", "x"),
             met if s is result.final else "–"]) + " |")
-    lines += busy_warning(result) + refine_lines(result)
+    lines += busy_warning(result) + confirmation_lines(result) + refine_lines(result)
     notes = ["", f"Plan: {result.plan.chosen} ({PLAN_MD}). {result.plan.reason}"]
     if result.plan.busy:
         notes.append(f"The plan's twins were timed on a busy machine: {result.plan.busy}")
@@ -261,6 +271,16 @@ def results_markdown(result: CompressResult) -> str:
                      f"ONNX Runtime: {scores}.")
     notes.append(f"Plot: {result.plot}")
     return "\n".join(lines + notes) + "\n"
+
+
+def confirmation_lines(result: CompressResult) -> list[str]:
+    """results.md's line for a miss measured again before the closed loop acted on it."""
+    if result.confirmed_rounds is None:
+        return []
+    return ["", f"The first measurement of these models missed the target; before pruning further they were measured "
+                f"again and the verdict is over both measurements' {result.rounds} rounds together (the first's "
+                f"{result.confirmed_rounds} and {result.rounds - result.confirmed_rounds} more): one measurement on a "
+                "noisy machine is not enough to prune by."]
 
 
 def refine_lines(result: CompressResult) -> list[str]:

@@ -171,11 +171,12 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
 
     transfer_examples = 0 if transfer_dataset is None else len(transfer_dataset)
 
-    def outcome(names: list[str], rounds: list[RefineRound]):
+    def outcome(names: list[str], rounds: list[RefineRound], earlier=None):
         onnx = output_dir / ONNX if ONNX in names else None
         return write_outcome(plan, teacher, tokenizer, [n for n in names if n != ONNX], output_dir, training_args,
                              onnx_folder=onnx, refine_rounds=rounds, eval_dataset=eval_dataset,
-                             compute_metrics=compute_metrics, data_collator=data_collator, rounds=args.latency_rounds,
+                             compute_metrics=compute_metrics, data_collator=data_collator,
+                             rounds=args.latency_rounds * (1 if earlier is None else CONFIRM_ROUNDS), earlier=earlier,
                              teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
                              transfer_examples=transfer_examples, progress=progress, remeasure=remeasure)
 
@@ -263,6 +264,11 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         result = outcome(names, rounds)
         if result.verdict != MISSED or not plan.target.is_latency or len(rounds) >= args.max_refine_rounds:
             return result
+        # Confirm the miss before pruning by it: on a noisy machine one measurement can miss a target the model
+        # meets (a pruning round costs accuracy). The verdict is over both measurements' rounds.
+        result = outcome(names, rounds, earlier=result)
+        if result.verdict != MISSED:
+            return result
         current = rounds[-1].shape if rounds else plan.shape
         teacher_ms, missed_ms = result.stages[0].latency_ms, result.final.latency_ms
         step = next_shape(plan, current, missed_ms, teacher_ms)
@@ -274,6 +280,9 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
         rounds = [*rounds, RefineRound(len(rounds) + 1, step[0], missed_ms, teacher_ms, step[1],
                                        refine_steps(args, training_args, examples))]
         write_rounds(output_dir, plan, rounds)
+
+
+CONFIRM_ROUNDS = 2  # a miss the closed loop would prune by is measured again over this many times latency_rounds
 
 
 def refine_steps(args: CompressArguments, training_args: DistillationConfig, examples: int) -> int:
