@@ -119,9 +119,10 @@ class CompressArguments:
     )
     max_refine_rounds: int = field(
         default=2,
-        metadata={"help": "Closed loop: when the made model misses a latency target on a quiet measurement, prune it "
-                  "further (FFN neurons first), recover with a short distillation and measure again, up to this many "
-                  "rounds (0: never)."},
+        metadata={"help": "Closed loop: when the made model misses a latency target on a quiet measurement, and "
+                  "still misses over that measurement and a second one of twice the rounds pooled, prune it further "
+                  "(FFN neurons first), recover with a short distillation and measure again, up to this many rounds "
+                  "(0: never)."},
     )
     refine_steps: int | None = field(
         default=None,
