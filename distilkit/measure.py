@@ -335,19 +335,26 @@ class Timing:
     it ran, and whether that load makes it unreliable (`busy`, `reasons`).
 
     `reference`: the model whose own spread judges the machine (the teacher, where there is one; otherwise the
-    slowest model, the one load hurts most)."""
+    slowest model, the one load hurts most). `parts`: the measurements a pooled one was made of (`pooled`), each
+    judged busy or quiet on its own."""
 
     latency: dict[str, LatencyStats]
     load: LoadReport
     reference: str
     bounds: BusyBounds = BusyBounds()
+    parts: tuple[Timing, ...] = ()
 
     def __getitem__(self, name: str) -> LatencyStats:
         return self.latency[name]
 
     @property
     def reasons(self) -> list[str]:
-        """Why the machine was too busy for this measurement to judge by (empty when it was quiet)."""
+        """Why the machine was too busy for this measurement to judge by (empty when it was quiet). A pooled
+        measurement is busy when any of its parts was, by that part's own load and spread: a busy part is not
+        averaged away by a quiet one, and a quiet machine whose speed moved between the parts is not called busy."""
+        if self.parts:
+            return [f"measurement {number} of {len(self.parts)}: {reason}"
+                    for number, part in enumerate(self.parts, 1) for reason in part.reasons]
         reasons = []
         load = self.load
         if load.known and load.other_cores > self.bounds.max_other_cores:
@@ -366,8 +373,8 @@ class Timing:
 
     def pooled(self, later: Timing) -> Timing:
         """This measurement and a `later` one of the same models as one: every model's rounds of both together
-        (its statistics over all of them), the load over both windows (`LoadReport.pooled`). A ValueError when the
-        models differ or a measurement kept no rounds."""
+        (its statistics over all of them), the load over both windows (`LoadReport.pooled`), busy when either was
+        (`reasons`). A ValueError when the models differ or a measurement kept no rounds."""
         if set(self.latency) != set(later.latency):
             raise ValueError(f"Cannot pool measurements of different models: {sorted(self.latency)} and "
                              f"{sorted(later.latency)}.")
@@ -378,7 +385,8 @@ class Timing:
                                      f"{stats.rounds} rounds (LatencyStats.of keeps them).")
         latency = {name: LatencyStats.of(stats.times + later.latency[name].times)
                    for name, stats in self.latency.items()}
-        return Timing(latency, self.load.pooled(later.load), self.reference, self.bounds)
+        parts = (self.parts or (self,)) + (later.parts or (later,))
+        return Timing(latency, self.load.pooled(later.load), self.reference, self.bounds, parts)
 
     def speedup(self, name: str, over: str | None = None) -> float:
         """How many times faster `name` runs than `over` (default: the reference), by their estimates."""
@@ -387,16 +395,20 @@ class Timing:
     def describe(self) -> str:
         """One sentence on the machine during the measurement: the load, the reference's spread, the verdict."""
         spread = self.latency[self.reference].spread
-        return (f"{self.load.describe()}; {self.reference}: its rounds spread {spread:.1%}; "
+        pooled = f" over {len(self.parts)} measurements pooled" if self.parts else ""
+        return (f"{self.load.describe()}; {self.reference}: its rounds spread {spread:.1%}{pooled}; "
                 f"{'busy' if self.busy else 'quiet'}")
 
     def to_dict(self) -> dict:
-        return {"estimator": f"{ESTIMATOR} (20th percentile) of {self.latency[self.reference].rounds} interleaved "
+        data = {"estimator": f"{ESTIMATOR} (20th percentile) of {self.latency[self.reference].rounds} interleaved "
                              "rounds", "reference": self.reference,
                 "models": {name: stats.to_dict() for name, stats in self.latency.items()},
                 "load": self.load.to_dict(), "busy": self.busy, "busy_reasons": self.reasons,
                 "bounds": {"max_other_cores": self.bounds.max_other_cores,
                            "max_reference_spread": self.bounds.max_reference_spread}}
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
+        return data
 
 
 @torch.inference_mode()

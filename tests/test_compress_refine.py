@@ -110,32 +110,51 @@ def test_a_miss_is_measured_again_before_pruning_and_judged_over_both_measuremen
     plan, result = run(tmp_path, out)
     final = [c for c in calls if "teacher" in c]  # the measurements with the teacher: missed, confirmed, met
     assert len(final) == 3 and len(result.refine_rounds) == 1
+    assert result.confirmed_miss is None and result.rounds == 10  # the met verdict after the round: one measurement
     rounds = json.loads((out / "refine.json").read_text())["rounds"]
     # The round started from the confirmed miss: pooled over 10 + 20 rounds of the same 1.4x-slow models
     assert rounds[0]["missed_ms"] == pytest.approx(fake_ms(plan.shape) * SLOWER)
 
     # A miss that does not hold: only the first measurement with the teacher is slow (load that came and went).
-    measured = []
+    import torch
+
+    import distilkit.compress.results as compress_results
+
+    measured, evaluated = [], []
     twins = distilkit.measure.interleaved_timing
+    evaluate = compress_results.evaluate
+
+    def evaluate_casting(model, *args):  # as fp16/bf16_full_eval does: the teacher cast in place by evaluation
+        evaluated.append(model)
+        metrics = evaluate(model, *args)
+        model.to(torch.bfloat16)
+        return metrics
 
     def noisy_once(models, *args, **kwargs):
         if "teacher" not in models:
             return twins(models, *args, **kwargs)
+        assert next(models["teacher"].parameters()).dtype == torch.float32  # timed as it came, every time
         measured.append(kwargs.get("rounds", args[3] if len(args) > 3 else None))
         slow = SLOWER if len(measured) == 1 else 1.0
         cost = lambda m: fake_ms(ModelShape.of(m)) * (1.0 if m is TEACHER[0] else slow)  # noqa: E731
         return timing_by(cost)(models, *args, **kwargs)
 
     monkeypatch.setattr(distilkit.measure, "interleaved_timing", noisy_once)
+    monkeypatch.setattr(compress_results, "evaluate", evaluate_casting)
     noisy = tmp_path / "noisy"
     plan, result = run(tmp_path, noisy)
     assert measured == [10, 20]  # measured again with twice the rounds, then nothing pruned
     assert result.verdict == "met" and not result.refine_rounds and not (noisy / "refine.json").exists()
-    assert result.rounds == 30 and result.confirmed_rounds == 10
+    assert len(evaluated) == len(result.stages)  # each model evaluated once: the confirmation keeps the metrics
+    assert result.rounds == 30 and result.confirmed_miss["rounds"] == 10
+    teacher_ms = fake_ms(ModelShape.of(TEACHER[0]))
+    first = teacher_ms / (fake_ms(plan.shape) * SLOWER)  # what the first measurement said: a miss of 2x
+    assert result.confirmed_miss["achieved"] == pytest.approx(first) and first < 2.0
     # 10 slow rounds of 30 stay above the 20th percentile: the estimate is the model's quiet cost
     assert result.final.latency_ms == pytest.approx(fake_ms(plan.shape))
     saved = json.loads((noisy / "results.json").read_text())
-    assert saved["confirmed_rounds"] == 10 and saved["measurement"]["models"]["teacher"]["rounds"] == 30
+    assert saved["confirmed_miss"]["rounds"] == 10 and saved["measurement"]["models"]["teacher"]["rounds"] == 30
+    assert [part["models"]["teacher"]["rounds"] for part in saved["measurement"]["parts"]] == [10, 20]
     assert "before pruning further they were measured again and the verdict is over both measurements' 30 rounds" \
         in (noisy / "results.md").read_text()
 

@@ -205,7 +205,7 @@ def test_interleaved_latency_ms_keeps_its_median_and_min_keys(monkeypatch):
 
 def test_two_measurements_pool_into_one_over_all_their_rounds_and_both_windows():
     first = timed({"teacher": 80.0, "student": 12.0}, jittered(quiet, seed=1), reference="teacher", rounds=10)
-    later = timed({"teacher": 80.0, "student": 9.0}, jittered(quiet, seed=2), FakeProbe(other_cores=0.5),
+    later = timed({"teacher": 80.0, "student": 9.0}, jittered(quiet, seed=2), FakeProbe(other_cores=0.2),
                   reference="teacher", rounds=20)
     pooled = first.pooled(later)
     for name in ("teacher", "student"):
@@ -213,9 +213,21 @@ def test_two_measurements_pool_into_one_over_all_their_rounds_and_both_windows()
         assert len(both) == 30 and pooled[name] == LatencyStats.of(both)  # the statistics of all 30 rounds
     # 10 slow rounds of 30 stay above the 20th percentile: the estimate is the later, faster rounds'
     assert pooled["student"].estimate < 9.1 and first["student"].estimate > 11.8
-    # The load averaged over both 10 s windows: 0.0 then 0.5 cores
-    assert pooled.load.window_s == pytest.approx(20.0) and pooled.load.other_cores == pytest.approx(0.25)
-    assert pooled.reference == "teacher" and not pooled.busy
+    # The load averaged over both 10 s windows: 0.0 then 0.2 cores
+    assert pooled.load.window_s == pytest.approx(20.0) and pooled.load.other_cores == pytest.approx(0.1)
+    assert pooled.reference == "teacher" and not pooled.busy and len(pooled.to_dict()["parts"]) == 2
+    # A busy part is not averaged away: 0.05 cores over 10 s and 0.35 over 20 s pool to 0.25 (the bound), but the
+    # second measurement was busy on its own
+    calm = timed({"teacher": 80.0, "student": 12.0}, probe=FakeProbe(other_cores=0.05), reference="teacher")
+    loaded = timed({"teacher": 80.0, "student": 9.0}, probe=FakeProbe(other_cores=0.35, window_s=20.0),
+                   reference="teacher", rounds=20)
+    diluted = calm.pooled(loaded)
+    assert diluted.load.other_cores == pytest.approx(0.25) and diluted.busy
+    assert diluted.reasons == [f"measurement 2 of 2: {reason}" for reason in loaded.reasons]
+    # Two quiet parts whose level moved (the teacher 80 then 92 ms) are not called busy by their pooled spread
+    moved = timed({"teacher": 80.0, "student": 12.0}, reference="teacher").pooled(
+        timed({"teacher": 92.0, "student": 12.0}, reference="teacher", rounds=20))
+    assert moved["teacher"].spread > 0.1 and not moved.busy and "over 2 measurements pooled" in moved.describe()
     with pytest.raises(ValueError, match=r"different models: \['student', 'teacher'\] and \['teacher'\]"):
         first.pooled(timed({"teacher": 80.0}, reference="teacher"))
     kept_none = LatencyStats(median=1.0, min=1.0, p20=1.0, p25=1.0, p75=1.0, rounds=10)

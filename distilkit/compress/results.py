@@ -67,7 +67,9 @@ class CompressResult:
     onnx: dict | None = None  # engine onnxruntime: the final stage's export (folder, size, metrics in ONNX Runtime)
     refine_rounds: list = dataclasses.field(default_factory=list)  # the closed loop's `refine.RefineRound`s
     refine_note: str | None = None  # why the closed loop stopped before the target was met
-    confirmed_rounds: int | None = None  # a miss measured again: the rounds of the first measurement, pooled in timing
+    # A miss measured again before the closed loop acted (`timing` pools both): the first measurement's rounds and
+    # what it measured, in the target's unit. None when the verdict is one measurement's.
+    confirmed_miss: dict | None = None
 
     @property
     def target_met(self) -> bool:
@@ -100,7 +102,7 @@ class CompressResult:
                 "measurement": None if self.timing is None else self.timing.to_dict(),
                 "remeasure": self.remeasure if self.verdict == UNRELIABLE else None, "onnx": self.onnx,
                 "refine_rounds": [r.to_dict() for r in self.refine_rounds], "refine_note": self.refine_note,
-                "confirmed_rounds": self.confirmed_rounds,
+                "confirmed_miss": self.confirmed_miss,
                 "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
@@ -171,7 +173,8 @@ def write_outcome(plan: Plan, teacher, tokenizer, stage_names: list[str], output
                                                    machine.threads if machine else 2)}
     result = CompressResult(plan, stages, verdict, plan.target.achieved(cost, teacher_ms), plot, timing,
                             remeasure or PYTHON_REMEASURE, onnx, list(refine_rounds or []),
-                            confirmed_rounds=None if earlier is None or earlier.timing is None else earlier.rounds)
+                            confirmed_miss=None if earlier is None or earlier.timing is None else
+                            {"rounds": earlier.rounds, "achieved": earlier.achieved})
     write_files(result, output_dir, training_args, teacher_name, teacher_hub_id, transfer_examples)
     return result
 
@@ -275,12 +278,15 @@ def results_markdown(result: CompressResult) -> str:
 
 def confirmation_lines(result: CompressResult) -> list[str]:
     """results.md's line for a miss measured again before the closed loop acted on it."""
-    if result.confirmed_rounds is None:
+    first = result.confirmed_miss
+    if first is None:
         return []
-    return ["", f"The first measurement of these models missed the target; before pruning further they were measured "
-                f"again and the verdict is over both measurements' {result.rounds} rounds together (the first's "
-                f"{result.confirmed_rounds} and {result.rounds - result.confirmed_rounds} more): one measurement on a "
-                "noisy machine is not enough to prune by."]
+    target = result.plan.target
+    return ["", f"The first measurement of these models missed the target ({target.format(first['achieved'])}); "
+                f"before pruning further they were measured again and the verdict is over both measurements' "
+                f"{result.rounds} rounds together (the first's {first['rounds']} and "
+                f"{result.rounds - first['rounds']} more): one measurement on a noisy machine is not enough to prune "
+                "by."]
 
 
 def refine_lines(result: CompressResult) -> list[str]:

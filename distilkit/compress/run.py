@@ -172,6 +172,9 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     transfer_examples = 0 if transfer_dataset is None else len(transfer_dataset)
 
     def outcome(names: list[str], rounds: list[RefineRound], earlier=None):
+        # Training and evaluation move and cast the teacher (args.device, teacher_dtype, fp16/bf16_full_eval): it
+        # is measured as it came, in every measurement.
+        teacher.to(device=teacher_device, dtype=teacher_dtype)
         onnx = output_dir / ONNX if ONNX in names else None
         return write_outcome(plan, teacher, tokenizer, [n for n in names if n != ONNX], output_dir, training_args,
                              onnx_folder=onnx, refine_rounds=rounds, eval_dataset=eval_dataset,
@@ -180,15 +183,13 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
                              teacher_name=teacher_name, teacher_hub_id=teacher_hub_id,
                              transfer_examples=transfer_examples, progress=progress, remeasure=remeasure)
 
+    teacher_parameter = next(teacher.parameters())
+    teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
     rounds = read_rounds(output_dir, plan)
     if args.measure_only:  # a finished run measured again: nothing is made, trained or planned
         names = stage_names(plan, teacher, rounds)
         check_complete(Run(output_dir, plan.identity()), names)
         return outcome(names, rounds)
-
-    # The trainer moves and casts the teacher (args.device, teacher_dtype); it is measured as it came.
-    teacher_parameter = next(teacher.parameters())
-    teacher_device, teacher_dtype = teacher_parameter.device, teacher_parameter.dtype
 
     save_plan(output_dir, plan)
     run = Run(output_dir, plan.identity())
@@ -260,7 +261,6 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     while True:
         names = stage_names(plan, teacher, rounds)
         run.execute(makers())
-        teacher.to(device=teacher_device, dtype=teacher_dtype)
         result = outcome(names, rounds)
         if result.verdict != MISSED or not plan.target.is_latency or len(rounds) >= args.max_refine_rounds:
             return result
