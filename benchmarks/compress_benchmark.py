@@ -322,7 +322,7 @@ def finished_runs(work: Path, targets: list[str]) -> list[dict]:
                          **chosen_candidate(folder),
                          "in_run": {"target_met": data["target_met"], "verdict": data.get("verdict"),
                                     "achieved": data["achieved"],
-                                    "summary": data["summary"],
+                                    "summary": data["summary"], "confirmed_miss": data.get("confirmed_miss"),
                                     "measured_again": (folder / TRAIN_RESULTS).is_file()},
                          "training": json.loads(bench.read_text()) if bench.is_file() else None})
     return runs
@@ -591,6 +591,10 @@ def markdown(results: dict) -> str:
                            for name, v in run["stages"].items())
         train = run["training"] or {}
         again = " (own verdict measured again)" if run["in_run"].get("measured_again") else ""
+        first = run["in_run"].get("confirmed_miss")
+        if first:
+            again += (f" (a miss measured again before pruning: the first measurement said {first['achieved']:.2f}, "
+                      f"the verdict is over both)")
         lines.append(f"- {run_name(run['target'], run['seed'])}: {stages}. In-run verdict{again}: "
                      f"{run['in_run']['summary']} Closed-loop refine rounds: {run.get('refine_rounds', 0)}. "
                      f"Training + measuring: {train.get('seconds', '?')} s at "

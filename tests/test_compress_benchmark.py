@@ -319,3 +319,16 @@ def test_the_verdict_command_is_the_training_command_with_the_verdict_phase():
     command = cb.CompressBench(args).verdict_command()
     assert "--phase verdict" in command and "--phase train" not in command
     assert "--transfer-rows 44000" in command and "--seeds 2" in command and "--targets speedup=8" in command
+
+
+def test_a_miss_the_run_measured_again_before_pruning_is_named_in_the_summary(tmp_path):
+    confirmed = fake_run(tmp_path, "speedup=8", 1, 0.88)
+    fake_run(tmp_path, "speedup=8", 2, 0.87)
+    data = json.loads((confirmed / "results.json").read_text())
+    (confirmed / "results.json").write_text(json.dumps({**data, "confirmed_miss": {"rounds": 10, "achieved": 7.08}}))
+    runs = cb.finished_runs(tmp_path, ["speedup=8"])
+    assert [r["in_run"]["confirmed_miss"] for r in runs] == [{"rounds": 10, "achieved": 7.08}, None]
+    lines = [line for line in cb.markdown(measured(runs, [8.5, 8.5], [55.0, 55.0])).splitlines()
+             if line.startswith("- speedup8-seed")]
+    assert "a miss measured again before pruning: the first measurement said 7.08" in lines[0]
+    assert "measured again before pruning" not in lines[1]
