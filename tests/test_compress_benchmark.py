@@ -231,6 +231,13 @@ def test_plan_by_reaches_compress_and_the_recorded_settings(tmp_path, plan_by):
     assert described.endswith("scored by the quality score" if plan_by == "quality" else "chosen by parameter count")
 
 
+@pytest.mark.parametrize("flag", [[], ["--bf16"]])
+def test_bf16_reaches_the_training_arguments_and_the_recorded_settings(tmp_path, flag):
+    a = cb.build_parser().parse_args(["--phase", "train", "--work-dir", str(tmp_path), *flag])
+    args = cb.CompressBench(a).training_arguments(1, tmp_path / "run")
+    assert args.bf16 is bool(flag) and cb.settings(a)["bf16"] is bool(flag)
+
+
 def test_the_plan_phase_saves_each_seeds_plan_where_the_train_phase_keeps_it(tmp_path, monkeypatch):
     """`--phase plan` plans every seed (each scores on its own rows) and saves the plan in the seed's run folder;
     compress in that folder with the train phase's arguments keeps it instead of planning again (so the plan

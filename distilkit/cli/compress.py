@@ -5,8 +5,8 @@ meet the target the one the teacher pruned to it predicts most accurate, then ma
 layers, distilled (with the transfer data, if any) while heads and FFN neurons are pruned gradually to exactly the
 planned shape, then int8 when planned. It measures the result against the teacher and says whether the target was
 met; a latency target missed on a quiet machine, and still missed over that measurement and a second one pooled,
-is pruned further and measured again (max_refine_rounds). A target it cannot meet is an error naming the closest candidate, before any
-training.
+is pruned further and measured again (max_refine_rounds). A target it cannot meet is an error naming the closest
+candidate, before any training.
 
 Latency targets are measured at the evaluation section's latency_batch_size, latency_seq_len and latency_threads,
 which must be given, in its engine (--engine onnxruntime: exported to ONNX and run by ONNX Runtime; adds onnx/).
