@@ -7,11 +7,11 @@ AdamW step: what `DistillationTrainer` runs by default) of one model in float32 
         --results-dir /tmp/tp                                             # smoke run (timings meaningless)
 
 Each round runs `--steps` steps of each precision, in an order drawn per round, on the same `--steps` batches
-(`--batch-size` sentences of SST-2 train, padded to the batch's longest, at most `--max-length` tokens: the
-compress benchmark's settings). Each precision trains its own copy of the model with its own optimizer, so
-both run the same computation throughout. The figure is the median over rounds of the seconds per step, and the
-ratio float32 / bfloat16. Speed only: what bfloat16 does to accuracy is measured by training (the compress
-benchmark's `--bf16`).
+(`--batch-size` sentences of SST-2 train grouped by length as `group_by_length` groups them, each batch padded
+to its longest, at most `--max-length` tokens: the compress benchmark's settings). Each precision trains its own
+copy of the model with its own optimizer, so both run the same computation throughout. The figure is the
+median over rounds of the seconds per step, and the ratio float32 / bfloat16. Speed only: what bfloat16 does to
+accuracy is measured by training (the compress benchmark's `--bf16`).
 
 Writes <results-dir>/training_precision.json and .md with the machine (its bf16 instruction sets: AMX, AVX512-BF16)
 and the load other processes put on the cores while it ran.
@@ -47,10 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sst2_batches(data_dir: str, tokenizer, count: int, batch_size: int, max_length: int) -> list[dict]:
-    """`count` batches of `batch_size` SST-2 train sentences drawn with seed 0, each padded to its longest."""
+    """`count` batches of `batch_size` SST-2 train sentences drawn with seed 0, grouped by length as the Trainer's
+    `group_by_length` groups them (the sentences sorted by length, then cut into batches), each padded to its
+    longest."""
     dataset, spec = harness.load_glue_local("sst2", data_dir, "train")
     rows = random.Random(0).sample(range(len(dataset)), count * batch_size)
     texts = dataset.select(rows)[spec["text"]]
+    texts = sorted(texts, key=lambda t: len(tokenizer(t, truncation=True, max_length=max_length)["input_ids"]))
     return [dict(tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length, padding=True,
                            return_tensors="pt"))
             for i in range(0, len(texts), batch_size)]
@@ -73,7 +76,7 @@ def training_step(model, optimizer, batches: list[dict], precision: str):
     return run
 
 
-def measure(a) -> dict:
+def measure(a, argv: list[str]) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -101,13 +104,13 @@ def measure(a) -> dict:
         "parameters": sum(p.numel() for p in base.parameters()),
         "settings": {"batch_size": a.batch_size, "max_length": a.max_length, "steps_per_round": a.steps,
                      "rounds": a.rounds, "threads": a.threads, "optimizer": "AdamW (fused)",
-                     "mean_tokens_per_batch": round(statistics.fmean(b["input_ids"].shape[1] for b in batches), 1)},
+                     "mean_padded_length": round(statistics.fmean(b["input_ids"].shape[1] for b in batches), 1)},
         "seconds_per_step": {name: {"median": round(median[name], 6), "min": round(min(v), 6),
                                     "max": round(max(v), 6)} for name, v in per_step.items()},
         "speedup_bf16": round(median["float32"] / median["bfloat16"], 3),
         "load": {"loadavg_before": load_before, "loadavg_after": load_after, "other_cores": other_cores},
         "machine": harness.engines_machine_info(),
-        "command": harness.portable_command("benchmarks/training_precision.py", sys.argv[1:]),
+        "command": harness.portable_command("training_precision.py", argv),
     }
 
 
@@ -116,7 +119,7 @@ def markdown(r: dict) -> str:
     bf16_flags = ", ".join(f for f in ("amx_bf16", "avx512_bf16") if flags.get(f)) or "none"
     lines = ["# Training speed: float32 against bfloat16 autocast", "",
              f"Model `{r['model']}` ({r['parameters'] / 1e6:.1f}M parameters); batch {s['batch_size']} SST-2 "
-             f"sentences (at most {s['max_length']} tokens, {s['mean_tokens_per_batch']} on average), "
+             f"sentences (at most {s['max_length']} tokens, batches padded to {s['mean_padded_length']} on average), "
              f"{s['optimizer']}, {s['threads']} threads; {s['rounds']} alternating rounds of {s['steps_per_round']} "
              f"steps each.", "",
              f"Machine: {r['machine'].get('cpu_model', '?')}; bf16 instruction sets: {bf16_flags}. Load average "
@@ -131,8 +134,9 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
-    result = measure(a)
+    result = measure(a, argv)
     harness.write_results(a.results_dir, {"training_precision.json": json.dumps(result, indent=1) + "\n",
                                           "training_precision.md": markdown(result)})
     print(markdown(result))
