@@ -159,6 +159,42 @@ def test_a_miss_is_measured_again_before_pruning_and_judged_over_both_measuremen
         in (noisy / "results.md").read_text()
 
 
+def test_mixed_precision_training_leaves_the_measured_teacher_and_the_evaluated_models_in_their_own_precision(
+        tmp_path, monkeypatch, made_models_run_slower):
+    """With `bf16: true`, Trainer.evaluate wraps the model it is given in an autocast forward that outlives it:
+    the teacher, evaluated after the first measurement, ran in bfloat16 in the confirmation (twice as fast on a CPU
+    with AMX: a false miss), and int8 models scored differently than they run. Evaluation for the results is now
+    in each model's own precision, so every measurement times the teacher as it came."""
+    import torch
+    import transformers
+
+    measured_dtypes, evaluated_with = [], []
+    timing = distilkit.measure.interleaved_timing
+
+    def checking(models, *args, **kwargs):
+        if "teacher" in models:
+            teacher, seen = models["teacher"], []
+            hook = teacher.classifier.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+            with torch.no_grad():
+                teacher(input_ids=torch.tensor([[5, 6, 7]]))
+            hook.remove()
+            measured_dtypes.append(seen[0])
+        return timing(models, *args, **kwargs)
+
+    evaluate = transformers.Trainer.evaluate
+
+    def recording(self, *args, **kwargs):
+        evaluated_with.append((self.args.bf16, self.args.fp16))
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(distilkit.measure, "interleaved_timing", checking)
+    monkeypatch.setattr(transformers.Trainer, "evaluate", recording)
+    plan, result = run(tmp_path, tmp_path / "out", {"bf16": True})
+    assert len(measured_dtypes) == 3 and len(result.refine_rounds) == 1  # missed, confirmed, pruned, met
+    assert measured_dtypes == [torch.float32] * 3
+    assert evaluated_with and set(evaluated_with) == {(False, False)}
+
+
 def test_refine_rounds_distil_layer_terms_on_the_kept_layers_map(tmp_path, monkeypatch, trained_layer_maps):
     import distilkit.compress.plan
     from distilkit.config import kept_layer_map, uniform_layer_map

@@ -192,12 +192,16 @@ def write_files(result: CompressResult, output_dir: Path, training_args, teacher
 
 def evaluate(model, training_args, output_dir: Path, eval_dataset, compute_metrics, data_collator,
              tokenizer) -> dict[str, float]:
-    """The model's metrics on `eval_dataset` ({} without one), named without the "eval_" prefix."""
+    """The model's metrics on `eval_dataset` ({} without one), named without the "eval_" prefix, in the model's own
+    precision (as it is saved and runs): mixed precision is off. Trainer's evaluation with `bf16`/`fp16` would score
+    an int8 model differently than it runs, and would leave `model.forward` wrapped in autocast for good (accelerate
+    wraps the model it prepares), so a teacher measured after its evaluation would be timed in half precision."""
     if eval_dataset is None:
         return {}
     from transformers import Trainer
 
-    args = dataclasses.replace(training_args, output_dir=str(output_dir))
+    args = dataclasses.replace(training_args, output_dir=str(output_dir), bf16=False, fp16=False,
+                               bf16_full_eval=False, fp16_full_eval=False)
     trainer = Trainer(model=model, args=args, eval_dataset=eval_dataset, data_collator=data_collator,
                       processing_class=tokenizer, compute_metrics=compute_metrics)
     scores = trainer.evaluate()

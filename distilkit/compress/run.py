@@ -172,8 +172,8 @@ def compress(teacher, tokenizer, train_dataset, eval_dataset, args: CompressArgu
     transfer_examples = 0 if transfer_dataset is None else len(transfer_dataset)
 
     def outcome(names: list[str], rounds: list[RefineRound], earlier=None):
-        # Training and evaluation move and cast the teacher (args.device, teacher_dtype, fp16/bf16_full_eval): it
-        # is measured as it came, in every measurement.
+        # Training moves and casts the teacher (args.device, teacher_dtype): it is measured as it came, in every
+        # measurement (results.evaluate keeps mixed precision off, which would leave it in an autocast forward).
         teacher.to(device=teacher_device, dtype=teacher_dtype)
         onnx = output_dir / ONNX if ONNX in names else None
         return write_outcome(plan, teacher, tokenizer, [n for n in names if n != ONNX], output_dir, training_args,
