@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import BertTokenizerFast, Trainer
+from transformers import Trainer
 
 import distilkit
 from distilkit import DistillationTrainer
@@ -28,7 +28,7 @@ from distilkit.model_card import write_model_card
 from distilkit.pruning import prune_heads
 from distilkit.quantization import quantize_int8
 from helpers.hub_stub import HubStub, blob_oid
-from helpers.tiny_models import VOCAB, tiny_model
+from helpers.tiny_models import save_tiny_tokenizer, tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -54,13 +54,6 @@ def connect(self, address):
     return _connect(self, address)
 socket.getaddrinfo, socket.socket.connect = getaddrinfo, connect
 """
-
-
-def save_tiny_tokenizer(folder: Path) -> None:
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]))
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    vocab.unlink()  # what transformers 5 saves (tokenizer.json + tokenizer_config.json) must be enough
 
 
 def save_variant(folder: Path, variant: str):

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from helpers.benchmarks import import_benchmark, table_with
-from helpers.tiny_models import VOCAB, tiny_model
+from helpers.tiny_models import save_tiny_tokenizer, tiny_model
 from transformers import BertTokenizerFast
 
 tp = import_benchmark("training_precision")
@@ -15,9 +15,7 @@ tp = import_benchmark("training_precision")
 def save_model_and_data(tmp_path):
     model_dir, data_dir = tmp_path / "model", tmp_path / "data"
     model_dir.mkdir()
-    vocab = model_dir / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]))
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(model_dir)
+    save_tiny_tokenizer(model_dir)
     tiny_model("seq", num_labels=2).save_pretrained(model_dir)
     (data_dir / "sst2").mkdir(parents=True)
     rows = [f"{' '.join(f'w{(i * 7 + j) % 90}' for j in range(2 + i % 9))}\t{i % 2}" for i in range(40)]

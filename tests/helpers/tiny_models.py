@@ -11,6 +11,17 @@ VOCAB = 100
 SEQ = 12
 
 
+def save_tiny_tokenizer(folder) -> None:
+    """A word-piece tokenizer of VOCAB tokens ("[PAD]" ... "[MASK]", then "w0", "w1", ...) saved in `folder` the way
+    transformers 5 saves it (tokenizer.json + tokenizer_config.json, without vocab.txt: those must be enough)."""
+    from pathlib import Path
+
+    vocab = Path(folder) / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]))
+    tf.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    vocab.unlink()
+
+
 def tiny_config(family: str = "bert", hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2, **kw):
     common = dict(vocab_size=kw.pop("vocab_size", VOCAB), **kw)
     if family == "bert":
