@@ -221,6 +221,13 @@ def test_the_goals_judge_drops_order_and_verdicts(tmp_path):
     results["runs"][-1].update(speedup=10.0, target_met=False, within_tolerance=False)
     assert not cb.verdict_agrees(results["runs"][-1])
     assert "| no |" in cb.markdown(results)
+    # A run whose own verdict was "unreliable" (compress writes target_met false with it) agrees with no quiet
+    # verdict, not even a miss; a miss of its own that the quiet measurement confirms does.
+    results["runs"][-1].update(speedup=11.0, target_met=False, within_tolerance=False)
+    results["runs"][-1]["in_run"] = {**results["runs"][-1]["in_run"], "target_met": False, "verdict": "unreliable"}
+    assert not cb.verdict_agrees(results["runs"][-1])
+    results["runs"][-1]["in_run"]["verdict"] = "missed"
+    assert cb.verdict_agrees(results["runs"][-1])
 
 
 @pytest.mark.parametrize("plan_by", ["quality", "parameters"])
