@@ -503,10 +503,10 @@ def verdict_agrees(run: dict) -> bool:
     """Whether the run's own verdict ("met" or not, from its in-run measurement) agrees with the quiet measurement:
     the same, or "met" where the quiet measurement is within the 5% tolerance. A verdict of "unreliable" (either
     measurement flagged busy) says neither met nor missed, so it agrees with nothing."""
-    own = run["in_run"]
-    if run["target_met"] is None or own.get("verdict") == "unreliable" or own["target_met"] is None:
+    in_run = run["in_run"]
+    if run["target_met"] is None or in_run.get("verdict") == "unreliable" or in_run["target_met"] is None:
         return False
-    own = own["target_met"] is True
+    own = in_run["target_met"] is True
     return own == run["target_met"] or (own and run["within_tolerance"])
 
 
